@@ -1,0 +1,19 @@
+"""Encoder config, pure-functional Flax encoder, HF import/export and the embedded MiniLM."""
+
+from jaxattr.models.config import EncoderConfig, tiny_config
+from jaxattr.models.encoder import (
+    EncoderOutput,
+    classify,
+    embed,
+    forward,
+    forward_batch,
+    init_params,
+    run_layers,
+    word_embeddings,
+)
+from jaxattr.models.hf import load_hf_dir, save_hf_dir
+
+__all__ = [
+    "EncoderConfig", "EncoderOutput", "classify", "embed", "forward", "forward_batch", "init_params",
+    "load_hf_dir", "run_layers", "save_hf_dir", "tiny_config", "word_embeddings",
+]

@@ -1,0 +1,294 @@
+"""A pure-functional BERT-family encoder (BERT, RoBERTa, DistilBERT, ELECTRA) in Flax Linen.
+
+Parameters are a plain pytree `{"embeddings", "layers", "head"}` with the layer parameters stacked on
+a leading axis and run under `jax.lax.scan`: compile time does not grow with depth, and a range of
+layers is a slice. Every function here is pure (`params, inputs -> outputs`) and can be wrapped in
+`jit`, `vmap` and `grad` by the caller.
+
+Intervention points (all optional):
+  * `word_embeds`: caller-supplied word embeddings (IG/SIG interpolate these; position and token-type
+    embeddings are added by the encoder and never interpolated);
+  * `after_layer=(l, fn)`: a transform of the hidden state after block l (IBA), and `run_layers`
+    with `start`/`stop` to run a range of blocks from a given hidden state;
+  * `attn_bias`: an additive bias on the attention scores per layer (AD-DROP's drop mask);
+  * `attn_perturb`: an additive perturbation of the attention probabilities per layer; pass zeros and
+    its gradient is dF/dA (AD-DROP's attribution);
+  * every block's [CLS] state is returned (DACT, DeeBERT).
+
+Layers are counted like the papers: block 1..L; "after layer 0" is the embedding output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxattr.models.config import EncoderConfig
+
+Params = dict[str, Any]
+Array = jax.Array
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def mask_value(dtype: Any) -> float:
+    """A large negative number for additive masks: half the dtype's minimum, so two masks add safely."""
+    return float(jnp.finfo(dtype).min) / 2
+
+
+def _dense(features: int, cfg: EncoderConfig, name: str) -> nn.Dense:
+    return nn.Dense(
+        features, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(0.02), name=name,
+    )
+
+
+def _layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name)
+
+
+class Embeddings(nn.Module):
+    """Word + position (+ token type) embeddings, LayerNorm, dropout, and ELECTRA's projection."""
+
+    cfg: EncoderConfig
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        init = nn.initializers.normal(0.02)
+        self.word = nn.Embed(cfg.vocab_size, cfg.emb_size, embedding_init=init, name="word")
+        self.position = nn.Embed(cfg.max_position_embeddings, cfg.emb_size, embedding_init=init, name="position")
+        if cfg.type_vocab_size:
+            self.token_type = nn.Embed(cfg.type_vocab_size, cfg.emb_size, embedding_init=init, name="token_type")
+        self.norm = _layer_norm(cfg, "norm")
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+        if cfg.emb_size != cfg.hidden_size:
+            self.project = _dense(cfg.hidden_size, cfg, "project")
+
+    def words(self, input_ids: Array) -> Array:
+        return self.word(input_ids)
+
+    def init_all(self, input_ids: Array) -> Array:
+        return self(self.words(input_ids), input_ids, input_ids)
+
+    def __call__(self, word_embeds: Array, position_ids: Array, token_type_ids: Array | None,
+                 deterministic: bool = True) -> Array:
+        x = word_embeds + self.position(position_ids)
+        if self.cfg.type_vocab_size:
+            tt = jnp.zeros_like(position_ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_type(tt)
+        x = self.norm(x.astype(jnp.float32))
+        x = self.dropout(x, deterministic=deterministic).astype(self.cfg.compute_dtype)
+        if self.cfg.emb_size != self.cfg.hidden_size:
+            x = self.project(x)
+        return x
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm transformer block (the layout shared by all four families)."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, h: Array, key_bias: Array, attn_bias: Array | None, attn_perturb: Array | None,
+                 return_attention: bool, deterministic: bool) -> tuple[Array, Array | None]:
+        cfg = self.cfg
+        b, t, _ = h.shape
+        split = lambda x: x.reshape(b, t, cfg.num_heads, cfg.head_dim)
+        q = split(_dense(cfg.hidden_size, cfg, "query")(h))
+        k = split(_dense(cfg.hidden_size, cfg, "key")(h))
+        v = split(_dense(cfg.hidden_size, cfg, "value")(h))
+        bias = key_bias[:, None, None, :]
+        if attn_bias is not None:
+            bias = bias + attn_bias
+        needs_probs = return_attention or attn_perturb is not None or (
+            not deterministic and cfg.attention_dropout_rate > 0)
+        probs = None
+        if needs_probs:
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+            probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
+            if attn_perturb is not None:
+                probs = probs + attn_perturb
+            dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+            ctx = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
+        else:  # fused attention when nobody needs the probabilities
+            ctx = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype))
+        ctx = ctx.reshape(b, t, cfg.hidden_size)
+        a = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "attn_out")(ctx), deterministic=deterministic)
+        h = _layer_norm(cfg, "attn_norm")(h + a)
+        f = activation(cfg.hidden_act)(_dense(cfg.intermediate_size, cfg, "ffn_in")(h))
+        f = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "ffn_out")(f), deterministic=deterministic)
+        h = _layer_norm(cfg, "out_norm")(h + f)
+        return h, probs
+
+
+class Head(nn.Module):
+    """Sequence classification / regression head on the [CLS] vector, per family as in HF."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, cls: Array, deterministic: bool = True) -> Array:
+        cfg = self.cfg
+        rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
+        drop = nn.Dropout(rate)
+        x = cls
+        if cfg.family in ("roberta", "electra"):
+            x = drop(x, deterministic=deterministic)
+        x = _dense(cfg.hidden_size, cfg, "dense")(x)
+        act = {"bert": jnp.tanh, "roberta": jnp.tanh, "distilbert": jax.nn.relu,
+               "electra": activation("gelu")}[cfg.family]
+        x = drop(act(x), deterministic=deterministic)
+        return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions over the parameter pytree.
+
+
+def init_params(cfg: EncoderConfig, key: Array) -> Params:
+    """Random parameters (BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm)."""
+    k_emb, k_layers, k_head = jax.random.split(key, 3)
+    ids = jnp.zeros((1, 2), jnp.int32)
+    emb = Embeddings(cfg).init(k_emb, ids, method=Embeddings.init_all)["params"]
+    h = jnp.zeros((1, 2, cfg.hidden_size), cfg.compute_dtype)
+    layer_init = lambda k: Layer(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True)["params"]
+    layers = jax.vmap(layer_init)(jax.random.split(k_layers, cfg.num_layers))
+    head = Head(cfg).init(k_head, jnp.zeros((1, cfg.hidden_size)))["params"]
+    return {"embeddings": emb, "layers": layers, "head": head}
+
+
+def position_ids(cfg: EncoderConfig, attention_mask: Array) -> Array:
+    """Position ids; RoBERTa counts valid tokens from pad_token_id + 1, the others count from 0."""
+    t = attention_mask.shape[-1]
+    if cfg.family == "roberta":
+        m = attention_mask.astype(jnp.int32)
+        return jnp.cumsum(m, axis=-1) * m + cfg.pad_token_id
+    return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), attention_mask.shape)
+
+
+def word_embeddings(params: Params, cfg: EncoderConfig, input_ids: Array) -> Array:
+    """The word-embedding rows for `input_ids` ([B, T, E]): the space IG and SIG interpolate in."""
+    return Embeddings(cfg).apply({"params": params["embeddings"]}, input_ids, method=Embeddings.words)
+
+
+def embed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask: Array,
+          token_type_ids: Array | None = None, *, deterministic: bool = True,
+          rng: Array | None = None) -> Array:
+    """Hidden state entering block 1 (embedding output, [B, T, H]) from word embeddings."""
+    rngs = None if deterministic else {"dropout": rng}
+    return Embeddings(cfg).apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
+                                 position_ids(cfg, attention_mask), token_type_ids,
+                                 deterministic=deterministic, rngs=rngs)
+
+
+class LayersOutput(NamedTuple):
+    hidden: Array  # [B, T, H] after the last block run
+    cls: Array  # [n, B, H] [CLS] state after each block run
+    attention: Array | None  # [n, B, heads, T, T] attention probabilities, if asked for
+
+
+def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask: Array, *,
+               start: int = 0, stop: int | None = None, attn_bias: Array | None = None,
+               attn_perturb: Array | None = None, return_attention: bool = False,
+               deterministic: bool = True, rng: Array | None = None) -> LayersOutput:
+    """Run blocks start+1..stop (0-based slice [start, stop)) from `hidden`, under `lax.scan`.
+
+    `attn_bias` and `attn_perturb` carry one entry per block in the slice ([n, B, heads|1, T, T]).
+    """
+    stop = cfg.num_layers if stop is None else stop
+    if not 0 <= start <= stop <= cfg.num_layers:
+        raise ValueError(f"layer range [{start}, {stop}) is outside 0..{cfg.num_layers}")
+    n = stop - start
+    if n == 0:
+        return LayersOutput(hidden, jnp.zeros((0,) + hidden[:, 0].shape, hidden.dtype), None)
+    layer_params = jax.tree.map(lambda p: p[start:stop], params["layers"])
+    key_bias = jnp.where(attention_mask.astype(bool), 0.0, mask_value(jnp.float32))
+    rngs = jnp.zeros((n, 2), jnp.uint32) if deterministic else jax.random.split(rng, n)
+    model = Layer(cfg)
+
+    def body(h, xs):
+        p, bias, perturb, key = xs
+        h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic,
+                               rngs=None if deterministic else {"dropout": key})
+        return h, (h[:, 0], probs if return_attention else None)
+
+    hidden, (cls, attn) = jax.lax.scan(body, hidden, (layer_params, attn_bias, attn_perturb, rngs))
+    return LayersOutput(hidden, cls, attn)
+
+
+def classify(params: Params, cfg: EncoderConfig, cls: Array, *, deterministic: bool = True,
+             rng: Array | None = None) -> Array:
+    """Logits ([B, num_labels], float32) from the final [CLS] vector."""
+    rngs = None if deterministic else {"dropout": rng}
+    return Head(cfg).apply({"params": params["head"]}, cls, deterministic=deterministic, rngs=rngs)
+
+
+class EncoderOutput(NamedTuple):
+    logits: Array  # [B, num_labels] float32
+    cls: Array  # [L, B, H] every block's [CLS] state
+    hidden: Array  # [B, T, H] last hidden state
+    attention: Array | None  # [L, B, heads, T, T] if return_attention
+
+
+def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attention_mask: Array,
+            token_type_ids: Array | None = None, *, word_embeds: Array | None = None,
+            after_layer: tuple[int, Callable[[Array], Array]] | None = None,
+            attn_bias: Array | None = None, attn_perturb: Array | None = None,
+            return_attention: bool = False, deterministic: bool = True,
+            rng: Array | None = None) -> EncoderOutput:
+    """The whole model: embeddings -> blocks (with optional interventions) -> head.
+
+    `word_embeds` replaces the lookup of `input_ids` (which may then be None). `after_layer=(l, fn)`
+    applies `fn` to the hidden state after block l (0 = embedding output) before block l+1 runs.
+    """
+    if word_embeds is None:
+        if input_ids is None:
+            raise ValueError("pass input_ids or word_embeds")
+        word_embeds = word_embeddings(params, cfg, input_ids)
+    keys = [None] * 3 if deterministic else list(jax.random.split(rng, 3))
+    h = embed(params, cfg, word_embeds, attention_mask, token_type_ids, deterministic=deterministic, rng=keys[0])
+    cut = 0 if after_layer is None else after_layer[0]
+    if not 0 <= cut <= cfg.num_layers:
+        raise ValueError(f"after_layer {cut} is outside 0..{cfg.num_layers}")
+
+    def part(h, start, stop, key):
+        sl = lambda a: None if a is None else a[start:stop]
+        return run_layers(params, cfg, h, attention_mask, start=start, stop=stop, attn_bias=sl(attn_bias),
+                          attn_perturb=sl(attn_perturb), return_attention=return_attention,
+                          deterministic=deterministic, rng=key)
+
+    outs = []
+    if after_layer is not None:
+        low = part(h, 0, cut, None if deterministic else jax.random.fold_in(keys[1], 0))
+        outs.append(low)
+        h = after_layer[1](low.hidden)
+    high = part(h, cut, cfg.num_layers, keys[1])
+    outs.append(high)
+    cls = jnp.concatenate([o.cls for o in outs]) if len(outs) > 1 else high.cls
+    attention = None
+    if return_attention:
+        attention = jnp.concatenate([o.attention for o in outs if o.attention is not None])
+    logits = classify(params, cfg, high.hidden[:, 0], deterministic=deterministic, rng=keys[2])
+    return EncoderOutput(logits, cls, high.hidden, attention)
+
+
+def forward_batch(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], **kwargs: Any) -> EncoderOutput:
+    """`forward` on a dict batch with `input_ids`, `attention_mask` and optional `token_type_ids`."""
+    return forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), **kwargs)

@@ -1,0 +1,253 @@
+"""Hugging Face checkpoint directories <-> jaxattr parameters (no torch needed for safetensors).
+
+transformers v5 removed its Flax models and the PyTorch->Flax converters, so the name mapping lives
+here. One table per family maps HF tensor names to paths in our parameter pytree; import and export
+both read it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxattr.errors import UserError
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params, init_params
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt")
+_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra"}
+_ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
+         "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification"}
+
+
+class CheckpointError(UserError):
+    """A checkpoint directory that cannot be read as the expected model (message names the file/tensor)."""
+
+
+def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
+    """Translate a HF `config.json` dict into an EncoderConfig."""
+    family = hf.get("model_type")
+    if family not in _PREFIX:
+        raise CheckpointError(f"unsupported architecture model_type={family!r}; supported: {sorted(_PREFIX)}")
+    id2label = hf.get("id2label")
+    num_labels = len(id2label) if id2label else hf.get("num_labels", 2)
+    regression = hf.get("problem_type") == "regression" or num_labels == 1
+    labels = None
+    if id2label and not regression:
+        labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+        if all(lab == f"LABEL_{i}" for i, lab in enumerate(labels)):
+            labels = None
+    if family == "distilbert":
+        return EncoderConfig(
+            family="distilbert", vocab_size=hf["vocab_size"], hidden_size=hf["dim"], num_layers=hf["n_layers"],
+            num_heads=hf["n_heads"], intermediate_size=hf["hidden_dim"],
+            max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=0, layer_norm_eps=1e-12,
+            hidden_act=hf.get("activation", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
+            num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
+            dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1),
+            classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels)
+    emb = hf.get("embedding_size") if family == "electra" else None
+    return EncoderConfig(
+        family=family, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+        embedding_size=emb if emb and emb != hf["hidden_size"] else None,
+        num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_act=hf.get("hidden_act", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
+        num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
+        dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+        classifier_dropout_rate=hf.get("classifier_dropout"), label_names=labels)
+
+
+def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
+    """A HF `config.json` dict for `cfg` with a sequence-classification architecture."""
+    labels = cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
+    common = {"architectures": [_ARCH[cfg.family]], "model_type": cfg.family, "vocab_size": cfg.vocab_size,
+              "max_position_embeddings": cfg.max_position_embeddings, "pad_token_id": cfg.pad_token_id,
+              "id2label": {str(i): lab for i, lab in enumerate(labels)},
+              "label2id": {lab: i for i, lab in enumerate(labels)},
+              "problem_type": "regression" if cfg.problem_type == "regression" else "single_label_classification"}
+    if cfg.family == "distilbert":
+        return common | {"dim": cfg.hidden_size, "n_layers": cfg.num_layers, "n_heads": cfg.num_heads,
+                         "hidden_dim": cfg.intermediate_size, "activation": cfg.hidden_act,
+                         "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate,
+                         "seq_classif_dropout": cfg.classifier_dropout_rate or cfg.dropout_rate,
+                         "sinusoidal_pos_embds": False}
+    out = common | {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
+                    "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.intermediate_size,
+                    "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps,
+                    "hidden_act": cfg.hidden_act, "hidden_dropout_prob": cfg.dropout_rate,
+                    "attention_probs_dropout_prob": cfg.attention_dropout_rate,
+                    "classifier_dropout": cfg.classifier_dropout_rate}
+    if cfg.family == "electra":
+        out["embedding_size"] = cfg.emb_size
+    return out
+
+
+def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool]]:
+    """(HF name without model prefix or with head prefix, our param path, transpose?) for every tensor.
+
+    Layer paths carry the layer index as their second element; head names start with '@' (no prefix).
+    """
+    yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
+    yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
+    if cfg.type_vocab_size:
+        yield "embeddings.token_type_embeddings.weight", ("embeddings", "token_type", "embedding"), False
+    yield "embeddings.LayerNorm.weight", ("embeddings", "norm", "scale"), False
+    yield "embeddings.LayerNorm.bias", ("embeddings", "norm", "bias"), False
+    if cfg.emb_size != cfg.hidden_size:
+        yield "embeddings_project.weight", ("embeddings", "project", "kernel"), True
+        yield "embeddings_project.bias", ("embeddings", "project", "bias"), False
+    if cfg.family == "distilbert":
+        names = {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+                 "attn_out": "attention.out_lin", "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1",
+                 "ffn_out": "ffn.lin2", "out_norm": "output_layer_norm"}
+        layer_fmt = "transformer.layer.{i}."
+    else:
+        names = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+                 "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
+                 "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "out_norm": "output.LayerNorm"}
+        layer_fmt = "encoder.layer.{i}."
+    for i in range(cfg.num_layers):
+        for ours, theirs in names.items():
+            is_norm = ours.endswith("norm")
+            base = layer_fmt.format(i=i) + theirs
+            yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
+            yield base + ".bias", ("layers", i, ours, "bias"), False
+    head = {"bert": ("pooler.dense", "@classifier"), "roberta": ("@classifier.dense", "@classifier.out_proj"),
+            "electra": ("@classifier.dense", "@classifier.out_proj"),
+            "distilbert": ("@pre_classifier", "@classifier")}[cfg.family]
+    for ours, theirs in zip(("dense", "out"), head):
+        yield theirs + ".weight", ("head", ours, "kernel"), True
+        yield theirs + ".bias", ("head", ours, "bias"), False
+
+
+def _read_state_dict(hf_dir: Path) -> dict[str, np.ndarray]:
+    st, binf = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    if st.exists():
+        from safetensors.numpy import load_file
+
+        try:
+            sd = load_file(str(st))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise CheckpointError(f"{st}: cannot read safetensors file ({e})") from None
+    elif binf.exists():
+        try:
+            import torch
+        except ImportError:
+            raise CheckpointError(f"{binf}: reading .bin checkpoints needs torch; convert to safetensors") from None
+        sd = {k: v.float().numpy() for k, v in torch.load(binf, map_location="cpu", weights_only=True).items()}
+    else:
+        raise CheckpointError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
+    # Old TF-converted checkpoints use gamma/beta for LayerNorm.
+    return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"):
+            np.asarray(v, np.float32) for k, v in sd.items()}
+
+
+def params_from_state_dict(cfg: EncoderConfig, sd: dict[str, np.ndarray], *, seed: int = 0,
+                           source: str = "state dict") -> Params:
+    """Map a HF state dict onto our params; a missing classification head is initialised from `seed`."""
+    prefix = _PREFIX[cfg.family] + "."
+    has_prefix = any(k.startswith(prefix) for k in sd)
+    params = jax.tree.map(np.asarray, init_params(cfg, jax.random.key(seed)))
+    layers = jax.tree.map(np.array, params["layers"])  # writable copies, one slice per layer
+    missing_head = []
+    for name, path, transpose in _name_table(cfg):
+        key = name[1:] if name.startswith("@") else (prefix + name if has_prefix else name)
+        if key not in sd:
+            if path[0] == "head":
+                missing_head.append(key)
+                continue
+            raise CheckpointError(f"{source}: tensor {key!r} is missing")
+        value = sd[key].T if transpose else sd[key]
+        if path[0] == "layers":
+            target = layers[path[2]][path[3]]
+            if value.shape != target.shape[1:]:
+                raise CheckpointError(f"{source}: tensor {key!r} has shape {value.shape}, expected {target.shape[1:]}")
+            target[path[1]] = value
+        else:
+            node = params
+            for p in path[:-1]:
+                node = node[p]
+            if value.shape != node[path[-1]].shape:
+                raise CheckpointError(f"{source}: tensor {key!r} has shape {value.shape}, "
+                                      f"expected {node[path[-1]].shape}")
+            node[path[-1]] = value
+    if missing_head:
+        log.warning("%s has no classification head (%s); initialised it randomly with seed %d",
+                    source, ", ".join(missing_head), seed)
+    params["layers"] = layers
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+
+
+def params_to_state_dict(cfg: EncoderConfig, params: Params) -> dict[str, np.ndarray]:
+    """Our params as a HF `...ForSequenceClassification` state dict (float32 numpy)."""
+    prefix = _PREFIX[cfg.family] + "."
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    sd = {}
+    for name, path, transpose in _name_table(cfg):
+        if path[0] == "layers":
+            value = params["layers"][path[2]][path[3]][path[1]]
+        else:
+            value = params
+            for p in path:
+                value = value[p]
+        sd[name[1:] if name.startswith("@") else prefix + name] = np.ascontiguousarray(value.T if transpose else value)
+    return sd
+
+
+def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = None,
+                problem_type: str | None = None) -> tuple[EncoderConfig, Params]:
+    """Read a HF checkpoint directory into (config, params). Tokenizer: `jaxattr.models.load_tokenizer`.
+
+    `num_labels`/`problem_type` override the config (e.g. a fresh head on a base encoder).
+    """
+    hf_dir = Path(hf_dir)
+    cfg_path = hf_dir / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{cfg_path}: file not found")
+    try:
+        hf_cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: malformed JSON ({e})") from None
+    cfg = config_from_hf(hf_cfg)
+    if num_labels is not None or problem_type is not None:
+        pt = problem_type or ("regression" if num_labels == 1 else "classification")
+        n = 1 if pt == "regression" else (num_labels or cfg.num_labels)
+        labels = cfg.label_names if cfg.label_names and len(cfg.label_names) == n else None
+        cfg = cfg.replace(num_labels=n, problem_type=pt, label_names=labels)
+    sd = _read_state_dict(hf_dir)
+    head_keys = [k for k in sd if k.startswith(("classifier.", "pre_classifier."))]
+    if num_labels is not None and head_keys:
+        # A new head size: drop the old output layer so it is initialised fresh.
+        out = {"bert": "classifier.", "distilbert": "classifier."}.get(cfg.family, "classifier.out_proj.")
+        sd = {k: v for k, v in sd.items() if not k.startswith(out) or v.shape[0] == cfg.num_labels}
+    return cfg, params_from_state_dict(cfg, sd, seed=seed, source=str(hf_dir))
+
+
+def save_hf_dir(cfg: EncoderConfig, params: Params, out_dir: str | Path,
+                tokenizer_dir: str | Path | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` (+ tokenizer files) loadable by transformers."""
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
+    save_file(params_to_state_dict(cfg, params), str(out / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer_dir) / name
+            if src.exists() and src.resolve() != (out / name).resolve():
+                shutil.copy(src, out / name)
+    return out

@@ -1,0 +1,59 @@
+"""Sharding decided in one place: a 1-D `data` mesh over every device, batch sharded, params replicated.
+
+Multi-host runs call `jax.distributed.initialize()` first (see `maybe_initialize_distributed`); the
+mesh then spans every process's devices and each process feeds its own slice of the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA = "data"
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A mesh with one named axis `data` over the first `num_devices` devices (default: all)."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else num_devices
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"asked for {n} devices, {len(devices)} available")
+    return Mesh(np.asarray(devices[:n]), (DATA,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over `data`, other axes whole."""
+    return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def pad_to_multiple(n: int, mesh: Mesh) -> int:
+    """Smallest multiple of the mesh size >= n (batch sizes must divide evenly over devices)."""
+    d = mesh.size
+    return max(d, -(-n // d) * d)
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Put a host batch (pytree of arrays with a leading batch axis) onto the mesh, batch-sharded."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
+
+
+def maybe_initialize_distributed() -> bool:
+    """Initialise multi-host JAX when launched with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES set."""
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+        return True
+    return False
