@@ -1,5 +1,19 @@
 """Datasets (embedded corpora, local files, HF names), tokenisation with word alignment, bucketed batches."""
 
+from jaxattr.data.datasets import (
+    CORPORA,
+    SPLITS,
+    iter_batches,
+    label_names_of,
+    load_corpus,
+    load_dataset_spec,
+    load_table,
+    stratified_split,
+    tokenize_dataset,
+)
 from jaxattr.data.tokenize import BUCKETS, bucket_length, encode_texts, pad_batch
 
-__all__ = ["BUCKETS", "bucket_length", "encode_texts", "pad_batch"]
+__all__ = [
+    "BUCKETS", "CORPORA", "SPLITS", "bucket_length", "encode_texts", "iter_batches", "label_names_of", "load_corpus",
+    "load_dataset_spec", "load_table", "pad_batch", "stratified_split", "tokenize_dataset",
+]

