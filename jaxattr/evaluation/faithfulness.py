@@ -1,0 +1,263 @@
+"""Faithfulness metrics for token attributions: log-odds, comprehensiveness, sufficiency and AOPC.
+
+Definitions (DESIGN.md §3 SIG; the DIG/tint experiment code; ferret for AOPC), for one example of
+``n`` valid tokens (special tokens counted) and the model's **predicted** label ŷ on the original input:
+
+* ``k = int(frac · n)`` with ``frac = 0.2``; the top-k tokens are the k highest-scoring *non-special*
+  tokens (ties broken by position). Special tokens ([CLS], [SEP], <s>, </s>) are never selected and are
+  always kept, so every perturbed input is still well formed; this is our documented choice (the DIG
+  code ranks special tokens too, but they receive 0 attribution from SIG/IG, so they are rarely picked).
+* **log-odds** ``LO = log p'(ŷ) − log p(ŷ)``: the top-k tokens' *word embeddings* are replaced by the
+  [MASK] word embedding (position and token-type embeddings untouched — identical to replacing the ids
+  by ``mask_id``). Lower is better.
+* **comprehensiveness** ``Comp = p(ŷ) − p'(ŷ)``: the top-k tokens are *deleted* (the remaining tokens
+  close up, so positions are re-numbered exactly as in a shorter input). Higher is better.
+* **sufficiency** ``Suff = p(ŷ) − p'(ŷ)``: only the top-k tokens (and the special tokens) are kept.
+  As in the DIG code, sufficiency keeps at least one token when ``k`` rounds to 0. Lower is better.
+* **AOPC** (ferret): comprehensiveness / sufficiency averaged over ``k_v = int(v · m)`` for
+  ``v = 0.1, 0.2, …, 1.0``, where ``m`` is the number of non-special tokens (ferret strips [CLS]/[SEP]
+  before taking percentages); thresholds whose ``k_v`` is 0 or equal to the previous threshold's ``k_v``
+  (the same rationale) are skipped, as ferret does. ferret decodes and re-tokenises; we perturb the token
+  ids directly (no re-tokenisation drift).
+
+All metrics are per example (arrays of shape ``[B]``); the papers report the mean over examples.
+
+Vectorisation: every perturbation of every example is built as one ``[B·P, T]`` batch by pure jnp
+functions (`topk_masks`, `replace_tokens`, `keep_tokens`), then run through the encoder in fixed-size
+chunks under one `jit` per (chunk, bucket length) shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattr.errors import UserError
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params, forward
+
+Array = jax.Array
+METRICS: tuple[str, ...] = ("log_odds", "comprehensiveness", "sufficiency", "aopc_comprehensiveness",
+                            "aopc_sufficiency")
+LOWER_IS_BETTER: dict[str, bool] = {"log_odds": True, "comprehensiveness": False, "sufficiency": True,
+                                    "aopc_comprehensiveness": False, "aopc_sufficiency": True}
+AOPC_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+# ----------------------------------------------------------------------------- pure building blocks
+
+def special_mask(batch: Mapping[str, Any]) -> Array:
+    """[B, T] bool: valid tokens that are special ([CLS]/[SEP]...).
+
+    Uses `word_ids` (-1 for special tokens and padding, as `jaxattr.data.tokenize` writes them) when
+    present, else an explicit `special_mask` entry, else treats the first and last valid token as special.
+    """
+    valid = jnp.asarray(batch["attention_mask"]).astype(bool)
+    if "special_mask" in batch:
+        return jnp.asarray(batch["special_mask"]).astype(bool) & valid
+    if "word_ids" in batch:
+        return (jnp.asarray(batch["word_ids"]) < 0) & valid
+    t = valid.shape[-1]
+    last = valid.sum(-1, keepdims=True) - 1
+    pos = jnp.arange(t)
+    return valid & ((pos == 0) | (pos == last))
+
+
+def token_ranks(scores: Array, candidates: Array) -> Array:
+    """Rank of every position by descending score among `candidates` (0 = top); non-candidates rank last.
+
+    Ties are broken by position (stable sort), so the ranking is deterministic.
+    """
+    s = jnp.where(candidates, scores.astype(jnp.float32), -jnp.inf)
+    order = jnp.argsort(-s, axis=-1, stable=True)
+    ranks = jnp.argsort(order, axis=-1, stable=True)
+    return jnp.where(candidates, ranks, scores.shape[-1])
+
+
+def topk_masks(scores: Array, candidates: Array, ks: Array) -> Array:
+    """[B, P, T] bool: for each example and each k in `ks` ([B, P] ints), its top-k candidate tokens."""
+    ranks = token_ranks(scores, candidates)
+    return ranks[:, None, :] < ks[:, :, None]
+
+
+def replace_tokens(input_ids: Array, select: Array, replacement_id: int) -> Array:
+    """Replace the selected tokens' ids (hence word embeddings) by `replacement_id`."""
+    return jnp.where(select, replacement_id, input_ids)
+
+
+def keep_tokens(input_ids: Array, token_type_ids: Array, keep: Array, pad_id: int) -> tuple[Array, Array, Array]:
+    """Delete the tokens where `keep` is False from each row ([..., T]): the kept tokens close up to the
+    left in their original order and the rest becomes padding. Returns (ids, token types, attention mask),
+    which is exactly the shorter input padded to T."""
+    order = jnp.argsort(~keep, axis=-1, stable=True)
+    n = keep.sum(-1, keepdims=True)
+    mask = jnp.arange(keep.shape[-1]) < n
+    ids = jnp.where(mask, jnp.take_along_axis(input_ids, order, -1), pad_id)
+    types = jnp.where(mask, jnp.take_along_axis(token_type_ids, order, -1), 0)
+    return ids, types, mask.astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- model evaluation
+
+@partial(jax.jit, static_argnums=(1,))
+def _probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array) -> Array:
+    return jax.nn.softmax(forward(params, cfg, ids, mask, types).logits.astype(jnp.float32), -1)
+
+
+def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,
+                chunk_size: int = 64) -> np.ndarray:
+    """Softmax probabilities [N, C] for N rows, run in fixed-size chunks (the last one padded) so that
+    one bucket length compiles once."""
+    ids, mask, types = (np.asarray(a) for a in (ids, mask, types))
+    n = ids.shape[0]
+    if n == 0:
+        return np.zeros((0, cfg.num_labels), np.float32)
+    rows = min(chunk_size, n)
+    out = []
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        pad = rows - (e - s)
+        part = [np.concatenate([a[s:e], np.repeat(a[s:s + 1], pad, 0)]) if pad else a[s:e]
+                for a in (ids, mask, types)]
+        out.append(np.asarray(_probs(params, cfg, *part))[: e - s])
+    return np.concatenate(out)
+
+
+def _prepare(cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any) -> tuple[Array, ...]:
+    if cfg.problem_type != "classification":
+        raise UserError("faithfulness metrics need a classification model (they use the predicted class)")
+    ids = jnp.asarray(batch["input_ids"], jnp.int32)
+    mask = jnp.asarray(batch["attention_mask"], jnp.int32)
+    types = jnp.asarray(batch["token_type_ids"], jnp.int32) if batch.get("token_type_ids") is not None \
+        else jnp.zeros_like(ids)
+    scores = jnp.asarray(scores, jnp.float32)
+    if scores.shape != ids.shape:
+        raise UserError(f"scores of shape {tuple(scores.shape)} do not match the batch {tuple(ids.shape)}; "
+                        "give one score per token")
+    special = special_mask(batch)
+    words = mask.astype(bool) & ~special
+    return ids, mask, types, scores, special, words
+
+
+def _frac_of(frac: float, n: Array) -> Array:
+    """int(frac * n) in exact integer arithmetic (float32 would round 0.7 * 500 down to 349)."""
+    r = round(float(frac) * 10_000)
+    return (r * n.astype(jnp.int32)) // 10_000
+
+
+def _ks_fixed(mask: Array, words: Array, frac: float, at_least_one: bool) -> Array:
+    k = _frac_of(frac, mask.sum(-1))  # int(frac * n)
+    if at_least_one:
+        k = jnp.maximum(k, 1)
+    return jnp.minimum(k, words.sum(-1))
+
+
+def _ks_aopc(words: Array, fractions: Sequence[float]) -> tuple[Array, Array]:
+    """k per (example, threshold) over the non-special length, and which thresholds count (ferret)."""
+    k = jnp.stack([_frac_of(f, words.sum(-1)) for f in fractions], axis=1)
+    prev = jnp.concatenate([jnp.zeros_like(k[:, :1]), k[:, :-1]], axis=1)
+    return k, (k > 0) & (k != prev)
+
+
+def _repeat(a: Array, shape: tuple[int, ...]) -> Array:
+    return jnp.broadcast_to(a[:, None, :], shape)
+
+
+def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
+                 mask_id: int, metrics: Sequence[str] = METRICS, frac: float = 0.2,
+                 fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> dict[str, np.ndarray]:
+    """Per-example faithfulness metrics of `scores` ([B, T], one per token) for the model's predicted class.
+
+    `batch` holds `input_ids`, `attention_mask`, optional `token_type_ids` and `word_ids` (for the
+    special-token mask). One original forward and one perturbed batch of every requested metric's
+    perturbations, evaluated in chunks. Returns {metric: [B] float array}; average over examples to
+    report. Also returns `prob` (p(ŷ) on the original input) and `predicted` (ŷ).
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    ids, mask, types, scores, special, words = _prepare(cfg, batch, scores)
+    b, _ = ids.shape
+    probs0 = class_probs(params, cfg, ids, mask, types, chunk_size=chunk_size)
+    pred = probs0.argmax(-1)
+    p0 = probs0[np.arange(b), pred]
+
+    groups: list[tuple[str, Array, Array, Array]] = []  # (metric, ids, types, mask) each [B, P, T]
+    aopc_ok = None
+    for name in metrics:
+        if name in ("log_odds", "comprehensiveness", "sufficiency"):
+            ks = _ks_fixed(mask, words, frac, at_least_one=name == "sufficiency")[:, None]
+        else:
+            ks, aopc_ok = _ks_aopc(words, fractions)
+        top = topk_masks(scores, words, ks)  # [B, P, T]
+        rep = partial(_repeat, shape=top.shape)
+        if name == "log_odds":
+            groups.append((name, replace_tokens(rep(ids), top, mask_id), rep(types), rep(mask)))
+            continue
+        valid = rep(mask).astype(bool)
+        keep = valid & ~top if name in ("comprehensiveness", "aopc_comprehensiveness") \
+            else valid & (top | rep(special))
+        g_ids, g_types, g_mask = keep_tokens(rep(ids), rep(types), keep, cfg.pad_token_id)
+        groups.append((name, g_ids, g_types, g_mask))
+
+    flat = [(n, i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), m.reshape(-1, m.shape[-1]), i.shape[1])
+            for n, i, t, m in groups]
+    all_probs = class_probs(params, cfg, np.concatenate([f[1] for f in flat]), np.concatenate([f[3] for f in flat]),
+                            np.concatenate([f[2] for f in flat]), chunk_size=chunk_size)
+    out: dict[str, np.ndarray] = {"prob": p0, "predicted": pred}
+    start = 0
+    for name, g_ids, _, _, p in flat:
+        rows = all_probs[start:start + g_ids.shape[0]].reshape(b, p, -1)
+        start += g_ids.shape[0]
+        pp = np.take_along_axis(rows, pred[:, None, None], -1)[..., 0]  # [B, P] p'(ŷ)
+        if name == "log_odds":
+            out[name] = (np.log(np.maximum(pp[:, 0], 1e-30)) - np.log(np.maximum(p0, 1e-30))).astype(np.float64)
+        elif name in ("comprehensiveness", "sufficiency"):
+            out[name] = (p0 - pp[:, 0]).astype(np.float64)
+        else:
+            ok = np.asarray(aopc_ok)
+            diff = (p0[:, None] - pp) * ok
+            cnt = ok.sum(-1)
+            empty = 0.0 if name == "aopc_comprehensiveness" else 1.0  # ferret's value with no rationale
+            out[name] = np.where(cnt > 0, diff.sum(-1) / np.maximum(cnt, 1), empty).astype(np.float64)
+    return out
+
+
+def log_odds(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *, mask_id: int,
+             frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
+    """Per-example log-odds: top-k word embeddings -> [MASK]; `log p'(ŷ) − log p(ŷ)` (lower is better)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("log_odds",), frac=frac,
+                        chunk_size=chunk_size)["log_odds"]
+
+
+def comprehensiveness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
+                      frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
+    """Per-example comprehensiveness: delete the top-k tokens; `p(ŷ) − p'(ŷ)` (higher is better)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("comprehensiveness",), frac=frac,
+                        chunk_size=chunk_size)["comprehensiveness"]
+
+
+def sufficiency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
+                frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
+    """Per-example sufficiency: keep only the top-k tokens; `p(ŷ) − p'(ŷ)` (lower is better)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("sufficiency",), frac=frac,
+                        chunk_size=chunk_size)["sufficiency"]
+
+
+def aopc_comprehensiveness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
+                           fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> np.ndarray:
+    """Per-example AOPC comprehensiveness over 10%..100% of the non-special tokens (ferret)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("aopc_comprehensiveness",),
+                        fractions=fractions, chunk_size=chunk_size)["aopc_comprehensiveness"]
+
+
+def aopc_sufficiency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
+                     fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> np.ndarray:
+    """Per-example AOPC sufficiency over 10%..100% of the non-special tokens (ferret)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("aopc_sufficiency",),
+                        fractions=fractions, chunk_size=chunk_size)["aopc_sufficiency"]
