@@ -1,0 +1,220 @@
+"""AD-DROP: attribution-driven dropout of self-attention positions (Yang et al., NeurIPS 2022, §2.3-2.4).
+
+One AD-DROP step, as a pre-gradient batch transform for the engine (`make_transform`):
+
+1. forward 1 with dropout on, with a zero perturbation `attn_perturb` added to every layer's attention
+   probabilities A; the pseudo label ĉ = argmax of its logits (or the gold label);
+2. B = ∂F_ĉ/∂A through `jax.vjp` w.r.t. the perturbation only: no parameter gradient is computed
+   (regression: B = −∂loss/∂A with the squared error against the gold target);
+3. per row (layer, example, head, query), sort the valid (non-padding) keys' scores ascending; the
+   threshold is the int((1−p)·n)-th smallest (0-based, n = valid keys); positions at or above it form
+   the candidate region (`region="low"`: the p·n lowest instead, the paper's §2.2 prior experiment);
+   each candidate is dropped with probability q;
+4. the drops become an additive bias (`mask_value`, large negative) on the attention scores of the
+   chosen layers; forward 2 with that bias gives the training loss (the engine's `loss_fn`).
+
+Attribution variants: GA (gradient, default), IGA (integrated gradient over the scaled attention of each
+chosen layer, m steps, Hao et al. 2021: B = A ⊙ mean_k ∂F(k/m·A)/∂A), AA (the attention weights
+themselves), RD (random scores: a random candidate region). Cross-tuning: plain fine-tuning on odd
+epochs, AD-DROP on even epochs (1-indexed). Layers are counted 1..L as in the papers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxattr.errors import UserError
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params, forward, mask_value
+
+ATTRIBUTIONS = ("ga", "iga", "aa", "rd")
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class ADDropConfig:
+    """AD-DROP settings (paper defaults: GA, pseudo labels, p = 0.3, q = 0.2, cross-tuning on)."""
+
+    attribution: str = "ga"  # ga | iga | aa | rd
+    p: float = 0.3  # size of the candidate region (fraction of the valid keys of a row)
+    q: float = 0.2  # drop probability inside the region
+    labels: str = "pseudo"  # pseudo | gold (classification; regression always uses the gold target)
+    layers: Any = "all"  # "all" or 1-based block indices, e.g. [1] = the first layer only
+    cross_tuning: bool = True  # plain on odd epochs, AD-DROP on even epochs
+    region: str = "high"  # high (AD-DROP) | low (§2.2: drop the low-attribution positions)
+    iga_steps: int = 20
+
+    def validate(self, num_layers: int | None = None) -> ADDropConfig:
+        """Raise a one-line UserError for a bad setting; return self (with `layers` normalised)."""
+        if self.attribution not in ATTRIBUTIONS:
+            raise UserError(f"addrop.attribution {self.attribution!r} is unknown; choose one of {ATTRIBUTIONS}")
+        for name in ("p", "q"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 < float(v) < 1.0:
+                raise UserError(f"addrop.{name} must lie strictly between 0 and 1, got {v!r}")
+        if self.labels not in ("pseudo", "gold"):
+            raise UserError(f"addrop.labels must be 'pseudo' or 'gold', got {self.labels!r}")
+        if self.region not in ("high", "low"):
+            raise UserError(f"addrop.region must be 'high' or 'low', got {self.region!r}")
+        if not isinstance(self.iga_steps, int) or self.iga_steps < 1:
+            raise UserError(f"addrop.iga_steps must be a positive integer, got {self.iga_steps!r}")
+        layers = self.layers
+        if isinstance(layers, int) and not isinstance(layers, bool):
+            layers = (layers,)
+        if layers != "all":
+            if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+                raise UserError(f"addrop.layers must be 'all' or a list of 1-based layer numbers, got {layers!r}")
+            layers = tuple(layers)
+            if num_layers is not None and not all(isinstance(i, int) and 1 <= i <= num_layers for i in layers):
+                raise UserError(f"addrop.layers {list(layers)} must be layer numbers in 1..{num_layers}")
+        return dataclasses.replace(self, layers=layers, p=float(self.p), q=float(self.q))
+
+    def layer_indices(self, num_layers: int) -> tuple[int, ...]:
+        """0-based indices of the chosen blocks."""
+        if self.layers == "all":
+            return tuple(range(num_layers))
+        return tuple(sorted({int(i) - 1 for i in self.layers}))
+
+
+def use_addrop(epoch: int, cross_tuning: bool) -> bool:
+    """Whether AD-DROP runs in `epoch` (1-indexed): every epoch, or only even ones with cross-tuning."""
+    return (not cross_tuning) or epoch % 2 == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks from scores.
+
+
+def candidate_region(scores: jax.Array, key_mask: jax.Array, p: float, region: str = "high") -> jax.Array:
+    """Positions eligible for dropping, per row of `scores` ([..., B, H, Tq, Tk]; `key_mask` [B, Tk]).
+
+    Among the n valid keys of a row, the threshold is the int((1−p)·n)-th smallest score (0-based);
+    candidates are valid keys with score >= threshold ("high"), or, for "low", the same rule applied to
+    the negated scores (the lowest p·n). Padding keys are never candidates.
+    """
+    s = -scores if region == "low" else scores
+    s = s.astype(jnp.float32)
+    valid = key_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, Tk]
+    valid = jnp.broadcast_to(valid, s.shape)
+    n = jnp.sum(key_mask.astype(jnp.int32), axis=-1)  # [B]
+    # int((1-p) n); the small epsilon keeps float32 rounding from landing just below an integer.
+    t = jnp.floor((1.0 - p) * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
+    t = jnp.clip(t, 0, jnp.maximum(n - 1, 0))
+    t = jnp.broadcast_to(t[:, None, None, None], s.shape[:-1] + (1,))
+    ordered = jnp.sort(jnp.where(valid, s, jnp.inf), axis=-1)
+    threshold = jnp.take_along_axis(ordered, t, axis=-1)
+    return valid & (s >= threshold)
+
+
+def drop_mask(scores: jax.Array, key_mask: jax.Array, p: float, q: float, rng: jax.Array,
+              region: str = "high") -> jax.Array:
+    """True where a position is dropped: in the candidate region and chosen with probability q."""
+    cand = candidate_region(scores, key_mask, p, region)
+    return cand & jax.random.bernoulli(rng, q, cand.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribution scores.
+
+
+def _forward_fn(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array, deterministic: bool):
+    def f(perturb: jax.Array):
+        out = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                      attn_perturb=perturb, return_attention=True, deterministic=deterministic, rng=rng)
+        return out.logits, out.attention
+
+    return f
+
+
+def _cotangent(cfg: EncoderConfig, logits: jax.Array, batch: Batch, labels: str) -> jax.Array:
+    """d(target)/d(logits): one-hot of ĉ (F_ĉ), or −d loss/d pred for regression (squared error)."""
+    if cfg.problem_type == "regression":
+        return -2.0 * (logits - batch["labels"].astype(jnp.float32).reshape(logits.shape))
+    target = jnp.argmax(logits, -1) if labels == "pseudo" else batch["labels"].astype(jnp.int32)
+    return jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype)
+
+
+def attention_gradient(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array | None = None, *,
+                       labels: str = "pseudo", deterministic: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(B = ∂F_ĉ/∂A for every layer [L, B, H, T, T], logits, attention) from one forward + one
+    activation-only backward (the vjp is taken w.r.t. the attention perturbation, never the params)."""
+    b, t = batch["input_ids"].shape
+    zeros = jnp.zeros((cfg.num_layers, b, cfg.num_heads, t, t), jnp.float32)
+    f = _forward_fn(params, cfg, batch, rng, deterministic)
+    logits, vjp, attention = jax.vjp(f, zeros, has_aux=True)
+    (grad,) = vjp(jax.lax.stop_gradient(_cotangent(cfg, logits, batch, labels)))
+    return grad, logits, attention
+
+
+def integrated_attention_gradient(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array | None,
+                                  layers: Sequence[int], *, steps: int = 20, labels: str = "pseudo",
+                                  deterministic: bool = False) -> jax.Array:
+    """IGA for each chosen layer l: A_l ⊙ (1/m) Σ_k ∂F(k/m · A_l)/∂A_l, scaling one layer at a time
+    (the other layers as in forward 1, same dropout key). Returns [len(layers), B, H, T, T]."""
+    b, t = batch["input_ids"].shape
+    zeros = jnp.zeros((cfg.num_layers, b, cfg.num_heads, t, t), jnp.float32)
+    f = _forward_fn(params, cfg, batch, rng, deterministic)
+    logits, attention = f(zeros)
+    ct = jax.lax.stop_gradient(_cotangent(cfg, logits, batch, labels))
+    attention = jax.lax.stop_gradient(attention)
+    alphas = jnp.arange(1, steps + 1, dtype=jnp.float32) / steps
+
+    def one_layer(li):
+        a_l = attention[li]
+
+        def step(acc, alpha):
+            perturb = zeros.at[li].set((alpha - 1.0) * a_l)
+            _, vjp, _ = jax.vjp(f, perturb, has_aux=True)
+            return acc + vjp(ct)[0][li], None
+
+        total, _ = jax.lax.scan(step, jnp.zeros_like(a_l), alphas)
+        return a_l * total / steps
+
+    return jax.lax.map(one_layer, jnp.asarray(layers, jnp.int32))
+
+
+def attribution_scores(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array,
+                       acfg: ADDropConfig) -> jax.Array:
+    """Scores [len(layers), B, H, T, T] for the chosen layers, by the configured attribution method."""
+    layers = jnp.asarray(acfg.layer_indices(cfg.num_layers), jnp.int32)
+    k_fwd, k_rand = jax.random.split(rng)
+    if acfg.attribution == "ga":
+        grad, _, _ = attention_gradient(params, cfg, batch, k_fwd, labels=acfg.labels)
+        return grad[layers]
+    if acfg.attribution == "iga":
+        return integrated_attention_gradient(params, cfg, batch, k_fwd, acfg.layer_indices(cfg.num_layers),
+                                             steps=acfg.iga_steps, labels=acfg.labels)
+    b, t = batch["input_ids"].shape
+    shape = (len(acfg.layer_indices(cfg.num_layers)), b, cfg.num_heads, t, t)
+    if acfg.attribution == "aa":
+        out = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                      return_attention=True, deterministic=False, rng=k_fwd)
+        return out.attention[layers].astype(jnp.float32)
+    return jax.random.uniform(k_rand, shape)  # rd
+
+
+def addrop_bias(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array, acfg: ADDropConfig) -> jax.Array:
+    """The additive attention bias [L, B, H, T, T] of one AD-DROP step (0 on unchosen layers)."""
+    k_score, k_drop = jax.random.split(rng)
+    scores = jax.lax.stop_gradient(attribution_scores(params, cfg, batch, k_score, acfg))
+    dropped = drop_mask(scores, batch["attention_mask"], acfg.p, acfg.q, k_drop, acfg.region)
+    bias = jnp.where(dropped, mask_value(jnp.float32), 0.0).astype(jnp.float32)
+    b, t = batch["input_ids"].shape
+    full = jnp.zeros((cfg.num_layers, b, cfg.num_heads, t, t), jnp.float32)
+    return full.at[jnp.asarray(acfg.layer_indices(cfg.num_layers), jnp.int32)].set(bias)
+
+
+def make_transform(cfg: EncoderConfig, acfg: ADDropConfig):
+    """The engine transform that adds AD-DROP's `attn_bias` to a batch (no parameter gradients)."""
+    acfg = acfg.validate(cfg.num_layers)
+
+    def transform(params: Params, batch: Batch, rng: jax.Array) -> Batch:
+        enc = params["encoder"] if "encoder" in params and "layers" not in params else params
+        return {**batch, "attn_bias": addrop_bias(jax.lax.stop_gradient(enc), cfg, batch, rng, acfg)}
+
+    return transform
