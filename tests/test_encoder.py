@@ -1,0 +1,208 @@
+"""The encoder against HF PyTorch (the oracle) and its transformations: jit, vmap, grad, interventions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from hf_tiny import FAMILIES, hf_logits, random_batch, save_tiny
+
+from jaxattr.data import bucket_length, encode_texts, pad_batch
+from jaxattr.models import (
+    classify,
+    embed,
+    forward,
+    forward_batch,
+    load_hf_dir,
+    minilm_dir,
+    run_layers,
+    word_embeddings,
+)
+from jaxattr.models.encoder import mask_value
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """{family: (hf torch model, our cfg, our params)} for 3-class heads, loaded through our HF reader."""
+    out = {}
+    for family in FAMILIES:
+        d = tmp_path_factory.mktemp(family)
+        model = save_tiny(family, d)
+        cfg, params = load_hf_dir(d)
+        out[family] = (model, cfg, params)
+    return out
+
+
+def _ours(cfg, params, batch, **kw):
+    return np.asarray(forward_batch(params, cfg, batch, **kw).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_match_hf_pytorch(tiny_models, family):
+    model, cfg, params = tiny_models[family]
+    assert cfg.family == family
+    if family == "electra":
+        assert cfg.emb_size == 16 != cfg.hidden_size
+    batch = random_batch(family)
+    theirs = hf_logits(model, batch, family)
+    ours = _ours(cfg, params, batch)
+    assert theirs.shape == ours.shape == (4, 3)
+    assert np.ptp(theirs, axis=0).max() > 0.1, "oracle logits barely vary: the comparison would be weak"
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_regression_head_matches_hf(tmp_path, family):
+    model = save_tiny(family, tmp_path, num_labels=1)
+    cfg, params = load_hf_dir(tmp_path)
+    assert cfg.problem_type == "regression" and cfg.num_labels == 1
+    batch = random_batch(family, seed=3)
+    np.testing.assert_allclose(_ours(cfg, params, batch), hf_logits(model, batch, family), atol=1e-5, rtol=0)
+
+
+def test_real_minilm_matches_hf(minilm):
+    """The real all-MiniLM-L6-v2 as BertForSequenceClassification, our seeded head copied into HF's."""
+    hf = transformers.BertForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2).eval()
+    head = minilm.params["head"]
+    with torch.no_grad():
+        hf.classifier.weight.copy_(torch.tensor(np.asarray(head["out"]["kernel"]).T))
+        hf.classifier.bias.copy_(torch.tensor(np.asarray(head["out"]["bias"])))
+    texts = ["I love my new self-driving car!", "Driverless cars are not worth the risk.",
+             "ok", "Would you trust a computer to drive your kids to school? I wouldn't, not in a million years."]
+    examples = encode_texts(minilm.tokenizer, texts)
+    batch = pad_batch(examples, bucket_length(max(len(e["input_ids"]) for e in examples)), minilm.pad_id)
+    with torch.no_grad():
+        theirs = hf(**{k: torch.tensor(batch[k], dtype=torch.long)
+                       for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+    ours = _ours(minilm.cfg, minilm.params, batch)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_jit_vmap_and_eager_agree(tiny_models):
+    _, cfg, params = tiny_models["bert"]
+    batch = random_batch("bert")
+    eager = _ours(cfg, params, batch)
+    jitted = np.asarray(jax.jit(lambda p, b: forward_batch(p, cfg, b).logits)(params, batch))
+    one = lambda ids, m, t: forward(params, cfg, ids[None], m[None], t[None]).logits[0]
+    vmapped = np.asarray(jax.vmap(one)(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
+    np.testing.assert_allclose(jitted, eager, atol=1e-6)
+    np.testing.assert_allclose(vmapped, eager, atol=1e-6)
+
+
+def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models):
+    model, cfg, params = tiny_models["bert"]
+    batch = random_batch("bert", seed=1)
+    we = word_embeddings(params, cfg, batch["input_ids"])
+
+    def f(we):
+        out = forward(params, cfg, None, batch["attention_mask"], batch["token_type_ids"], word_embeds=we)
+        return out.logits[:, 1].sum()
+
+    g = np.asarray(jax.jit(jax.grad(f))(we))
+    t_we = torch.tensor(np.asarray(we), requires_grad=True)
+    out = model(inputs_embeds=t_we, attention_mask=torch.tensor(batch["attention_mask"]),
+                token_type_ids=torch.tensor(batch["token_type_ids"], dtype=torch.long)).logits[:, 1].sum()
+    out.backward()
+    expected = t_we.grad.numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(g, expected, atol=1e-5 * np.abs(expected).max() + 1e-7)
+    # Padding tokens do not influence [CLS]: their embedding gradient is zero.
+    assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
+
+
+def test_three_lengths_in_one_bucket_compile_once(tiny_models):
+    _, cfg, params = tiny_models["bert"]
+    traces = []
+
+    @jax.jit
+    def fwd(p, b):
+        traces.append(1)  # runs only while tracing
+        return forward_batch(p, cfg, b).logits
+
+    rng = np.random.default_rng(0)
+    for n in (5, 9, 13):
+        length = bucket_length(n)
+        examples = [{"input_ids": rng.integers(3, 100, n).astype(np.int32), "token_type_ids": np.zeros(n, np.int32),
+                     "word_ids": np.arange(n, dtype=np.int32)} for _ in range(3)]
+        fwd(params, pad_batch(examples, length, 0)).block_until_ready()
+    assert len(traces) == 1
+    fwd(params, pad_batch(examples, bucket_length(20), 0))  # another bucket: one more compile
+    assert len(traces) == 2
+
+
+def test_bf16_compute_is_close_to_fp32(tiny_models):
+    _, cfg, params = tiny_models["electra"]
+    batch = random_batch("electra")
+    ref = forward_batch(params, cfg, batch)
+    low = jax.jit(lambda p, b: forward_batch(p, cfg.replace(dtype="bfloat16"), b))(params, batch)
+    assert low.hidden.dtype == jnp.bfloat16 and ref.hidden.dtype == jnp.float32
+    assert low.logits.dtype == jnp.float32
+    scale = float(jnp.abs(ref.logits).max())
+    err = float(jnp.abs(low.logits - ref.logits).max())
+    assert np.isfinite(err) and err <= 0.05 * max(scale, 1.0), (err, scale)
+    assert err > 0  # it really computed in bf16
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra"])
+def test_after_layer_identity_and_layer_slices_compose(tiny_models, family):
+    _, cfg, params = tiny_models[family]
+    batch = random_batch(family)
+    ref = forward_batch(params, cfg, batch)
+    for layer in range(cfg.num_layers + 1):
+        out = forward_batch(params, cfg, batch, after_layer=(layer, lambda h: h))
+        # Same maths; splitting the layer scan in two may only change fp32 rounding.
+        np.testing.assert_allclose(np.asarray(out.logits), np.asarray(ref.logits), atol=2e-6, rtol=0)
+        np.testing.assert_allclose(np.asarray(out.cls), np.asarray(ref.cls), atol=1e-6)
+    # embed -> blocks [0, 1) -> transform -> blocks [1, 2) -> head == forward with after_layer=(1, transform)
+    transform = lambda h: 0.5 * h + 0.1
+    mask = batch["attention_mask"]
+    h0 = embed(params, cfg, word_embeddings(params, cfg, batch["input_ids"]), mask, batch["token_type_ids"])
+    low = run_layers(params, cfg, h0, mask, start=0, stop=1)
+    high = run_layers(params, cfg, transform(low.hidden), mask, start=1, stop=2)
+    manual = classify(params, cfg, high.hidden[:, 0])
+    out = forward_batch(params, cfg, batch, after_layer=(1, transform))
+    np.testing.assert_allclose(np.asarray(out.logits), np.asarray(manual), atol=1e-6)
+    assert np.abs(np.asarray(out.logits) - np.asarray(ref.logits)).max() > 1e-3  # the transform mattered
+    # Slices compose: [0, 1) then [1, 2) equals [0, 2).
+    whole = run_layers(params, cfg, h0, mask)
+    np.testing.assert_allclose(np.asarray(run_layers(params, cfg, low.hidden, mask, start=1, stop=2).hidden),
+                               np.asarray(whole.hidden), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(whole.cls), np.asarray(ref.cls), atol=1e-6)
+
+
+def test_attn_perturb_gradient_is_dF_dA(tiny_models):
+    """grad w.r.t. an additive perturbation of the attention probabilities vs a central finite difference."""
+    _, cfg, params = tiny_models["bert"]
+    batch = random_batch("bert", lengths=(8, 5), length=8, seed=2)
+    n_heads = cfg.num_heads
+    shape = (cfg.num_layers, 2, n_heads, 8, 8)
+
+    def f(perturb):
+        return forward_batch(params, cfg, batch, attn_perturb=perturb).logits[:, 0].sum()
+
+    zero = jnp.zeros(shape)
+    np.testing.assert_allclose(float(f(zero)), _ours(cfg, params, batch)[:, 0].sum(), atol=1e-5)
+    g = jax.grad(f)(zero)
+    assert float(jnp.abs(g).max()) > 1e-3
+    # Rows of padded queries never reach [CLS] (nobody attends to padding): their gradient is zero.
+    assert float(jnp.abs(g[:, 1, :, 5:, :]).max()) == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        v = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        eps = 1e-3  # central difference: O(eps^2) truncation, ~1e-4 fp32 rounding
+        fd = (float(f(eps * v)) - float(f(-eps * v))) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.vdot(g, v)), fd, rtol=2e-3, atol=2e-4)
+
+
+def test_attn_bias_masking_a_key_equals_attention_mask(tiny_models):
+    _, cfg, params = tiny_models["bert"]
+    batch = random_batch("bert", lengths=(8, 8), length=8, seed=4)
+    bias = np.zeros((cfg.num_layers, 2, 1, 8, 8), np.float32)
+    bias[..., 3] = mask_value(jnp.float32)  # every query ignores key 3 in every layer
+    masked = dict(batch, attention_mask=batch["attention_mask"].copy())
+    masked["attention_mask"][:, 3] = 0
+    np.testing.assert_allclose(_ours(cfg, params, batch, attn_bias=jnp.asarray(bias)), _ours(cfg, params, masked),
+                               atol=1e-6)
