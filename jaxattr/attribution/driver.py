@@ -1,0 +1,424 @@
+"""Batched dataset driver: any registered method over many examples, bounded memory, every device.
+
+Examples are grouped by length bucket (`jaxattr.data.bucket_length`). Within a bucket of length T
+every device gets `tokens_per_batch // T` rows per step, so memory depends on the bound and never on
+the input: a 512-token SIG example (≈500 units × 50 steps) is split over many chunks of its path
+points, and one chunk may hold the path points of several short examples.
+
+* `kind="paths"` methods (IG, SIG) are flattened into rows: examples × units × steps (IG has one
+  unit, all word pieces; SIG one per token or word). One forward chunk per group of examples gives
+  predictions and F at x and at every baseline (for the convergence deltas); then gradient rows
+  stream through `row_contributions` in fixed [R, T] chunks, R = rows per device × devices. Partial
+  sums are accumulated per example on the host (float64) and an example is finished when its last
+  row is done.
+* `kind="batch"` methods (saliency, Grad×Input, GradientShap, IBA, ...) get padded batches of
+  `max(1, tokens_per_batch // (T * cost)) × devices` examples.
+
+Every chunk runs under one `jit` per (method, bucket): a dataset compiles a handful of times. Batch
+axes are sharded over a 1-D mesh of all (or `devices`) devices; params are replicated.
+`attribute_examples` yields the finished examples after every chunk, which is what the resumable
+writer flushes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import zlib
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattr.attribution import registry
+from jaxattr.attribution.gradients import Rows, quadrature, row_contributions
+from jaxattr.data.tokenize import BUCKETS, bucket_length, pad_batch
+from jaxattr.errors import UserError
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params, forward
+from jaxattr.sharding import make_mesh, replicated, shard_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKENS_PER_BATCH = 8192
+
+
+@dataclasses.dataclass
+class _Job:
+    """One example on its way through the path driver."""
+
+    index: int  # position in the input list
+    ex: dict[str, Any]
+    arrays: dict[str, np.ndarray]  # padded [T] arrays
+    units: list[np.ndarray]  # float masks [T], one per unit
+    remaining: int = 0
+    acc: np.ndarray | None = None  # float64 [T]
+    target: int = 0
+    prediction: int = 0
+    prob: float = float("nan")
+    f_x: float = float("nan")
+    f_base: np.ndarray | None = None  # [U]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def _explained(logits: np.ndarray, target: np.ndarray, cfg: EncoderConfig, output: str) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)
+    if cfg.problem_type == "regression":
+        return logits[:, 0]
+    values = _softmax(logits) if output == "prob" else logits
+    return values[np.arange(len(target)), target]
+
+
+def resolve_targets(examples: Sequence[Mapping[str, Any]], target: Any, cfg: EncoderConfig
+                    ) -> list[int | None]:
+    """Per-example targets: None = predicted; "gold" = the example's `label`; an int = that class."""
+    if target in (None, "predicted"):
+        return [None] * len(examples)
+    if cfg.problem_type == "regression":
+        return [0] * len(examples)
+    if target == "gold":
+        out = []
+        for ex in examples:
+            lab = ex.get("label", -1)
+            if lab is None or int(lab) < 0:
+                raise UserError(f"example {ex.get('id')!r} has no gold label; use --target predicted or an index")
+            if not 0 <= int(lab) < cfg.num_labels:
+                raise UserError(f"example {ex.get('id')!r}: gold label {lab} is outside 0..{cfg.num_labels - 1}")
+            out.append(int(lab))
+        return out
+    try:
+        t = int(target)
+    except (TypeError, ValueError):
+        raise UserError(f"target must be 'predicted', 'gold' or a class index, not {target!r}") from None
+    if not 0 <= t < cfg.num_labels:
+        raise UserError(f"target class {t} is outside 0..{cfg.num_labels - 1}")
+    return [t] * len(examples)
+
+
+class Driver:
+    """Runs one method over examples (dicts from `encode_texts` / `tokenize_dataset`).
+
+    `params`/`cfg`: the model; `mask_id`/`pad_id`: the tokenizer's ids; `tokens_per_batch`: the memory
+    bound per device (rows × sequence length); `devices`: how many devices of the mesh to use.
+    """
+
+    def __init__(self, params: Params, cfg: EncoderConfig, method: str, options: Mapping[str, Any] | None = None,
+                 *, mask_id: int | None = None, pad_id: int = 0, output: str = "logit",
+                 tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH, devices: int | None = None,
+                 buckets: Sequence[int] = BUCKETS, seed: int = 0) -> None:
+        self.spec = registry.get(method)
+        self.options = self.spec.resolve_options(dict(options or {}))
+        self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output
+        if tokens_per_batch < 1:
+            raise UserError(f"tokens per batch must be >= 1, not {tokens_per_batch}")
+        self.tokens_per_batch = int(tokens_per_batch)
+        if devices is not None and not 1 <= devices <= len(jax.devices()):
+            raise UserError(f"asked for {devices} devices, {len(jax.devices())} available")
+        self.mesh = make_mesh(devices)
+        self.ndev = self.mesh.size
+        self.buckets = tuple(buckets)
+        self.seed = seed
+        if self.options.get("baseline") in ("mask", "pad") and (mask_id if self.options["baseline"] == "mask"
+                                                                 else pad_id) is None:
+            raise UserError(f"the tokenizer has no {self.options['baseline']} token; use --baseline zero")
+        self.params = jax.device_put(params, replicated(self.mesh))
+        self._grad = jax.jit(functools.partial(_grad_chunk, cfg=cfg, output=output))
+        self._fwd = jax.jit(functools.partial(_fwd_chunk, cfg=cfg))
+        self._batch_fns: dict[tuple[int, int, int], Any] = {}
+        self.compiled_shapes: set[tuple[str, int, int]] = set()  # (kind, rows, T) seen: recompiles are visible
+
+    # ------------------------------------------------------------------------------------------
+    def rows_per_chunk(self, length: int, cost: int = 1) -> int:
+        """Rows (or examples of `cost` rows) per chunk over all devices for sequence length `length`."""
+        return max(1, self.tokens_per_batch // (length * max(1, cost))) * self.ndev
+
+    def work(self, ex: Mapping[str, Any]) -> int:
+        """Gradient rows one example costs (for progress bars)."""
+        n_interp = int(np.sum(np.asarray(ex["word_ids"]) >= 0))
+        cost = int(self.spec.cost(self.options))
+        if self.spec.name == "sig":
+            n_units = n_interp if self.options["unit"] == "token" else len(set(np.asarray(ex["word_ids"])) - {-1})
+            return max(1, n_units * cost)
+        return max(1, cost)
+
+    def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted",
+            progress: Any = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield lists of finished results (one dict per example, or per example and layer)."""
+        targets = resolve_targets(examples, target, self.cfg)
+        by_bucket: dict[int, list[int]] = {}
+        for i, ex in enumerate(examples):
+            n = len(ex["input_ids"])
+            if n > self.cfg.max_length:
+                raise UserError(f"example {ex.get('id', i)!r} has {n} tokens; the model takes at most "
+                                f"{self.cfg.max_length}")
+            by_bucket.setdefault(bucket_length(n, self.buckets), []).append(i)
+        for length in sorted(by_bucket):
+            idx = by_bucket[length]
+            if self.spec.kind == "paths":
+                yield from self._run_paths(examples, targets, idx, length, progress)
+            else:
+                yield from self._run_batch(examples, targets, idx, length, progress)
+
+    # ------------------------------------------------------------------------------------------
+    # paths: IG and SIG
+    def _units(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        interp = ((arrays["attention_mask"] > 0) & (arrays["word_ids"] >= 0)).astype(np.float32)
+        if self.spec.name == "ig":
+            return [interp] if interp.any() else []
+        if self.options["unit"] == "token":
+            return [np.eye(1, len(interp), k, dtype=np.float32)[0] for k in np.flatnonzero(interp)]
+        wids = arrays["word_ids"]
+        return [((wids == w) & (interp > 0)).astype(np.float32) for w in sorted(set(wids[interp > 0].tolist()))]
+
+    def _base_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        interp = (arrays["attention_mask"] > 0) & (arrays["word_ids"] >= 0)
+        ids = arrays["input_ids"]
+        kind = self.options["baseline"]
+        if kind == "zero":
+            return ids, np.where(interp, 0.0, 1.0).astype(np.float32)
+        tok = self.mask_id if kind == "mask" else self.pad_id
+        return np.where(interp, tok, ids).astype(np.int32), np.ones(len(ids), np.float32)
+
+    def _rows(self, jobs_units: list[tuple[_Job, np.ndarray, float, float]], r: int) -> Rows:
+        """Stack row descriptors (job, interp mask, alpha, weight) into [r, T] arrays (padding rows weigh 0)."""
+        n = len(jobs_units)
+        pad = [jobs_units[-1][:2] + (0.0, 0.0)] * (r - n)
+        items = jobs_units + pad
+        st = lambda key: np.stack([j.arrays[key] for j, *_ in items])
+        return Rows(st("input_ids"), st("attention_mask"), st("token_type_ids"), st("baseline_ids"),
+                    st("baseline_scale"), np.stack([m for _, m, _, _ in items]),
+                    np.asarray([a for *_, a, _ in items], np.float32), np.asarray([w for *_, w in items], np.float32),
+                    np.asarray([j.target for j, *_ in items], np.int32))
+
+    def _forward_group(self, jobs: list[_Job], targets: list[int | None], r: int, length: int) -> None:
+        """Predictions and F at x and at every unit's baseline for a group of jobs."""
+        descs: list[tuple[_Job, np.ndarray, float, float]] = []
+        for job in jobs:
+            descs.append((job, job.units[0] if job.units else np.zeros(length, np.float32), 1.0, 0.0))
+            descs.extend((job, u, 0.0, 0.0) for u in job.units)
+        logits = []
+        for s in range(0, len(descs), r):
+            part = descs[s:s + r]
+            rows = self._rows(part, r)
+            self.compiled_shapes.add(("forward", r, length))
+            out = self._fwd(self.params, shard_batch(rows, self.mesh))
+            logits.append(np.asarray(out)[:len(part)])
+        logits = np.concatenate(logits)
+        k = 0
+        for job in jobs:
+            lx = logits[k:k + 1]
+            lb = logits[k + 1:k + 1 + len(job.units)]
+            k += 1 + len(job.units)
+            t = targets[job.index]
+            job.prediction = int(np.argmax(lx[0]))
+            if self.cfg.problem_type == "regression":
+                tgt = 0
+                job.prob = float(lx[0, 0])
+            else:
+                tgt = int(np.argmax(lx[0])) if t is None else int(t)
+                job.prob = float(_softmax(np.asarray(lx[0], np.float64))[tgt])
+            job.target = tgt
+            job.f_x = float(_explained(lx, np.asarray([tgt]), self.cfg, self.output)[0])
+            job.f_base = _explained(lb, np.full(len(lb), tgt), self.cfg, self.output)
+
+    def _run_paths(self, examples, targets, idx, length, progress) -> Iterator[list[dict[str, Any]]]:
+        r = self.rows_per_chunk(length)
+        alphas, weights = quadrature(self.options["method"], self.options["steps"])
+        steps = len(alphas)
+        pending: deque[tuple[_Job, int, int]] = deque()  # (job, unit index, step)
+        queue = deque(idx)
+        finished: list[dict[str, Any]] = []
+
+        def refill() -> None:
+            group: list[_Job] = []
+            budget = 4 * r
+            while queue and budget > 0:
+                i = queue.popleft()
+                arrays = pad_batch([examples[i]], length, self.pad_id)
+                arrays = {k: v[0] for k, v in arrays.items()}
+                arrays["baseline_ids"], arrays["baseline_scale"] = self._base_arrays(arrays)
+                job = _Job(i, examples[i], arrays, self._units(arrays))
+                job.acc = np.zeros(length, np.float64)
+                job.remaining = len(job.units) * steps
+                group.append(job)
+                budget -= max(1, job.remaining)
+            if not group:
+                return
+            self._forward_group(group, targets, r, length)
+            for job in group:
+                if job.remaining == 0:
+                    finished.append(self._finish_path(job))
+                for u in range(len(job.units)):
+                    for s in range(steps):
+                        pending.append((job, u, s))
+
+        while True:
+            if len(pending) < r and queue:
+                refill()
+                if finished and not pending:
+                    yield self._emit(finished, progress, 0)
+                continue
+            if not pending:
+                break
+            take = [pending.popleft() for _ in range(min(r, len(pending)))]
+            rows = self._rows([(j, j.units[u], float(alphas[s]), float(weights[s])) for j, u, s in take], r)
+            self.compiled_shapes.add(("grad", r, length))
+            contrib = np.asarray(self._grad(self.params, shard_batch(rows, self.mesh)), np.float64)
+            for k, (job, _, _) in enumerate(take):
+                job.acc += contrib[k]
+                job.remaining -= 1
+                if job.remaining == 0:
+                    finished.append(self._finish_path(job))
+            yield self._emit(finished, progress, len(take))
+        if finished:
+            yield self._emit(finished, progress, 0)
+
+    def _emit(self, finished: list[dict[str, Any]], progress: Any, rows_done: int) -> list[dict[str, Any]]:
+        out = list(finished)
+        finished.clear()
+        if progress is not None and rows_done:
+            progress.update(rows_done)
+        return out
+
+    def _finish_path(self, job: _Job) -> dict[str, Any]:
+        n = len(job.ex["input_ids"])
+        raw = job.acc[:n]
+        if not job.units:
+            delta = 0.0
+            scores = raw
+        elif self.spec.name == "ig":
+            delta = float(raw.sum() - (job.f_x - job.f_base[0]))
+            scores = raw
+        else:
+            gaps = np.asarray([raw[u[:n] > 0].sum() for u in job.units]) - (job.f_x - job.f_base)
+            delta = float(gaps[np.argmax(np.abs(gaps))])
+            norm = np.linalg.norm(raw)
+            scores = raw / norm if norm > 0 else raw
+        return self._result(job.ex, job.index, scores, job.target, job.prob, delta, job.prediction)
+
+    # ------------------------------------------------------------------------------------------
+    # batch: saliency, Grad×Input, GradientShap, IBA and other registered methods
+    def _batch_callable(self, rows_per_step: int):
+        fn = self.spec.fn
+        sig = inspect.signature(fn).parameters
+        ctx = {"mask_id": self.mask_id, "pad_id": self.pad_id, "output": self.output, "chunk": rows_per_step}
+        ctx = {k: v for k, v in ctx.items() if k in sig}
+        opts = dict(self.options)
+        takes_key = "key" in sig
+        cfg = self.cfg
+
+        def call(params, batch, target, key):
+            kw = dict(ctx, **opts, target=target)
+            if takes_key:
+                kw["key"] = key
+            return fn(params, cfg, batch, **kw)
+
+        return jax.jit(call)
+
+    def _run_batch(self, examples, targets, idx, length, progress) -> Iterator[list[dict[str, Any]]]:
+        cost = int(self.spec.cost(self.options))
+        b = self.rows_per_chunk(length, cost)
+        # rows per lax.map step: the largest divisor of the per-device rows that fits the memory bound
+        per_dev = (b // self.ndev) * cost
+        budget = max(1, self.tokens_per_batch // length)
+        chunk = max(d for d in range(1, per_dev + 1) if per_dev % d == 0 and d <= budget)
+        fn = self._batch_fns.get((b, length, chunk))
+        if fn is None:
+            fn = self._batch_fns[(b, length, chunk)] = self._batch_callable(chunk * self.ndev)
+        for s in range(0, len(idx), b):
+            part = idx[s:s + b]
+            exs = [examples[i] for i in part]
+            batch = pad_batch(exs + [exs[-1]] * (b - len(part)), length, self.pad_id)
+            sharded = shard_batch(batch, self.mesh)
+            shape = batch["input_ids"].shape
+            rows = Rows(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["input_ids"],
+                        np.ones(shape, np.float32), np.zeros(shape, np.float32), np.ones(b, np.float32),
+                        np.zeros(b, np.float32), np.zeros(b, np.int32))
+            self.compiled_shapes.add(("forward", b, length))
+            logits = np.asarray(self._fwd(self.params, shard_batch(rows, self.mesh)), np.float64)
+            tg = [targets[i] for i in part] + [targets[part[-1]]] * (b - len(part))
+            if self.cfg.problem_type == "regression":
+                tgt = np.zeros(b, np.int32)
+                probs = logits[:, 0]
+            else:
+                tgt = np.asarray([int(np.argmax(lg)) if t is None else t for lg, t in zip(logits, tg)], np.int32)
+                probs = _softmax(logits)[np.arange(b), tgt]
+            keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
+            self.compiled_shapes.add(("batch", b, length))
+            result = fn(self.params, sharded, shard_batch(tgt, self.mesh), shard_batch(keys, self.mesh))
+            conv = self.spec.outputs(result) if self.spec.outputs is not None else {
+                "scores": result.scores, "delta": getattr(result, "delta", None)}
+            scores = np.asarray(conv["scores"], np.float64)
+            delta = conv.get("delta")
+            delta = None if delta is None else np.asarray(delta, np.float64)
+            layers = conv.get("layers")
+            out = []
+            for k, i in enumerate(part):
+                d = None if delta is None or not np.isfinite(delta[k]) else float(delta[k])
+                n = len(examples[i]["input_ids"])
+                if layers is None:
+                    out.append(self._result(examples[i], i, scores[k, :n], int(tgt[k]), float(probs[k]), d,
+                                            int(np.argmax(logits[k]))))
+                else:
+                    for li, name in enumerate(layers):
+                        row = self._result(examples[i], i, scores[li, k, :n], int(tgt[k]), float(probs[k]), d,
+                                           int(np.argmax(logits[k])))
+                        row["layer"] = name
+                        out.append(row)
+            if progress is not None:
+                progress.update(sum(self.work(examples[i]) for i in part))
+            yield out
+
+    # ------------------------------------------------------------------------------------------
+    def _result(self, ex: Mapping[str, Any], index: int, scores: np.ndarray, target: int, prob: float,
+                delta: float | None, prediction: int) -> dict[str, Any]:
+        """One output record; "prediction" (argmax class) and "label" (gold, when known) ride along."""
+        from jaxattr.attribution.gradients import word_scores
+
+        scores = np.asarray(scores, np.float64)
+        words = list(ex.get("words", []))
+        ws = word_scores(scores, np.asarray(ex["word_ids"]), len(words))
+        return {"id": ex.get("id", index), "tokens": list(ex["tokens"]), "scores": [float(x) for x in scores],
+                "words": words, "word_scores": [float(x) for x in ws], "target": int(target),
+                "prob": float(prob), "delta": delta, "prediction": int(prediction),
+                **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0
+                   and self.cfg.problem_type != "regression" else {})}
+
+
+def example_keys(seed: int, ids: Sequence[Any]) -> jax.Array:
+    """One PRNG key per example from the seed and the example's id (stable across resumed runs)."""
+    base = jax.random.key(seed)
+    return jnp.stack([jax.random.fold_in(base, zlib.crc32(str(i).encode()) & 0x7FFFFFFF) for i in ids])
+
+
+def _grad_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> jax.Array:
+    return row_contributions(params, cfg, rows, output)
+
+
+def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig) -> jax.Array:
+    """Logits at each row's path point."""
+    from jaxattr.attribution.gradients import row_embeddings
+
+    x, b = row_embeddings(params, cfg, rows)
+    e = x - (1.0 - rows.alpha[:, None, None]) * rows.interp[..., None] * (x - b)
+    return forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+
+
+def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[dict[str, Any]], method: str,
+                       options: Mapping[str, Any] | None = None, *, target: Any = "predicted",
+                       **driver_kwargs: Any) -> list[dict[str, Any]]:
+    """Convenience: run the driver to the end and return the results in input order."""
+    drv = Driver(params, cfg, method, options, **driver_kwargs)
+    out = [r for chunk in drv.run(examples, target) for r in chunk]
+    pos = {ex.get("id", i): i for i, ex in enumerate(examples)}
+    return sorted(out, key=lambda r: (pos.get(r["id"], 0), str(r.get("layer", ""))))

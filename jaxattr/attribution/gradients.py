@@ -1,0 +1,332 @@
+"""Gradient attributions in word-embedding space: Saliency, Grad×Input, Integrated Gradients, GradientShap.
+
+Everything here is a pure function of `(params, cfg, batch, ...)` that can run under the caller's
+`jit`/`vmap`. Only the **word embeddings** are moved along a path (`forward(..., word_embeds=...)`);
+position and token-type embeddings are added by the encoder and never interpolated. Special tokens
+([CLS], [SEP]) and padding keep their own embedding in every baseline and get score 0.
+
+The shared building block is `row_contributions`: a batch of *rows*, each one a sequence whose
+word embeddings at the positions in `interp` sit at `b + alpha * (x - b)`, returns for every position
+`weight * interp * sum_E grad F * (x - b)` (or the absolute gradient for saliency). IG, SIG and
+GradientShap are sums of such rows over steps (and, for SIG, over words); the batched driver
+(`jaxattr.attribution.driver`) flattens examples x steps (x words) into fixed-shape chunks of rows.
+
+Conventions: `batch` is a dict of [B, T] int arrays `input_ids`, `attention_mask`, `token_type_ids`
+and `word_ids` (-1 for special tokens and padding, as `jaxattr.data.pad_batch` makes). The explained
+output F is the target class's logit (default, as the SIG/DIG reference code) or its probability
+(`output="prob"`); a regression head's single output when `cfg.problem_type == "regression"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattr.models.config import EncoderConfig
+from jaxattr.models.encoder import Params, forward, word_embeddings
+
+Array = jax.Array
+Baseline = Literal["mask", "pad", "zero"]
+Output = Literal["logit", "prob"]
+METHODS: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+BASELINES: tuple[str, ...] = ("mask", "pad", "zero")
+
+
+class Attribution(NamedTuple):
+    """Per-example results. `scores` are per token ([B, T], 0 on special tokens and padding)."""
+
+    scores: Array  # [B, T]
+    target: Array  # [B] int32 class explained (0 for regression)
+    prob: Array  # [B] softmax probability of the target (the raw output for regression)
+    f_x: Array  # [B] F(x)
+    f_baseline: Array  # [B] F(baseline) (nan where the method has none)
+    delta: Array  # [B] convergence delta sum(scores) - (F(x) - F(baseline)) (nan where undefined)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quadrature
+
+
+def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) of an integral over [0, 1], the same rules as Captum's `approximation_parameters`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
+    n = int(steps)
+    if n < 1 or (method != "gausslegendre" and n < 2):
+        raise ValueError(f"{method} needs more steps than {n}")
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        return (0.5 * (x + 1)).astype(np.float64), (0.5 * w).astype(np.float64)
+    w = np.full(n, 1.0 / n)
+    kind = method.split("_")[1]
+    if kind == "trapezoid":
+        w[0] /= 2
+        w[-1] /= 2
+        a = np.linspace(0, 1, n)
+    elif kind == "left":
+        a = np.linspace(0, 1 - 1 / n, n)
+    elif kind == "middle":
+        a = np.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
+    else:
+        a = np.linspace(1 / n, 1, n)
+    return a, w
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines, masks, targets
+
+
+def interp_mask(batch: Mapping[str, Array]) -> Array:
+    """Positions that get attributions: real word pieces (not special tokens, not padding)."""
+    return (jnp.asarray(batch["attention_mask"]) > 0) & (jnp.asarray(batch["word_ids"]) >= 0)
+
+
+def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None, pad_id: int | None
+                 ) -> tuple[Array, Array]:
+    """(baseline token ids [B, T], scale [B, T]): the baseline's word embedding is `emb(ids) * scale`.
+
+    Word pieces become [MASK] / [PAD] (scale 1) or the zero vector (scale 0); special tokens and
+    padding keep their own id with scale 1, so they never move.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
+    ids = jnp.asarray(batch["input_ids"])
+    m = interp_mask(batch)
+    if baseline == "zero":
+        return ids, jnp.where(m, 0.0, 1.0).astype(jnp.float32)
+    tok = mask_id if baseline == "mask" else pad_id
+    if tok is None:
+        raise ValueError(f"baseline {baseline!r} needs the tokenizer's {baseline} token id")
+    return jnp.where(m, tok, ids), jnp.ones(ids.shape, jnp.float32)
+
+
+def explained_output(logits: Array, target: Array, cfg: EncoderConfig, output: str) -> Array:
+    """F: the target's logit or probability per row ([R]); a regression head's output."""
+    if cfg.problem_type == "regression":
+        return logits[:, 0]
+    if output == "prob":
+        values = jax.nn.softmax(logits, axis=-1)
+    elif output == "logit":
+        values = logits
+    else:
+        raise ValueError(f"unknown output {output!r}; expected 'logit' or 'prob'")
+    return jnp.take_along_axis(values, target[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def predict(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], target: Array | None = None,
+            output: str = "logit") -> tuple[Array, Array, Array]:
+    """(target, prob, F(x)) for a batch; `target=None` explains the predicted class."""
+    logits = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).logits
+    if cfg.problem_type == "regression":
+        tgt = jnp.zeros(logits.shape[0], jnp.int32)
+        return tgt, logits[:, 0], logits[:, 0]
+    tgt = jnp.argmax(logits, -1).astype(jnp.int32) if target is None else jnp.asarray(target, jnp.int32)
+    tgt = jnp.broadcast_to(tgt, logits.shape[:1])
+    prob = jnp.take_along_axis(jax.nn.softmax(logits, -1), tgt[:, None], 1)[:, 0]
+    return tgt, prob, explained_output(logits, tgt, cfg, output)
+
+
+# ----------------------------------------------------------------------------------------------
+# The row kernel
+
+
+class Rows(NamedTuple):
+    """A batch of R path points. Int arrays are [R, T]; `alpha`, `weight`, `target` are [R]."""
+
+    input_ids: Array
+    attention_mask: Array
+    token_type_ids: Array
+    baseline_ids: Array
+    baseline_scale: Array  # float [R, T]
+    interp: Array  # float [R, T]: 1 where the word embedding moves along the path
+    alpha: Array  # float [R]
+    weight: Array  # float [R] quadrature weight (0 for padding rows)
+    target: Array  # int [R]
+
+
+def row_embeddings(params: Params, cfg: EncoderConfig, rows: Rows) -> tuple[Array, Array]:
+    """(x, b): input and baseline word embeddings of every row ([R, T, E] each)."""
+    x = word_embeddings(params, cfg, rows.input_ids)
+    b = word_embeddings(params, cfg, rows.baseline_ids) * rows.baseline_scale[..., None]
+    return x, b
+
+
+def row_outputs(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "logit") -> Array:
+    """F at each row's path point (no gradient): [R]."""
+    x, b = row_embeddings(params, cfg, rows)
+    m = rows.interp[..., None]
+    e = x - (1.0 - rows.alpha[:, None, None]) * m * (x - b)
+    logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+    return explained_output(logits, rows.target, cfg, output)
+
+
+def row_contributions(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "logit",
+                      mode: str = "path", noise: Array | None = None) -> Array:
+    """Per-position contributions [R, T] of a batch of path points.
+
+    mode "path": `weight * interp * sum_E dF/de * (x' - b)` at `e = b + alpha (x' - b)` on the
+    interpolated positions (x' = x + noise there, GradientShap), x elsewhere: summed over a path's
+    quadrature rows this is IG / SIG. mode "abs": `interp * sum_E |dF/de|` at x (saliency).
+    """
+    x, b = row_embeddings(params, cfg, rows)
+    m = rows.interp[..., None].astype(x.dtype)
+    if noise is not None:
+        x = x + m * noise
+    diff = m * (x - b)
+    e = x - (1.0 - rows.alpha[:, None, None]) * diff
+
+    def total(e: Array) -> Array:
+        logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+        return jnp.sum(explained_output(logits, rows.target, cfg, output))
+
+    g = jax.grad(total)(e)
+    if mode == "abs":
+        return rows.interp * jnp.sum(jnp.abs(g), -1)
+    if mode != "path":
+        raise ValueError(f"unknown contribution mode {mode!r}")
+    return rows.weight[:, None] * jnp.sum(g * diff, -1)
+
+
+def _mapped(fn: Any, rows: Rows, chunk: int | None, *extra: Any) -> Array:
+    """Apply a row function in chunks of `chunk` rows under `lax.map` (bounded memory); R % chunk == 0."""
+    r = rows.alpha.shape[0]
+    if chunk is None or chunk >= r:
+        return fn(rows, *extra)
+    if r % chunk:
+        raise ValueError(f"{r} rows are not a multiple of the chunk size {chunk}")
+    split = lambda a: a.reshape((r // chunk, chunk) + a.shape[1:])
+    out = jax.lax.map(lambda xs: fn(*xs), (jax.tree.map(split, rows), *map(lambda a: jax.tree.map(split, a), extra)))
+    return out.reshape((r,) + out.shape[2:])
+
+
+def _repeat_rows(batch: Mapping[str, Array], base_ids: Array, base_scale: Array, interp: Array, target: Array,
+                 alphas: Array, weights: Array) -> Rows:
+    """Rows for every (example, step): [B * S] with example-major order."""
+    s = alphas.shape[0]
+    rep = lambda a: jnp.repeat(jnp.asarray(a), s, axis=0)
+    b = base_ids.shape[0]
+    return Rows(rep(batch["input_ids"]), rep(batch["attention_mask"]), rep(_tt(batch)), rep(base_ids),
+                rep(base_scale), rep(interp.astype(jnp.float32)), jnp.tile(alphas, b), jnp.tile(weights, b),
+                rep(target))
+
+
+def _tt(batch: Mapping[str, Array]) -> Array:
+    tt = batch.get("token_type_ids")
+    return jnp.zeros_like(jnp.asarray(batch["input_ids"])) if tt is None else jnp.asarray(tt)
+
+
+def _prepare(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], baseline: str, mask_id: int | None,
+             pad_id: int | None, target: Array | None, output: str):
+    base_ids, base_scale = baseline_ids(batch, baseline, mask_id, pad_id)
+    interp = interp_mask(batch)
+    tgt, prob, f_x = predict(params, cfg, batch, target, output)
+    return base_ids, base_scale, interp, tgt, prob, f_x
+
+
+def _baseline_rows(batch: Mapping[str, Array], base_ids: Array, base_scale: Array, interp: Array,
+                   tgt: Array) -> Rows:
+    n = tgt.shape[0]
+    return Rows(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids,
+                base_scale, interp.astype(jnp.float32), jnp.zeros(n), jnp.zeros(n), tgt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods (pure)
+
+
+def saliency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, target: Array | None = None,
+             output: str = "logit") -> Attribution:
+    """Saliency: `sum_E |dF/dx|` per token at the input (Simonyan et al.; Captum `Saliency(abs=True)`)."""
+    base_ids = jnp.asarray(batch["input_ids"])
+    interp = interp_mask(batch)
+    tgt, prob, f_x = predict(params, cfg, batch, target, output)
+    n = tgt.shape[0]
+    rows = Rows(base_ids, jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids, jnp.ones(base_ids.shape),
+                interp.astype(jnp.float32), jnp.ones(n), jnp.ones(n), tgt)
+    scores = row_contributions(params, cfg, rows, output, mode="abs")
+    nan = jnp.full(n, jnp.nan)
+    return Attribution(scores, tgt, prob, f_x, nan, nan)
+
+
+def grad_x_input(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, target: Array | None = None,
+                 output: str = "logit") -> Attribution:
+    """Grad×Input: `sum_E x * dF/dx` per token at the input (Captum `InputXGradient`)."""
+    ids = jnp.asarray(batch["input_ids"])
+    interp = interp_mask(batch)
+    tgt, prob, f_x = predict(params, cfg, batch, target, output)
+    n = tgt.shape[0]
+    # a zero baseline with alpha = 1 makes the row kernel compute grad(x) * x
+    rows = Rows(ids, jnp.asarray(batch["attention_mask"]), _tt(batch), ids, jnp.where(interp, 0.0, 1.0),
+                interp.astype(jnp.float32), jnp.ones(n), jnp.ones(n), tgt)
+    scores = row_contributions(params, cfg, rows, output)
+    nan = jnp.full(n, jnp.nan)
+    return Attribution(scores, tgt, prob, f_x, nan, nan)
+
+
+def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, steps: int = 50,
+                         method: str = "gausslegendre", baseline: str = "mask", mask_id: int | None = None,
+                         pad_id: int | None = None, target: Array | None = None, output: str = "logit",
+                         chunk: int | None = None) -> Attribution:
+    """Integrated Gradients (Sundararajan et al. 2017) over word embeddings, all word pieces at once.
+
+    `steps` quadrature points of `method`; the B*steps path points run in chunks of `chunk` rows under
+    `lax.map` (None: all at once). `delta` is the completeness gap sum(scores) - (F(x) - F(baseline)).
+    """
+    base_ids, base_scale, interp, tgt, prob, f_x = _prepare(params, cfg, batch, baseline, mask_id, pad_id,
+                                                           target, output)
+    a, w = quadrature(method, steps)
+    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
+                        jnp.asarray(w, jnp.float32))
+    contrib = _mapped(lambda r: row_contributions(params, cfg, r, output), rows, chunk)
+    b, t = base_ids.shape
+    scores = contrib.reshape(b, steps, t).sum(1)
+    f_b = row_outputs(params, cfg, _baseline_rows(batch, base_ids, base_scale, interp, tgt), output)
+    return Attribution(scores, tgt, prob, f_x, f_b, scores.sum(-1) - (f_x - f_b))
+
+
+def gradient_shap(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], key: Array, *,
+                  samples: int = 20, stdev: float = 0.0, baseline: str = "mask", mask_id: int | None = None,
+                  pad_id: int | None = None, target: Array | None = None, output: str = "logit",
+                  chunk: int | None = None) -> Attribution:
+    """GradientShap (Lundberg & Lee 2017; Captum `GradientShap` with one baseline): the mean over
+    `samples` draws of `(x + eps - b) * dF/de` at `e = b + alpha (x + eps - b)`, alpha ~ U[0, 1],
+    eps ~ N(0, stdev^2) on the word pieces. An expected-gradients estimate of IG; `delta` as for IG.
+    `key`: one PRNG key (split per example) or one key per example ([B]): the same key, the same draws.
+    """
+    base_ids, base_scale, interp, tgt, prob, f_x = _prepare(params, cfg, batch, baseline, mask_id, pad_id,
+                                                           target, output)
+    b, t = base_ids.shape
+    keys = key if key.shape == (b,) else jax.random.split(key, b)
+    pairs = jax.vmap(lambda k: jax.random.split(k))(keys)  # [B, 2]
+    alphas = jax.vmap(lambda k: jax.random.uniform(k, (samples,)))(pairs[:, 0])
+    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.zeros(samples), jnp.full(samples, 1 / samples))
+    rows = rows._replace(alpha=alphas.reshape(-1))
+    noise = jax.vmap(lambda k: jax.random.normal(k, (samples, t, cfg.emb_size)))(pairs[:, 1])
+    noise = stdev * noise.reshape(b * samples, t, cfg.emb_size)
+    contrib = _mapped(lambda r, n: row_contributions(params, cfg, r, output, noise=n), rows, chunk, noise)
+    scores = contrib.reshape(b, samples, t).sum(1)
+    f_b = row_outputs(params, cfg, _baseline_rows(batch, base_ids, base_scale, interp, tgt), output)
+    return Attribution(scores, tgt, prob, f_x, f_b, scores.sum(-1) - (f_x - f_b))
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers for users and the driver
+
+
+def word_scores(scores: np.ndarray, word_ids: np.ndarray, num_words: int) -> np.ndarray:
+    """Sum per-token scores of the word pieces of each word (`word_ids` from `encode_texts`)."""
+    out = np.zeros(num_words, np.float64)
+    ok = word_ids >= 0
+    np.add.at(out, word_ids[ok], np.asarray(scores, np.float64)[ok])
+    return out
+
+
+def batch_from_examples(examples: list[dict[str, Any]], length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Pad encoded examples (from `encode_texts`) to one length: a batch for the pure functions."""
+    from jaxattr.data.tokenize import pad_batch
+
+    return pad_batch(examples, length, pad_id)

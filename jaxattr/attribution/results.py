@@ -1,0 +1,176 @@
+"""Resumable result files: one record per example (JSONL, or Parquet when the name ends in .parquet).
+
+Record: {"id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta"} (+ "layer" for
+methods that explain several layers). `ResultWriter.done` holds the ids already written, so a re-run
+skips them.
+
+* JSONL: records are appended, then flushed and fsync'ed after every chunk (`write`), so a kill loses
+  at most the chunk in flight. A torn last line (killed mid-write) is cut off when the file is
+  reopened.
+* Parquet: a file cannot be appended to, so every chunk becomes a part file `OUT.parts/part-NNNNNN.parquet`
+  (written to a temporary name, fsync'ed, then renamed: a part is whole or absent). `close()` merges
+  the existing OUT and all parts into OUT (atomically via a temporary file) and removes the parts. A
+  killed run leaves its parts; the next run reads their ids, skips them and merges them at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jaxattr.errors import UserError
+
+FIELDS: tuple[str, ...] = ("id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta")
+
+
+def _key(record: Mapping[str, Any]) -> str:
+    """Resume key: the id (and the layer, for per-layer records)."""
+    return json.dumps([record["id"], record.get("layer")])
+
+
+def _jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, float) and v != v:  # NaN is not JSON
+            v = None
+        out[k] = v
+    return out
+
+
+class ResultWriter:
+    """Append-only writer with resume. Use as a context manager; `write(records)` once per chunk."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.parquet = self.path.suffix.lower() == ".parquet"
+        if self.path.exists() and self.path.is_dir():
+            raise UserError(f"{self.path} is a directory; give a file name ending in .jsonl or .parquet")
+        if not self.path.parent.exists():
+            raise UserError(f"output directory {self.path.parent} does not exist")
+        self.parts = self.path.with_name(self.path.name + ".parts")
+        if overwrite:
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.parts, ignore_errors=True)
+        self.done: set[str] = set()
+        self.ids_done: set[Any] = set()
+        self._fh = None
+        self._n_parts = 0
+        if self.parquet:
+            self._open_parquet()
+        else:
+            self._open_jsonl()
+
+    # ------------------------------------------------------------------------------------------
+    def _seen(self, record: Mapping[str, Any]) -> None:
+        self.done.add(_key(record))
+        self.ids_done.add(json.dumps(record["id"]))
+
+    def _open_jsonl(self) -> None:
+        if self.path.exists():
+            data = self.path.read_bytes()
+            cut = data.rfind(b"\n") + 1
+            if cut < len(data):  # a torn last line from a killed run
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(cut)
+                data = data[:cut]
+            for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    self._seen(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{self.path}: line {n} is not a result record; remove the file or "
+                                    f"choose another --out") from None
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _read_parquet(self, path: Path) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # noqa: BLE001 - any unreadable file
+            raise UserError(f"{path}: not a readable result file ({type(e).__name__}); remove it or choose "
+                            f"another --out") from None
+
+    def _open_parquet(self) -> None:
+        if self.path.exists():
+            for r in self._read_parquet(self.path):
+                self._seen(r)
+        if self.parts.exists():
+            for p in sorted(self.parts.glob("part-*.parquet")):
+                for r in self._read_parquet(p):
+                    self._seen(r)
+                self._n_parts = max(self._n_parts, int(p.stem.split("-")[1]) + 1)
+
+    # ------------------------------------------------------------------------------------------
+    def is_done(self, example_id: Any) -> bool:
+        """Whether an example id has records in the file (all its layers are written together)."""
+        return json.dumps(example_id) in self.ids_done
+
+    def write(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Append a chunk of records durably (flush + fsync); returns how many were new."""
+        new = [_jsonable(r) for r in records if _key(r) not in self.done]
+        if not new:
+            return 0
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            self.parts.mkdir(exist_ok=True)
+            final = self.parts / f"part-{self._n_parts:06d}.parquet"
+            tmp = final.with_suffix(".tmp")
+            pq.write_table(pa.Table.from_pylist(new), tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            self._n_parts += 1
+        else:
+            self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        for r in new:
+            self._seen(r)
+        return len(new)
+
+    def close(self) -> None:
+        """Close the file; for Parquet merge the parts into OUT."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.parquet and self.parts.exists():
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            rows = self._read_parquet(self.path) if self.path.exists() else []
+            for p in sorted(self.parts.glob("part-*.parquet")):
+                rows.extend(self._read_parquet(p))
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+            os.replace(tmp, self.path)
+            shutil.rmtree(self.parts)
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if exc[0] is None:
+            self.close()
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a JSONL or Parquet result file (for reports and tests)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such result file")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,163 @@
+"""`jaxattr attribute`: token attributions (SIG, IG, Grad×Input, saliency, GradientShap, IBA, ...) for
+texts or a dataset, written to a resumable JSONL / Parquet file, optionally with an HTML report.
+
+    jaxattr attribute --model MODEL --method sig --text "a great film" --out out.jsonl --html out.html
+    jaxattr attribute --model MODEL --method ig --input data.csv --target gold --out out.jsonl
+
+Re-running the same command skips the examples already in OUT; a kill loses at most the chunk in
+flight. Texts longer than the model's maximum are truncated (with a warning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from jaxattr.errors import UserError
+
+log = logging.getLogger("jaxattr.attribute")
+
+# generic method options: flag -> (dest, type, help). Passed to a method only if it declares them.
+METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "--steps": ("steps", int, "integration / optimisation steps (IG, SIG: 50; IBA: 10)"),
+    "--baseline": ("baseline", str, "IG/SIG/GradientShap baseline: mask (default), pad or zero"),
+    "--integration": ("method", str, "quadrature: gausslegendre (default), riemann_left/right/middle/trapezoid"),
+    "--unit": ("unit", str, "SIG unit: token (as tint, default) or word (all word pieces of a word at once)"),
+    "--samples": ("samples", int, "noise samples (GradientShap: 20; IBA: 10)"),
+    "--stdev": ("stdev", float, "GradientShap input noise standard deviation (default 0)"),
+    "--layer": ("layer", str, "IBA layer: a block index >= 0 (0 = embeddings) or 'all'"),
+    "--beta": ("beta", float, "IBA beta (weight of the KL term)"),
+    "--noise": ("noise", str, "IBA noise statistics: sequence, dataset or reference"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
+    parser.add_argument("--method", required=True,
+                        help="sig, ig, gradxinput, saliency, gradientshap, or another registered method (iba)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="a text to explain (repeat for several)")
+    src.add_argument("--input", help="a CSV/JSONL/Parquet file, or a corpus name (with --split)")
+    parser.add_argument("--split", default=None, help="split of a corpus / hub dataset (train, dev, test)")
+    parser.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    parser.add_argument("--pair-column", default=None, help="column with a second segment (sentence pairs)")
+    parser.add_argument("--label-column", default=None,
+                        help="column with gold labels (default: 'label' when --target gold)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--out", required=True, help="result file: .jsonl (default) or .parquet")
+    parser.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
+    parser.add_argument("--target", default="predicted", help="predicted (default), gold, or a class index")
+    parser.add_argument("--output", default="logit", choices=("logit", "prob"),
+                        help="explained output: the target's logit (default, as the SIG reference) or probability")
+    parser.add_argument("--html", default=None, help="also write an HTML report here")
+    parser.add_argument("--tokens-per-batch", type=int, default=8192,
+                        help="memory bound: rows x sequence length per device and chunk (default 8192)")
+    parser.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling methods (GradientShap, IBA)")
+    for flag, (dest, typ, help_text) in METHOD_OPTIONS.items():
+        parser.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_text)
+
+
+def _setup_devices(n: int | None) -> None:
+    """On a CPU-only host, `--devices N` asks XLA for N host devices (before the backend starts)."""
+    if n is None or n <= 1:
+        return
+    import jax
+
+    try:
+        if not jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001 - the only way to ask
+            jax.config.update("jax_num_cpu_devices", n)
+    except (AttributeError, RuntimeError):
+        pass
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    opts = {dest: getattr(args, f"opt_{dest}") for dest, _, _ in METHOD_OPTIONS.values()}
+    layer = opts.get("layer")
+    if layer is not None and layer != "all":
+        try:
+            opts["layer"] = int(layer)
+        except ValueError:
+            raise UserError(f"--layer must be an integer >= 0 or 'all', not {layer!r}") from None
+        if opts["layer"] < 0:
+            raise UserError(f"--layer must be >= 0, not {layer}")
+    return opts
+
+
+def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
+    cfg = model.cfg
+    if args.text is not None:
+        from jaxattr.data.tokenize import encode_texts
+
+        if args.target == "gold":
+            raise UserError("--target gold needs labels: use --input with a label column")
+        exs = encode_texts(model.tokenizer, args.text, max_length=cfg.max_length)
+        for i, ex in enumerate(exs):
+            ex["id"] = i
+        return exs[:args.limit] if args.limit else exs
+    import datasets
+
+    from jaxattr.data.datasets import load_dataset_spec, tokenize_dataset
+
+    label_col = args.label_column or ("label" if args.target == "gold" else None)
+    ds = load_dataset_spec(args.input, split=args.split, text_column=args.text_column, label_column=label_col,
+                           text_pair_column=args.pair_column, label_names=cfg.label_names)
+    if isinstance(ds, datasets.DatasetDict):
+        raise UserError(f"{args.input} has splits {list(ds)}; choose one with --split")
+    if args.limit:
+        ds = ds.select(range(min(args.limit, len(ds))))
+    if len(ds) == 0:
+        raise UserError(f"{args.input}: no examples")
+    if "label" in ds.column_names and cfg.problem_type != "regression":
+        bad = [x for x in ds["label"] if x is not None and not -1 <= int(x) < cfg.num_labels]
+        if bad:
+            raise UserError(f"{args.input}: label {bad[0]} is unknown to the model ({cfg.num_labels} classes)")
+    return tokenize_dataset(ds, model.tokenizer, max_length=cfg.max_length)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="jaxattr attribute: warning: %(message)s")
+    _setup_devices(args.devices)
+    from tqdm.auto import tqdm
+
+    from jaxattr.attribution import registry
+    from jaxattr.attribution.driver import Driver
+    from jaxattr.attribution.results import ResultWriter, read_results
+    from jaxattr.models.loading import load_model
+
+    spec = registry.get(args.method)
+    options = spec.resolve_options(_options(args))
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, not {args.limit}")
+    if not (args.out.endswith(".jsonl") or args.out.endswith(".parquet")):
+        raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
+    model = load_model(args.model)
+    examples = _examples(args, model)
+    driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
+                    output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
+                    seed=args.seed)
+    with ResultWriter(args.out, overwrite=args.overwrite) as writer:
+        todo = [ex for ex in examples if not writer.is_done(ex["id"])]
+        skipped = len(examples) - len(todo)
+        if skipped:
+            print(f"jaxattr attribute: {skipped} of {len(examples)} examples already in {args.out}; resuming",
+                  file=sys.stderr)
+        written = 0
+        with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=f"{args.method}",
+                  dynamic_ncols=True, disable=not todo) as bar:
+            for chunk in driver.run(todo, args.target, progress=bar):
+                written += writer.write(chunk)
+                bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
+    print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)
+    if args.html:
+        from jaxattr.viz.html import write_report
+
+        write_report(args.html, read_results(args.out), title=f"{args.method} attributions",
+                     method=f"method {args.method} {options} on {model.source}",
+                     label_names=model.cfg.label_names)
+        print(f"jaxattr attribute: report in {args.html}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Visualisation: HTML token heat maps (`jaxattr.viz.html.render_report`)."""
