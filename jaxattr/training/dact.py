@@ -106,6 +106,7 @@ class DactOutput(NamedTuple):
     p: Array  # [L, B] p_n
     y: Array  # [L, B, C] per-block outputs y_n
     h: Array  # [L, B] halting values h_n
+    cls: Array  # [L, B, H] every block's [CLS] state (before dropout) the heads read
 
     @property
     def output(self) -> Array:
@@ -119,39 +120,48 @@ def apply(params: Params, cfg: EncoderConfig, input_ids: Array | None, attention
     k_enc, k_drop = (None, None) if deterministic else tuple(jax.random.split(rng))
     enc = forward(params["encoder"], cfg, input_ids, attention_mask, token_type_ids, word_embeds=word_embeds,
                   deterministic=deterministic, rng=k_enc)
-    cls = enc.cls.astype(jnp.float32)
+    cls = cls_in = enc.cls.astype(jnp.float32)
     if not deterministic and cfg.dropout_rate > 0:
         keep = jax.random.bernoulli(k_drop, 1.0 - cfg.dropout_rate, cls.shape)
         cls = jnp.where(keep, cls / (1.0 - cfg.dropout_rate), 0.0)
     y, h = jax.vmap(lambda hd, c: head_outputs(hd, c, cfg))(params["dact"], cls)
     a, p = accumulate(y, h)
-    return DactOutput(a, p, y, h)
+    return DactOutput(a, p, y, h, cls_in)
+
+
+apply_jit = jax.jit(apply, static_argnames=("cfg", "deterministic"))
 
 
 def loss(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, tau: float = TAU, ponder: str = "p",
          deterministic: bool = True, rng: Array | None = None) -> tuple[Array, dict[str, Array]]:
-    """DACT loss = task loss on a_N + tau * ponder cost (mean over the batch); aux has the parts and accuracy.
+    """DACT loss = task loss on a_N + tau * ponder cost, a weighted mean over the batch.
 
-    `batch` has `input_ids`, `attention_mask`, optional `token_type_ids`, and `labels` (int classes, or
-    float targets for regression).
+    `batch` has `input_ids`, `attention_mask`, optional `token_type_ids`, `labels` (int classes, or float
+    targets for regression) and optional `weight` (0 on filler rows; default 1). aux: the two parts,
+    accuracy, the expected number of blocks (1 + sum_{n<N} p_n) and per-example `logits` = log a_N.
     """
     if ponder not in ("p", "h"):
         raise ValueError(f"ponder must be 'p' (sum of p_n, DACT code) or 'h' (sum of h_n, paper eq. 3), not {ponder!r}")
     out = apply(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                 deterministic=deterministic, rng=rng)
     labels = batch["labels"]
+    weight = batch.get("weight")
+    weight = jnp.ones(labels.shape[0], jnp.float32) if weight is None else weight.astype(jnp.float32)
+    wmean = lambda v: jnp.sum(v * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
     a_n = out.output
     if cfg.problem_type == "regression":
-        task = jnp.mean((a_n[:, 0] - labels.astype(jnp.float32)) ** 2)
+        task = wmean((a_n[:, 0] - labels.astype(jnp.float32)) ** 2)
         acc = jnp.zeros(())
+        logits = a_n
     else:
         picked = jnp.take_along_axis(a_n, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        task = -jnp.mean(jnp.log(jnp.clip(picked, 1e-12, None)))
-        acc = jnp.mean(a_n.argmax(-1) == labels)
-    cost = jnp.mean(jnp.sum(out.p if ponder == "p" else out.h, axis=0))
+        task = wmean(-jnp.log(jnp.clip(picked, 1e-12, None)))
+        acc = wmean((a_n.argmax(-1) == labels).astype(jnp.float32))
+        logits = jnp.log(jnp.clip(a_n, 1e-12, None))
+    cost = wmean(jnp.sum(out.p if ponder == "p" else out.h, axis=0))
     total = task + tau * cost
     return total, {"task_loss": task, "ponder": cost, "accuracy": acc,
-                   "expected_layers": jnp.mean(1.0 + jnp.sum(out.p[:-1], axis=0))}
+                   "expected_layers": wmean(1.0 + jnp.sum(out.p[:-1], axis=0)), "logits": logits}
 
 
 def make_loss_fn(cfg: EncoderConfig, *, tau: float = TAU, ponder: str = "p") -> Callable[..., tuple[Array, dict]]:
@@ -182,7 +192,8 @@ def init_state(cfg: EncoderConfig, batch_size: int) -> Params:
 
 def predict_early_exit(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, granularity: int = 8,
                        compact: bool = True, regression_tol: float = 1e-2, one_by_one: bool = False,
-                       layers: list | None = None, exits: list | None = None) -> early_exit.ExitResult:
+                       max_batch: int | None = None, layers: list | None = None,
+                       exits: list | None = None) -> early_exit.ExitResult:
     """DACT inference with the halting bound, batched: halted examples leave the batch between blocks.
 
     Returns each example's exit layer (1..L) and a_n at exit (`.prediction` = its class). `one_by_one`
@@ -194,7 +205,8 @@ def predict_early_exit(params: Params, cfg: EncoderConfig, batch: Mapping[str, A
         return early_exit.run_one_by_one(params["encoder"], cfg, batch, params["dact"], exit_rule,
                                          init_state(cfg, b), args)
     return early_exit.run_early_exit(params["encoder"], cfg, batch, params["dact"], exit_rule, init_state(cfg, b),
-                                     args, granularity=granularity, compact=compact, layers=layers, exits=exits)
+                                     args, granularity=granularity, compact=compact, max_batch=max_batch,
+                                     layers=layers, exits=exits)
 
 
 def oracle_exit(out: DactOutput, cfg: EncoderConfig, regression_tol: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:

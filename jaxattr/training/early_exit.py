@@ -22,7 +22,7 @@ same rule run one example at a time and against an all-layers oracle).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -107,14 +107,15 @@ _embed_jit = jax.jit(_embed, static_argnames=("cfg",))
 
 def run_early_exit(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[str, Any], exit_params: PyTree,
                    rule: ExitRule, init_state: PyTree, rule_args: PyTree = None, *, granularity: int = 8,
-                   compact: bool = True, layers: list[PyTree] | None = None,
+                   compact: bool = True, max_batch: int | None = None, layers: list[PyTree] | None = None,
                    exits: list[PyTree] | None = None) -> ExitResult:
     """Run one batch block by block; halted examples leave the batch between blocks.
 
     `exit_params` is stacked on a leading [L] axis (one exit head per block); `init_state` is the exit
     state per example ([B, ...] leaves) before block 1. `compact=False` keeps halted rows in the batch
-    (the reference behaviour: same outputs, no saving). `layers`/`exits` are `split_layers` results, for
-    callers that run many batches (saves re-slicing the stacked params every call).
+    (the reference behaviour: same outputs, no saving). `max_batch` fixes the set of batch sizes across
+    calls (so a dataset's last, partial batch reuses the compiled sizes). `layers`/`exits` are
+    `split_layers` results, for callers that run many batches (saves re-slicing the params every call).
     """
     ids = np.asarray(batch["input_ids"])
     b, _ = ids.shape
@@ -123,7 +124,8 @@ def run_early_exit(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[st
     num_layers = cfg.num_layers
     layers = layers if layers is not None else split_layers(encoder_params["layers"], num_layers)
     exits = exits if exits is not None else split_layers(exit_params, num_layers)
-    sizes = batch_sizes(b, granularity) if compact else [b]
+    top = max(b, max_batch or b)
+    sizes = batch_sizes(top, granularity) if compact else [b]
     size = _pick(sizes, b)
     mask = np.asarray(batch["attention_mask"])
     tt = batch.get("token_type_ids")
@@ -185,3 +187,33 @@ def never_exit_rule(exit_p: PyTree, cls: Array, state: PyTree, n: Array, rule_ar
                     cfg: EncoderConfig) -> tuple[PyTree, Array, Array]:
     """The full model run the same way (block by block, nobody halts); output = the [CLS] state."""
     return state, jnp.zeros(cls.shape[0], bool), cls.astype(jnp.float32)
+
+
+def run_dataset(examples: Sequence[Mapping[str, Any]], batch_size: int, run_batch: Callable[..., ExitResult],
+                *, pad_id: int = 0, desc: str = "early exit") -> tuple[ExitResult, np.ndarray]:
+    """`run_batch(batch, max_batch=batch_size)` over tokenised examples (length-bucketed, with progress).
+
+    Returns the merged `ExitResult` in example order and the examples' labels.
+    """
+    from tqdm.auto import tqdm
+
+    from jaxattr.data.datasets import iter_batches
+
+    n = len(examples)
+    if n == 0:
+        raise ValueError("no examples")
+    exit_layer = np.zeros(n, np.int64)
+    output: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    labels = np.zeros(n, np.float64)
+    with tqdm(total=n, desc=desc, unit="ex", leave=False) as bar:
+        for idx, batch in iter_batches(examples, batch_size, pad_id=pad_id):
+            r = run_batch(batch, max_batch=batch_size)
+            if output is None:
+                output = np.zeros((n,) + r.output.shape[1:], r.output.dtype)
+                rows = np.zeros_like(r.rows_per_layer)
+            exit_layer[idx], output[idx] = r.exit_layer, r.output
+            rows += r.rows_per_layer
+            labels[idx] = batch["labels"]
+            bar.update(len(idx))
+    return ExitResult(exit_layer, output, rows), labels
