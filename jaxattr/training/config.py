@@ -63,6 +63,10 @@ class TrainConfig:
     resume: bool = True
     progress: bool = True
     addrop: ADDropConfig = dataclasses.field(default_factory=ADDropConfig)
+    # DACT (method: dact; see jaxattr/training/dact.py)
+    dact_tau: float = 5e-3  # ponder-cost weight
+    dact_ponder: str = "p"  # p: sum_n p_n (DACT code, DESIGN §3) | h: sum_n h_n (paper eq. 3)
+    dact_halt_bias: float = 0.0  # initial bias of the halting units
 
     @property
     def dev_metric(self) -> str:
@@ -91,6 +95,8 @@ class TrainConfig:
             raise UserError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.dact_ponder not in ("p", "h"):
+            raise UserError(f"dact_ponder must be 'p' or 'h', got {self.dact_ponder!r}")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
         return dataclasses.replace(self, addrop=self.addrop.validate())

@@ -31,7 +31,9 @@ Parameters: `{"encoder": <encoder params>, "dact": {"cls": {"kernel" [L,H,C], "b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -221,3 +223,60 @@ def oracle_exit(out: DactOutput, cfg: EncoderConfig, regression_tol: float = 1e-
     first = ok.argmax(0)
     a = np.asarray(out.a)
     return first + 1, a[first, np.arange(a.shape[1])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Training through the engine, and saving/loading the heads next to the encoder checkpoint.
+
+HEADS_FILE = "dact_heads.npz"
+
+
+def save_heads(model_dir: str | Path, dact_params: Params, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write the DACT heads as `model_dir/dact_heads.npz` (the encoder is a normal jaxattr checkpoint)."""
+    path = Path(model_dir) / HEADS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {f"{part}.{k}": np.asarray(v, np.float32) for part, d in dact_params.items() for k, v in d.items()}
+    np.savez(path, **flat, _meta=np.asarray(json.dumps(dict(meta or {}))))
+    return path
+
+
+def load(model_dir: str | Path) -> tuple[Any, Params]:
+    """(Model, DACT params `{"encoder", "dact"}`) from a `train/dact.py` output model directory."""
+    from jaxattr.errors import UserError
+    from jaxattr.models.loading import load_model
+
+    path = Path(model_dir) / HEADS_FILE
+    if not path.exists():
+        raise UserError(f"{model_dir}: no {HEADS_FILE}; train a DACT model first (train/dact.py)")
+    model = load_model(model_dir)
+    with np.load(path) as z:
+        dact_p: dict[str, dict[str, Array]] = {}
+        for key in z.files:
+            if key == "_meta":
+                continue
+            part, name = key.split(".")
+            dact_p.setdefault(part, {})[name] = jnp.asarray(z[key])
+    want = init_dact(model.cfg, jax.random.key(0))
+    if jax.tree.map(np.shape, want) != jax.tree.map(np.shape, dact_p):
+        raise UserError(f"{path}: DACT heads do not fit the model in {model_dir}")
+    return model, {"encoder": model.params, "dact": dact_p}
+
+
+def make_method(cfg: Any, model: Any) -> Any:
+    """The trainer hook for `method: dact` (stage 2): DACT heads + backbone trained jointly.
+
+    The starting model should be the stage-1 fine-tuned checkpoint (`train/dact.py` runs both stages).
+    The final model directory holds the encoder checkpoint plus `dact_heads.npz`.
+    """
+    from jaxattr.training.trainer import Method
+
+    mcfg = model.cfg.replace(dtype=cfg.dtype)
+    params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 1), halt_bias=cfg.dact_halt_bias)
+    out_dir = Path(cfg.output_dir) / "model"
+
+    def export(p: Params) -> Params:
+        save_heads(out_dir, jax.device_get(p["dact"]), {"tau": cfg.dact_tau, "ponder": cfg.dact_ponder})
+        return p["encoder"]
+
+    return Method(params, make_loss_fn(mcfg, tau=cfg.dact_tau, ponder=cfg.dact_ponder), {"plain": None},
+                  lambda e: "plain", export)

@@ -20,6 +20,7 @@ Parameters: `{"encoder": <encoder params incl. head>, "ramps": <Head params stac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -154,3 +155,63 @@ def oracle_exit(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any],
     ok[-1] = True
     first = ok.argmax(0)
     return first + 1, probs[first, np.arange(probs.shape[1])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Training through the engine (stage 2), saving/loading the off-ramps next to the encoder checkpoint.
+
+RAMPS_FILE = "deebert_ramps.npz"
+
+
+def save_ramps(model_dir: str | Path, ramps: Params) -> Path:
+    """Write the off-ramps as `model_dir/deebert_ramps.npz` (the encoder is a normal jaxattr checkpoint)."""
+    path = Path(model_dir) / RAMPS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = jax.tree_util.tree_flatten_with_path(ramps)[0]
+    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(v, np.float32) for k, v in flat})
+    return path
+
+
+def load(model_dir: str | Path) -> tuple[Any, Params]:
+    """(Model, DeeBERT params `{"encoder", "ramps"}`) from a `train/dact.py` DeeBERT model directory."""
+    from jaxattr.models.loading import load_model
+
+    path = Path(model_dir) / RAMPS_FILE
+    if not path.exists():
+        raise UserError(f"{model_dir}: no {RAMPS_FILE}; train DeeBERT off-ramps first (train/dact.py)")
+    model = load_model(model_dir)
+    want = init_ramps(model.cfg, jax.random.key(0))
+    paths, treedef = jax.tree_util.tree_flatten_with_path(want)
+    with np.load(path) as z:
+        keys = [jax.tree_util.keystr(k) for k, _ in paths]
+        if set(keys) != set(z.files) or any(z[k].shape != v.shape for k, (_, v) in zip(keys, paths)):
+            raise UserError(f"{path}: off-ramps do not fit the model in {model_dir}")
+        ramps = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[k]) for k in keys])
+    return model, {"encoder": model.params, "ramps": ramps}
+
+
+def make_method(cfg: Any, model: Any) -> Any:
+    """The trainer hook for `method: deebert` (DeeBERT stage 2: train off-ramps, backbone frozen).
+
+    The starting model must be the stage-1 fine-tuned checkpoint (`train/dact.py` runs both stages).
+    Dev metrics during training are those of the ramps' averaged log-probabilities (a training monitor);
+    the final model directory holds the unchanged encoder checkpoint plus `deebert_ramps.npz`.
+    """
+    from jaxattr.training.trainer import Method
+
+    mcfg = model.cfg.replace(dtype=cfg.dtype)
+    params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 2))
+    out_dir = Path(cfg.output_dir) / "model"
+    base = make_stage2_loss_fn(mcfg)
+
+    def loss_fn(p: Params, batch: Mapping[str, Array], rng: Array, deterministic: bool):
+        total, aux = base(p, batch, rng, deterministic)
+        ramps = aux.pop("ramp_logits")[:, :-1]
+        aux["logits"] = jnp.mean(jax.nn.log_softmax(ramps, axis=-1), axis=1)
+        return total, aux
+
+    def export(p: Params) -> Params:
+        save_ramps(out_dir, jax.device_get(p["ramps"]))
+        return p["encoder"]
+
+    return Method(params, loss_fn, {"plain": None}, lambda e: "plain", export, optimizer=stage2_optimizer)

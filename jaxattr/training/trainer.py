@@ -45,6 +45,7 @@ class Method:
     modes: dict[str, Transform | None]  # one compiled train step per mode
     mode_for_epoch: Callable[[int], str]  # epoch (1-indexed) -> mode
     export: Callable[[Any], Any]  # params -> the encoder params written as the final model
+    optimizer: Callable[[Any], Any] | None = None  # wraps the optimizer (e.g. DeeBERT stage 2 freezes the encoder)
 
 
 def build_method(cfg: TrainConfig, model: Model) -> Method:
@@ -220,6 +221,8 @@ def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
         raise UserError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
     total = spe * cfg.epochs
     tx = make_optimizer(cfg.learning_rate, total, int(cfg.warmup_ratio * total), cfg.weight_decay, cfg.max_grad_norm)
+    if method.optimizer is not None:
+        tx = method.optimizer(tx)
     engine = Engine(tx, method.loss_fn, mesh=mesh, grad_accum=cfg.grad_accum, modes=method.modes)
     eval_bs = _round_up(cfg.eval_batch_size, mesh.size)
 
