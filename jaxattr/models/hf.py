@@ -171,18 +171,20 @@ def params_from_state_dict(cfg: EncoderConfig, sd: dict[str, np.ndarray], *, see
                 continue
             raise CheckpointError(f"{source}: tensor {key!r} is missing")
         value = sd[key].T if transpose else sd[key]
+        hf_shape = lambda shape, t=transpose: tuple(reversed(shape)) if t else tuple(shape)  # as HF stores it
         if path[0] == "layers":
             target = layers[path[2]][path[3]]
             if value.shape != target.shape[1:]:
-                raise CheckpointError(f"{source}: tensor {key!r} has shape {value.shape}, expected {target.shape[1:]}")
+                raise CheckpointError(f"{source}: tensor {key!r} has shape {sd[key].shape}, "
+                                      f"expected {hf_shape(target.shape[1:])}")
             target[path[1]] = value
         else:
             node = params
             for p in path[:-1]:
                 node = node[p]
             if value.shape != node[path[-1]].shape:
-                raise CheckpointError(f"{source}: tensor {key!r} has shape {value.shape}, "
-                                      f"expected {node[path[-1]].shape}")
+                raise CheckpointError(f"{source}: tensor {key!r} has shape {sd[key].shape}, "
+                                      f"expected {hf_shape(node[path[-1]].shape)}")
             node[path[-1]] = value
     if missing_head:
         log.warning("%s has no classification head (%s); initialised it randomly with seed %d",

@@ -1,0 +1,91 @@
+"""HF directory import/export: round trip through transformers, and one-line errors naming the culprit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import transformers
+from hf_tiny import FAMILIES, hf_logits, random_batch, save_tiny
+from safetensors.numpy import load_file, save_file
+
+from jaxattr.errors import UserError
+from jaxattr.models import forward_batch, load_hf_dir, save_hf_dir
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hf_to_jaxattr_to_hf_same_logits(tmp_path, family):
+    original = save_tiny(family, tmp_path / "in", num_labels=3, seed=1)
+    cfg, params = load_hf_dir(tmp_path / "in")
+    assert cfg.label_names == ("class0", "class1", "class2")
+    save_hf_dir(cfg, params, tmp_path / "out")
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
+    assert type(exported) is type(original)
+    assert exported.config.id2label == original.config.id2label
+    batch = random_batch(family, seed=5)
+    before, after = hf_logits(original, batch, family), hf_logits(exported, batch, family)
+    np.testing.assert_array_equal(after, before)  # every tensor copied bit for bit
+    np.testing.assert_allclose(np.asarray(forward_batch(params, cfg, batch).logits), after, atol=1e-5, rtol=0)
+    # And the exported weights are exactly the original state dict.
+    sd_in, sd_out = original.state_dict(), exported.state_dict()
+    for k, v in sd_in.items():
+        if k.endswith("position_ids") or k.endswith("token_type_ids"):
+            continue
+        np.testing.assert_array_equal(sd_out[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_base_encoder_gets_a_fresh_seeded_head(tmp_path):
+    save_tiny("bert", tmp_path, num_labels=3)
+    cfg, a = load_hf_dir(tmp_path, num_labels=5, seed=7)
+    _, b = load_hf_dir(tmp_path, num_labels=5, seed=7)
+    _, c = load_hf_dir(tmp_path, num_labels=5, seed=8)
+    assert cfg.num_labels == 5 and a["head"]["out"]["kernel"].shape == (32, 5)
+    np.testing.assert_array_equal(a["head"]["out"]["kernel"], b["head"]["out"]["kernel"])
+    assert not np.array_equal(a["head"]["out"]["kernel"], c["head"]["out"]["kernel"])
+
+
+def _one_line_error(fn, *needles):
+    with pytest.raises(UserError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert str(needle) in msg, (needle, msg)
+    return msg
+
+
+def test_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 10}))
+    _one_line_error(lambda: load_hf_dir(tmp_path), "gpt2", "unsupported")
+
+
+def test_missing_files(tmp_path):
+    _one_line_error(lambda: load_hf_dir(tmp_path), "config.json")
+    save_tiny("bert", tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    _one_line_error(lambda: load_hf_dir(tmp_path), "model.safetensors", str(tmp_path))
+
+
+def test_malformed_config(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    _one_line_error(lambda: load_hf_dir(tmp_path), "config.json", "malformed")
+
+
+def test_shape_mismatch_and_missing_tensor_are_named(tmp_path):
+    save_tiny("roberta", tmp_path)
+    path = tmp_path / "model.safetensors"
+    sd = load_file(str(path))
+    name = "roberta.encoder.layer.1.attention.self.key.weight"
+    sd[name] = sd[name][:, :16].copy()
+    save_file(sd, str(path))
+    _one_line_error(lambda: load_hf_dir(tmp_path), name, "shape", "(32, 16)")
+    del sd[name]
+    save_file(sd, str(path))
+    _one_line_error(lambda: load_hf_dir(tmp_path), name, "missing")
+
+
+def test_corrupt_weights_file(tmp_path):
+    save_tiny("distilbert", tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    _one_line_error(lambda: load_hf_dir(tmp_path), "model.safetensors")
