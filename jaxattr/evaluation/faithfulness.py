@@ -111,13 +111,13 @@ def _probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: A
 
 def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,
                 chunk_size: int = 64) -> np.ndarray:
-    """Softmax probabilities [N, C] for N rows, run in fixed-size chunks (the last one padded) so that
-    one bucket length compiles once."""
+    """Softmax probabilities [N, C] for N rows, run in fixed-size chunks (the last one padded; fewer rows
+    than a chunk are padded to a power of two) so that one bucket length compiles a handful of times."""
     ids, mask, types = (np.asarray(a) for a in (ids, mask, types))
     n = ids.shape[0]
     if n == 0:
         return np.zeros((0, cfg.num_labels), np.float32)
-    rows = min(chunk_size, n)
+    rows = chunk_size if n >= chunk_size else 1 << (n - 1).bit_length()  # few distinct shapes: few compiles
     out = []
     for s in range(0, n, rows):
         e = min(s + rows, n)

@@ -1,0 +1,61 @@
+"""`jaxattr demo` (what `make demo` runs): the whole path from a fresh cache, shrunk by --quick for CI."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxattr import cli
+from jaxattr.demo import QUICK, default_model_dir, highlight
+from jaxattr.errors import UserError
+
+
+@pytest.mark.slow
+def test_quick_demo_full_path_then_cached(tmp_path, capsys, monkeypatch):
+    cache, out = tmp_path / "cache", tmp_path / "report"
+    argv = ["demo", "--quick", "--cache-dir", str(cache), "--out", str(out), "--no-color"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "fine-tuned now" in text and "dev accuracy:" in text
+    assert (cache / QUICK.name / "jaxattr.json").exists() and (cache / QUICK.name / "demo.json").exists()
+    assert not (cache / (QUICK.name + ".run")).exists()  # the training run directory is cleaned up
+    for method in ("SIG", "IG", "IBA"):
+        assert f" {method}: " in text
+    assert "[" in text and "\x1b[" not in text  # top words marked without colours when asked
+    html, png = out / "attributions.html", out / "degradation.png"
+    assert html.stat().st_size > 500 and png.stat().st_size > 1000
+    assert f"HTML report: {html}" in text and f"degradation plot: {png}" in text
+
+    # Second run: the cached classifier is reused (no training), same accuracy.
+    assert cli.main(argv) == 0
+    again = capsys.readouterr().out
+    assert "cached" in again and "fine-tuned now" not in again
+    acc = [line for line in text.splitlines() if line.startswith("dev accuracy")]
+    assert acc == [line for line in again.splitlines() if line.startswith("dev accuracy")]
+
+    # `--model default` resolves to the cache (the full demo's directory; the quick one lives beside it).
+    monkeypatch.setenv("JAXATTR_CACHE_DIR", str(cache))
+    assert default_model_dir(quick=True, required=True) == cache / QUICK.name
+
+
+def test_default_model_missing_says_run_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JAXATTR_CACHE_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="run `jaxattr demo`"):
+        default_model_dir(required=True)
+    assert cli.main(["predict", "--model", "default", "--text", "hello"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "jaxattr demo" in err and len(err.splitlines()) == 1
+
+
+def test_cache_dir_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXATTR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_model_dir() == tmp_path / "jaxattr" / "default-classifier"
+
+
+def test_highlight_marks_top_words():
+    words = ["self", "driving", "cars", "are", "terrible"]
+    scores = [0.1, -0.5, 0.3, 0.0, 2.0]
+    assert highlight(words, scores, top=2) == "self {driving} [cars] are [terrible]"
+    coloured = highlight(words, scores, top=1, colour=True)
+    assert "\x1b[1;30;42mterrible\x1b[0m" in coloured and "\x1b[1;37;41mdriving\x1b[0m" in coloured
+    assert "[" not in coloured.replace("\x1b[", "")
