@@ -299,9 +299,9 @@ def tokenize_dataset(ds: datasets.Dataset, tokenizer: Any, max_length: int = 512
 
     if "text" not in ds.column_names:
         raise UserError(f"dataset has no 'text' column; columns are {ds.column_names}")
-    texts = ds["text"]
-    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
-    labels = ds["label"] if "label" in ds.column_names else [-1] * len(texts)
+    texts = list(ds["text"])  # datasets 4 returns lazy Column objects
+    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    labels = list(ds["label"]) if "label" in ds.column_names else [-1] * len(texts)
     for col, values in (("text", texts), ("text_pair", pairs or [])):
         for i, t in enumerate(values):
             if not isinstance(t, str) or not t.strip():
