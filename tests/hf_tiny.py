@@ -72,7 +72,8 @@ def save_tokenizer(path: Path) -> None:
     vocab = list(dict.fromkeys(vocab))[:VOCAB]
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = transformers.BertTokenizer(vocab_file=str(path / "vocab.txt"))
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    assert tok.vocab_size == len(vocab)
     tok.save_pretrained(str(path))
 
 
