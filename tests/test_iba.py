@@ -1,0 +1,237 @@
+"""IBA: planted evidence, vectorised == per-example/per-sample loop, all layers == per layer, β trend."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy.stats import spearmanr
+
+from jaxattr.attribution.iba import (
+    ALPHA_INIT,
+    draw_noise,
+    estimate_noise_stats,
+    hidden_states,
+    iba,
+    iba_beta_sweep,
+)
+from jaxattr.errors import UserError
+from jaxattr.models import embed, forward, init_params, run_layers, tiny_config, word_embeddings
+
+PLANT, CLS, SEP = 7, 2, 3
+
+
+def _planted(rng: np.random.Generator, n: int, t: int = 10):
+    ids = rng.integers(10, 100, size=(n, t)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    y = rng.integers(0, 2, size=n).astype(np.int32)
+    pos = rng.integers(1, t - 1, size=n)
+    ids[np.arange(n)[y == 1], pos[y == 1]] = PLANT
+    return ids, y, pos
+
+
+@pytest.fixture(scope="module")
+def planted_model():
+    """A tiny encoder trained here to say 1 iff token PLANT occurs anywhere (a few seconds)."""
+    cfg = tiny_config("bert", dropout_rate=0.0, attention_dropout_rate=0.0)
+    params = init_params(cfg, jax.random.key(0))
+    opt = optax.adam(3e-3)
+
+    @jax.jit
+    def step(params, state, ids, y):
+        def loss(p):
+            logits = forward(p, cfg, ids, jnp.ones_like(ids)).logits
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        g = jax.grad(loss)(params)
+        upd, state = opt.update(g, state, params)
+        return optax.apply_updates(params, upd), state
+
+    state = opt.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids, y, _ = _planted(rng, 32)
+        params, state = step(params, state, ids, y)
+    return cfg, params
+
+
+def _positives():
+    ids, y, pos = _planted(np.random.default_rng(1), 96)
+    keep = y == 1
+    return {"input_ids": ids[keep], "attention_mask": np.ones_like(ids[keep]), "label": y[keep]}, pos[keep]
+
+
+def test_planted_token_ranked_first(planted_model):
+    cfg, params = planted_model
+    ids, y, _ = _planted(np.random.default_rng(1), 96)
+    logits = forward(params, cfg, ids, jnp.ones_like(ids)).logits
+    assert float((np.asarray(logits).argmax(-1) == y).mean()) > 0.95  # the model really learned the rule
+    batch, pos = _positives()
+    out = iba(params, cfg, batch, layer=1, key=jax.random.key(0), target="gold")
+    top = np.asarray(out.scores).argmax(-1)
+    assert (top == pos).mean() >= 0.95
+    # scores are a min-max map over the non-special tokens; [CLS]/[SEP] get 0
+    s = np.asarray(out.scores)
+    assert np.allclose(s[:, [0, -1]], 0) and np.allclose(s[:, 1:-1].max(-1), 1) and np.allclose(s[:, 1:-1].min(-1), 0)
+
+
+def _loop_oracle(params, cfg, ids, layer, beta, steps, samples, lr, key_b, n_pad, target, noise="sequence"):
+    """One unpadded example, one noise sample per forward (the whole model with `after_layer`), optax Adam."""
+    ids = jnp.asarray(ids)[None]
+    mask = jnp.ones_like(ids)
+    h = embed(params, cfg, word_embeddings(params, cfg, ids), mask)
+    entering = run_layers(params, cfg, h, mask, stop=layer - 1).hidden[0]
+    x = run_layers(params, cfg, h, mask, stop=layer).hidden[0]  # [n, H]
+    if noise == "sequence":  # per-feature statistics over the example's tokens
+        mu = x.mean(0)
+        sd = jnp.sqrt(jnp.maximum(((x - mu) ** 2).mean(0), 1e-5))
+    else:  # the reference: the state entering the block, sigma = sqrt(1e-5)
+        mu, sd = entering, jnp.sqrt(1e-5)
+    n, hdim = x.shape
+    opt = optax.adam(lr)
+
+    def capacity(alpha):  # the paper's KL
+        lam = jax.nn.sigmoid(alpha)
+        m = lam * (x - mu) / sd
+        log_var = jnp.log(jax.nn.sigmoid(-alpha) ** 2)  # (1 - λ)², without float32 cancellation
+        return -0.5 * (1 + log_var - m**2 - jnp.exp(log_var))
+
+    def loss(alpha, eps):
+        lam = jax.nn.sigmoid(alpha)
+        std = jnp.exp(jnp.clip(jnp.log(jax.nn.sigmoid(-alpha) ** 2), -10, 10) / 2)
+        ce = 0.0
+        for j in range(samples):
+            t = (lam * (x - mu) / sd + std * eps[j]) * sd + mu
+            logits = forward(params, cfg, ids, mask, after_layer=(layer, lambda _, t=t: t[None])).logits[0]
+            ce = ce - jax.nn.log_softmax(logits)[target] / samples
+        return ce + beta * capacity(alpha).mean()
+
+    grad = jax.jit(jax.grad(loss))
+    alpha = jnp.full((n, hdim), ALPHA_INIT)
+    state = opt.init(alpha)
+    cap = None
+    for s in range(steps):
+        eps = draw_noise(key_b[None], s, (samples, n_pad, hdim))[0, :, :n]
+        cap = capacity(alpha)
+        upd, state = opt.update(grad(alpha, eps), state, alpha)
+        alpha = optax.apply_updates(alpha, upd)
+    return np.asarray(cap)
+
+
+LENGTHS = [9, 6]
+KW = dict(beta=1e-2, steps=3, samples=2, lr=1.0, target=np.array([1, 0], np.int32))
+
+
+def _small_batch():
+    rng = np.random.default_rng(3)
+    ids = np.zeros((2, 9), np.int32)
+    mask = np.zeros((2, 9), np.int32)
+    for i, n in enumerate(LENGTHS):
+        ids[i, :n] = rng.integers(5, 100, n)
+        ids[i, 0], ids[i, n - 1] = CLS, SEP
+        mask[i, :n] = 1
+    ids[0, 3] = PLANT
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_vectorised_equals_per_example_per_sample_loop(planted_model):
+    cfg, params = planted_model
+    batch = _small_batch()
+    keys = jax.random.split(jax.random.key(11), 2)
+    out = iba(params, cfg, batch, layer=1, key=keys, **KW)
+    for i, n in enumerate(LENGTHS):
+        cap = _loop_oracle(params, cfg, batch["input_ids"][i, :n], 1, 1e-2, 3, 2, 1.0, keys[i], 9,
+                           int(KW["target"][i]))
+        np.testing.assert_allclose(np.asarray(out.capacity[i, :n]), cap, rtol=1e-5, atol=1e-5)
+        assert np.all(np.asarray(out.capacity[i, n:]) == 0)
+        assert np.all(np.asarray(out.scores[i, n - 1:]) == 0) and out.scores[i, 0] == 0
+    # same key -> same map; another key -> another map
+    again = iba(params, cfg, batch, layer=1, key=keys, **KW)
+    np.testing.assert_array_equal(np.asarray(again.capacity), np.asarray(out.capacity))
+    other = iba(params, cfg, batch, layer=1, key=jax.random.split(jax.random.key(12), 2), **KW)
+    assert not np.array_equal(np.asarray(other.capacity), np.asarray(out.capacity))
+
+
+def test_reference_noise_equals_loop(planted_model):
+    cfg, params = planted_model
+    batch = _small_batch()
+    keys = jax.random.split(jax.random.key(1), 2)
+    out = iba(params, cfg, batch, layer=2, key=keys, noise="reference", **KW)
+    n = LENGTHS[0]
+    cap = _loop_oracle(params, cfg, batch["input_ids"][0, :n], 2, 1e-2, 3, 2, 1.0, keys[0], 9, 1, noise="reference")
+    np.testing.assert_allclose(np.asarray(out.capacity[0, :n]), cap, rtol=1e-4, atol=1e-4)
+
+
+def test_all_layers_equals_per_layer_calls(planted_model):
+    cfg, params = planted_model
+    batch = _small_batch()
+    keys = jax.random.split(jax.random.key(11), 2)
+    every = iba(params, cfg, batch, layer="all", key=keys, **KW)
+    assert every.scores.shape == (cfg.num_layers, 2, 9)
+    for layer in range(1, cfg.num_layers + 1):
+        one = iba(params, cfg, batch, layer=layer, key=keys, **KW)
+        np.testing.assert_allclose(np.asarray(every.capacity[layer - 1]), np.asarray(one.capacity),
+                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(every.scores[layer - 1]), np.asarray(one.scores), atol=1e-4)
+        assert int(every.layer[layer - 1]) == layer
+
+
+def test_beta_trend_and_tiny_beta_is_the_unbottlenecked_map(planted_model):
+    cfg, params = planted_model
+    batch, _ = _positives()
+    betas = np.array([1e-9, 1e-6, 1e-4, 1e-2, 1.0, 100.0])
+    out = iba_beta_sweep(params, cfg, batch, betas, layer=1, key=jax.random.key(0), target="gold")
+    mean_cap = np.asarray(out.capacity.mean(axis=(1, 2, 3)))
+    rho = spearmanr(np.log(betas), mean_cap)[0]
+    assert rho <= -0.8 and mean_cap[-1] < 0.1 * mean_cap[0], mean_cap
+    # the sweep equals a single call (same compiled program as the planted test); Adam's sign-like steps on
+    # near-zero gradients amplify float rounding between the vmapped and the plain program, hence 1e-2
+    one = iba(params, cfg, batch, layer=1, beta=float(betas[2]), key=jax.random.key(0), target="gold")
+    np.testing.assert_allclose(np.asarray(out.capacity[2]), np.asarray(one.capacity), rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(out.scores[2]), np.asarray(one.scores), atol=1e-3)
+    # tiny β: the map is X's own (normalised) magnitude, i.e. no bottleneck (paper Fig. 2b)
+    ids = jnp.asarray(batch["input_ids"])
+    hs = hidden_states(params, cfg, ids, jnp.ones_like(ids))[1]
+    xn = (hs - hs.mean(1, keepdims=True)) / hs.std(1, keepdims=True)
+    x_map = np.asarray((xn**2).sum(-1))
+
+    def agreement(i):
+        return np.mean([spearmanr(np.asarray(out.raw[i, j]), x_map[j])[0] for j in range(len(ids))])
+
+    assert agreement(0) > 0.99
+    assert agreement(0) - agreement(3) > 0.2
+
+
+def test_dataset_noise_stats_welford_matches_numpy(planted_model):
+    cfg, params = planted_model
+    rng = np.random.default_rng(7)
+    batches, states = [], []
+    for n in (5, 3):
+        ids = rng.integers(5, 100, (n, 7)).astype(np.int32)
+        mask = np.ones_like(ids)
+        mask[0, 4:] = 0
+        batches.append({"input_ids": ids, "attention_mask": mask})
+        hs = np.asarray(hidden_states(params, cfg, jnp.asarray(ids), jnp.asarray(mask)))
+        states.append(hs[:, mask.astype(bool)])  # [L+1, tokens, H]
+    allv = np.concatenate(states, axis=1)
+    stats = estimate_noise_stats(params, cfg, batches)
+    np.testing.assert_allclose(np.asarray(stats.mean), allv.mean(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(stats.std), allv.std(1), rtol=1e-4, atol=1e-5)
+    assert int(stats.count) == allv.shape[1]
+    out = iba(params, cfg, _small_batch(), layer=1, key=jax.random.key(0), noise="dataset", noise_stats=stats, **KW)
+    assert np.isfinite(np.asarray(out.scores)).all() and out.scores.shape == (2, 9)
+
+
+def test_user_errors(planted_model):
+    cfg, params = planted_model
+    batch = {"input_ids": np.full((1, 4), 5, np.int32), "attention_mask": np.ones((1, 4), np.int32)}
+    with pytest.raises(UserError, match="layer"):
+        iba(params, cfg, batch, layer=3, key=jax.random.key(0))
+    with pytest.raises(UserError, match="noise_stats"):
+        iba(params, cfg, batch, layer=1, key=jax.random.key(0), noise="dataset")
+    with pytest.raises(UserError, match="noise"):
+        iba(params, cfg, batch, layer=1, key=jax.random.key(0), noise="gauss")
+    with pytest.raises(UserError, match="gold"):
+        iba(params, cfg, batch, layer=1, key=jax.random.key(0), target="gold")
