@@ -102,8 +102,9 @@ def candidate_region(scores: jax.Array, key_mask: jax.Array, p: float, region: s
     valid = key_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, Tk]
     valid = jnp.broadcast_to(valid, s.shape)
     n = jnp.sum(key_mask.astype(jnp.int32), axis=-1)  # [B]
-    # int((1-p) n); the small epsilon keeps float32 rounding from landing just below an integer.
-    t = jnp.floor((1.0 - p) * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
+    # int((1-p) n) exactly as Python computes it (float64), tabulated for every possible n.
+    table = jnp.asarray([int((1.0 - float(p)) * k) for k in range(s.shape[-1] + 1)], jnp.int32)
+    t = table[n]
     t = jnp.clip(t, 0, jnp.maximum(n - 1, 0))
     t = jnp.broadcast_to(t[:, None, None, None], s.shape[:-1] + (1,))
     ordered = jnp.sort(jnp.where(valid, s, jnp.inf), axis=-1)
