@@ -198,3 +198,22 @@ def test_batch_sizes():
     assert early_exit.batch_sizes(64, 8) == [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
     assert early_exit.batch_sizes(5, 8) == [1, 2, 4, 5]
     assert early_exit.batch_sizes(37, 1) == list(range(1, 38))
+
+
+def test_integrated_gradients_of_output_and_halting_are_complete():
+    """IG axiom (completeness): per output, the token scores sum to F(x) - F(baseline)."""
+    cfg, params = _model(0, spread=None, halt_bias=0.0)
+    batch = _batch(np.random.default_rng(5), 4, 10)
+    special = (np.arange(10)[None] == 0) | (batch["attention_mask"] == 0)
+    batch["word_ids"] = np.where(special, -1, np.arange(10)[None]).astype(np.int32)
+    ig = jax.jit(dact.integrated_gradients, static_argnames=("cfg", "steps", "mask_id"))
+    r = ig(params, cfg, batch, steps=16, mask_id=1)
+    gap = np.abs(np.asarray(r.f_x - r.f_baseline))
+    assert gap.min() > 1e-5  # the outputs really move between baseline and input
+    np.testing.assert_array_less(np.abs(np.asarray(r.delta)), 1e-3 * gap + 1e-6)
+    np.testing.assert_allclose(np.asarray(r.output_scores).sum(-1) + np.asarray(r.f_baseline[0]),
+                               np.asarray(r.f_x[0]), rtol=1e-3, atol=1e-6)
+    assert r.halt_scores.shape == (cfg.num_layers, 4, 10)
+    assert np.all(np.asarray(r.halt_scores)[:, special] == 0) and np.all(np.asarray(r.output_scores)[special] == 0)
+    out = dact.apply_jit(params, cfg, batch["input_ids"], batch["attention_mask"])
+    np.testing.assert_allclose(np.asarray(r.f_x[1:]), np.asarray(out.h), rtol=1e-5)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import forward
+from jaxattr.models.encoder import forward, word_embeddings
 from jaxattr.training import early_exit
 
 Array = jax.Array
@@ -280,3 +280,62 @@ def make_method(cfg: Any, model: Any) -> Any:
 
     return Method(params, make_loss_fn(mcfg, tau=cfg.dact_tau, ponder=cfg.dact_ponder), {"plain": None},
                   lambda e: "plain", export)
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpretability (paper Fig. 4): Integrated Gradients of the output and of every halting value.
+
+
+class DactAttribution(NamedTuple):
+    """IG over word embeddings; scores are per token (0 on special tokens and padding)."""
+
+    output_scores: Array  # [B, T] attribution of the output a_N[target] (regression: a_N)
+    halt_scores: Array  # [L, B, T] attribution of each block's halting value h_n
+    target: Array  # [B] class explained
+    f_x: Array  # [L + 1, B] (a_N[target], h_1..h_L) at the input
+    f_baseline: Array  # [L + 1, B] the same at the baseline
+    delta: Array  # [L + 1, B] completeness gap: sum of scores - (F(x) - F(baseline))
+
+
+def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, steps: int = 32,
+                         method: str = "gausslegendre", baseline: str = "mask", mask_id: int | None = None,
+                         pad_id: int | None = None, target: Array | None = None) -> DactAttribution:
+    """IG of a_N[target] and of h_1..h_L with respect to the word embeddings, in one pass over the path.
+
+    An adapter over `jaxattr.attribution.gradients` (whose IG explains the encoder's logits only): it
+    reuses that module's quadrature rules, baselines and interpolation mask, and applies the IG path sum
+    to the L + 1 DACT outputs (examples are independent, so one reverse pass per output serves the batch).
+    """
+    from jaxattr.attribution import gradients as G
+
+    ids = jnp.asarray(batch["input_ids"])
+    mask = jnp.asarray(batch["attention_mask"])
+    tt = batch.get("token_type_ids")
+    tt = None if tt is None else jnp.asarray(tt)
+    base_ids, base_scale = G.baseline_ids(batch, baseline, mask_id, pad_id)
+    interp = G.interp_mask(batch).astype(jnp.float32)[..., None]
+    x = word_embeddings(params["encoder"], cfg, ids)
+    b = word_embeddings(params["encoder"], cfg, base_ids) * base_scale[..., None]
+    diff = interp * (x - b)
+    if target is None:
+        a_x = apply(params, cfg, None, mask, tt, word_embeds=x).output
+        target = jnp.zeros(ids.shape[0], jnp.int32) if cfg.problem_type == "regression" else a_x.argmax(-1)
+    target = jnp.broadcast_to(jnp.asarray(target, jnp.int32), ids.shape[:1])
+
+    def outputs(e: Array) -> Array:  # [L + 1, B]
+        o = apply(params, cfg, None, mask, tt, word_embeds=e)
+        f = jnp.take_along_axis(o.output, target[:, None], axis=-1)[:, 0]
+        return jnp.concatenate([f[None], o.h])
+
+    alphas, weights = G.quadrature(method, steps)
+
+    def step(acc: Array, aw: tuple[Array, Array]) -> tuple[Array, None]:
+        alpha, w = aw
+        jac = jax.jacrev(lambda e: outputs(e).sum(1))(x - (1.0 - alpha) * diff)  # [L + 1, B, T, E]
+        return acc + w * jnp.sum(jac * diff[None], -1), None
+
+    n_out = cfg.num_layers + 1
+    scores, _ = jax.lax.scan(step, jnp.zeros((n_out,) + ids.shape, jnp.float32),
+                             (jnp.asarray(alphas, jnp.float32), jnp.asarray(weights, jnp.float32)))
+    f_x, f_b = outputs(x), outputs(x - diff)
+    return DactAttribution(scores[0], scores[1:], target, f_x, f_b, scores.sum(-1) - (f_x - f_b))
