@@ -94,7 +94,8 @@ def _check_int(name: str, value: Any, low: int) -> None:
 def _register_builtins() -> None:
     """Saliency, Grad×Input, GradientShap (batch kind) and IG, SIG (paths kind)."""
     from jaxattr.attribution import gradients as g
-    from jaxattr.attribution import sig as s
+    # the package rebinds the name `sig` to the function, so import the module by its full name
+    s = importlib.import_module("jaxattr.attribution.sig")
 
     def check_paths(o: Mapping[str, Any]) -> None:
         _check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
