@@ -106,7 +106,7 @@ def make_train_step(tx: optax.GradientTransformation, loss_fn: LossFn, transform
                 lambda x: x * inv, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **scalars}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **scalars}
         return TrainState(params, opt_state, state.step + 1, rng), metrics
 
     return train_step

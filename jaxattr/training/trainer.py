@@ -101,15 +101,15 @@ def _split(cfg: TrainConfig, which: str) -> Any:
 
     kw = dict(seed=0, text_column=cfg.text_column, label_column=cfg.label_column,
               text_pair_column=cfg.text_pair_column)
-    spec = {"train": cfg.data, "dev": cfg.dev_data or cfg.data, "test": cfg.test_data or cfg.data}[which]
+    explicit = {"train": cfg.data, "dev": cfg.dev_data, "test": cfg.test_data}[which]
+    spec = explicit or cfg.data
     split = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}[which]
-    is_corpus_or_hub = spec.startswith("hf:") or not Path(spec).suffix
-    if not is_corpus_or_hub and (which == "train" or spec != cfg.data):
-        ds = load_dataset_spec(spec, **kw)
-    elif is_corpus_or_hub:
+    if spec.startswith("hf:") or not Path(spec).suffix:  # a corpus or a hub dataset: has splits
         ds = load_dataset_spec(spec, split, **kw)
+    elif explicit:
+        ds = load_dataset_spec(spec, **kw)
     else:
-        raise UserError(f"data {spec!r} is a single file: give dev_data and test_data files as well")
+        raise UserError(f"data {spec!r} is a single file: give {which}_data as a file as well")
     if "label" not in ds.column_names:
         raise UserError(f"{spec} ({which}): no label column {cfg.label_column!r}; columns are {ds.column_names}")
     if cfg.task == "pair-classification" and "text_pair" not in ds.column_names:
