@@ -425,3 +425,64 @@ def load_noise_stats(path: str) -> NoiseStats:
         return NoiseStats(jnp.asarray(d["mean"]), jnp.asarray(d["std"]), jnp.asarray(d["count"]))
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"{path}: not a noise-statistics file ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration with the attribution driver (`jaxattr attribute --method iba`)
+
+_STATS_CACHE: dict[str, NoiseStats] = {}
+
+
+def _iba_method(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, target: Any, key: Array,
+                layer: int | str | None, beta: float, noise: str, samples: int, steps: int,
+                noise_stats: str | None = None) -> IBAOutput:
+    """The driver's entry: `noise_stats` is a path to an .npz from `save_noise_stats` (for noise='dataset')."""
+    if layer is None:  # the paper's 9 of 12 blocks, scaled to the model
+        layer = max(1, round(0.75 * cfg.num_layers))
+    stats = None
+    if noise == "dataset":
+        if noise_stats not in _STATS_CACHE:
+            _STATS_CACHE[noise_stats] = load_noise_stats(noise_stats)
+        stats = _STATS_CACHE[noise_stats]
+        if stats.mean.shape != (cfg.num_layers + 1, cfg.hidden_size):
+            raise UserError(f"{noise_stats}: noise statistics of shape {tuple(stats.mean.shape)} do not fit a model "
+                            f"with {cfg.num_layers} layers of {cfg.hidden_size} features")
+    return iba(params, cfg, batch, layer=layer, beta=beta, steps=steps, samples=samples, key=key, target=target,
+               noise=noise, noise_stats=stats)
+
+
+def _validate(o: Mapping[str, Any]) -> None:
+    layer = o["layer"]
+    if layer is not None and layer != "all" and (not isinstance(layer, int) or layer < 0):
+        raise UserError(f"--layer must be a block index >= 0 (0 = embeddings) or 'all', not {layer!r}")
+    if o["noise"] not in NOISE_CHOICES:
+        raise UserError(f"--noise must be one of {', '.join(NOISE_CHOICES)}, not {o['noise']!r}")
+    if o["noise"] == "dataset" and not o.get("noise_stats"):
+        raise UserError("--noise dataset needs --noise-stats FILE.npz (per-layer statistics written by "
+                        "`jaxattr degradation --noise dataset --save-noise-stats FILE.npz` or save_noise_stats)")
+    for k in ("samples", "steps"):
+        if not isinstance(o[k], int) or o[k] < 1:
+            raise UserError(f"--{k} must be an integer >= 1, not {o[k]!r}")
+    if not float(o["beta"]) >= 0:
+        raise UserError(f"--beta must be >= 0, not {o['beta']!r}")
+
+
+def _outputs(r: IBAOutput) -> dict[str, Any]:
+    """Every row carries its layer: one layer gives [1, B, T], layer='all' gives [L, B, T]."""
+    scores = r.scores if r.scores.ndim == 3 else r.scores[None]
+    layers = np.atleast_1d(np.asarray(r.layer))
+    return {"scores": scores, "layers": [int(x) for x in layers]}
+
+
+def _register() -> None:
+    from jaxattr.attribution.registry import MethodSpec, register
+
+    register(MethodSpec(
+        name="iba", fn=_iba_method,
+        options={"layer": None, "beta": 1e-5, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
+        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate,
+        description="information bottleneck on the output of a layer (1-based; default round(0.75 L); 'all')",
+    ))
+
+
+_register()

@@ -30,6 +30,7 @@ METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--layer": ("layer", str, "IBA layer: a block index >= 0 (0 = embeddings) or 'all'"),
     "--beta": ("beta", float, "IBA beta (weight of the KL term)"),
     "--noise": ("noise", str, "IBA noise statistics: sequence, dataset or reference"),
+    "--noise-stats": ("noise_stats", str, "IBA: per-layer noise statistics (.npz) for --noise dataset"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Evaluation of attributions: the IBA paper's degradation test (`degradation`), faithfulness metrics."""
