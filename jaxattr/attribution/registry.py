@@ -72,7 +72,7 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 # modules that register methods when imported (the built-in gradient methods and IBA)
-PROVIDERS: tuple[str, ...] = ("jaxattr.attribution.iba",)
+PROVIDERS: tuple[str, ...] = ("jaxattr.attribution.iba", "jaxattr.attribution.lime", "jaxattr.attribution.baselines")
 
 
 def register(spec: MethodSpec) -> MethodSpec:
