@@ -217,3 +217,18 @@ def test_integrated_gradients_of_output_and_halting_are_complete():
     assert np.all(np.asarray(r.halt_scores)[:, special] == 0) and np.all(np.asarray(r.output_scores)[special] == 0)
     out = dact.apply_jit(params, cfg, batch["input_ids"], batch["attention_mask"])
     np.testing.assert_allclose(np.asarray(r.f_x[1:]), np.asarray(out.h), rtol=1e-5)
+
+
+def test_heads_round_trip_next_to_the_checkpoint(tmp_path):
+    from jaxattr.errors import UserError
+    from jaxattr.models import minilm_dir
+    from jaxattr.models.checkpoint import save_checkpoint
+
+    cfg, params = _model(6, spread=None)
+    save_checkpoint(tmp_path, cfg, params["encoder"], minilm_dir())
+    with pytest.raises(UserError, match="no dact_heads.npz"):
+        dact.load(tmp_path)
+    dact.save_heads(tmp_path, jax.device_get(params["dact"]))
+    _, loaded = dact.load(tmp_path)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

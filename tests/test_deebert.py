@@ -118,3 +118,20 @@ def test_entropy_matches_scipy():
     p[0] = [1, 0, 0, 0]
     np.testing.assert_allclose(np.asarray(deebert.entropy(jnp.asarray(p, jnp.float32))), sp_entropy(p, axis=-1),
                                atol=1e-5)
+
+
+def test_ramps_round_trip_next_to_the_checkpoint(tmp_path):
+    import pytest
+
+    from jaxattr.errors import UserError
+    from jaxattr.models import minilm_dir
+    from jaxattr.models.checkpoint import save_checkpoint
+
+    cfg, params = _model(3, spread=None)
+    save_checkpoint(tmp_path, cfg, params["encoder"], minilm_dir())
+    with pytest.raises(UserError, match="no deebert_ramps.npz"):
+        deebert.load(tmp_path)
+    deebert.save_ramps(tmp_path, jax.device_get(params["ramps"]))
+    _, loaded = deebert.load(tmp_path)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
