@@ -34,6 +34,8 @@ from jaxattr.training.metrics import task_metrics
 from jaxattr.training.state import make_optimizer
 
 log = logging.getLogger(__name__)
+# Seconds to sleep after each step (env JAXATTR_DEBUG_STEP_SLEEP): lets tests kill a run mid-training.
+_STEP_SLEEP = float(__import__("os").environ.get("JAXATTR_DEBUG_STEP_SLEEP", "0") or 0)
 
 
 @dataclasses.dataclass
@@ -186,6 +188,16 @@ def _fingerprint(cfg: TrainConfig, model_cfg: EncoderConfig) -> dict[str, Any]:
             "addrop": json.dumps(cfg.to_dict()["addrop"]) if cfg.method == "addrop" else ""}
 
 
+def init_distributed() -> bool:
+    """`jax.distributed.initialize` when launched multi-process (env JAX_COORDINATOR_ADDRESS, ...); CPU
+    processes talk through gloo collectives."""
+    import os
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    return shd.maybe_initialize_distributed()
+
+
 def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     """Train, evaluate, write `output_dir/{model/, checkpoints/, log.jsonl, results.json, config.yaml}`.
 
@@ -197,7 +209,7 @@ def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     from jaxattr.training.config import dump_config
 
     cfg = cfg.validate()
-    shd.maybe_initialize_distributed()
+    init_distributed()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
@@ -256,6 +268,8 @@ def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
         state, m = engine.train_step(state, engine.put_batch(host, cfg.batch_size), mode_name)
         done = step + 1
         bar.update(1)
+        if _STEP_SLEEP:  # tests of crash/resume: slow the loop down so a kill lands mid-run
+            time.sleep(_STEP_SLEEP)
         if done % cfg.log_every == 0 or done == total:
             rec = {k: float(v) for k, v in jax.device_get(m).items()}
             bar.set_postfix(loss=f"{rec['loss']:.4f}", epoch=epoch, mode=mode_name)
