@@ -180,6 +180,7 @@ def test_attn_perturb_gradient_is_dF_dA(tiny_models):
     n_heads = cfg.num_heads
     shape = (cfg.num_layers, 2, n_heads, 8, 8)
 
+    @jax.jit
     def f(perturb):
         return forward_batch(params, cfg, batch, attn_perturb=perturb).logits[:, 0].sum()
 

@@ -89,3 +89,16 @@ def test_corrupt_weights_file(tmp_path):
     save_tiny("distilbert", tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     _one_line_error(lambda: load_hf_dir(tmp_path), "model.safetensors")
+
+
+def test_pytorch_bin_checkpoint(tmp_path):
+    """Older HF dirs ship `pytorch_model.bin` (read with torch) instead of safetensors."""
+    import torch
+
+    model = save_tiny("electra", tmp_path, num_labels=2, seed=4)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    cfg, params = load_hf_dir(tmp_path)
+    batch = random_batch("electra", seed=6)
+    np.testing.assert_allclose(np.asarray(forward_batch(params, cfg, batch).logits), hf_logits(model, batch, "electra"),
+                               atol=1e-5, rtol=0)
