@@ -47,7 +47,7 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
                 raise UserError(f"text pair #{i} is empty; give non-empty text or drop --text-pair")
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_offsets_mapping=True,
                     return_token_type_ids=True)
-    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True)["input_ids"]
+    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
     n_cut = sum(len(f) > max_length for f in full)
     if n_cut:
         log.warning("%d of %d inputs are longer than %d tokens and were truncated", n_cut, len(texts), max_length)

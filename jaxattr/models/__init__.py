@@ -21,3 +21,7 @@ __all__ = [
 from jaxattr.models.loading import Model, load_minilm, load_model, load_tokenizer, minilm_dir  # noqa: E402
 
 __all__ += ["Model", "load_minilm", "load_model", "load_tokenizer", "minilm_dir"]
+
+from jaxattr.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402  (orbax is imported lazily)
+
+__all__ += ["load_checkpoint", "save_checkpoint"]
