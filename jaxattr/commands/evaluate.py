@@ -51,8 +51,10 @@ METHOD_LABELS: dict[str, str] = {"random": "Random", "gradxinput": "Grad×Input"
                                  "lime": "LIME"}
 METRIC_LABELS: dict[str, str] = {"log_odds": "LO ↓", "comprehensiveness": "Comp ↑", "sufficiency": "Suff ↓",
                                  "aopc_comprehensiveness": "AOPC-Comp ↑", "aopc_sufficiency": "AOPC-Suff ↓",
-                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC ↓"}
+                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓"}
 DEGRADATION_METRICS: tuple[str, ...] = ("degradation_drop_11", "degradation_auc")
+# finer than jaxattr.data.BUCKETS at the short end (tweets): less padding per SIG row, a few more compiles
+DRIVER_BUCKETS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IBA bottleneck block (1..L; default: round(0.75 L), the paper's 9 of 12)")
     parser.add_argument("--iba-beta", type=float, default=1e-5, help="IBA beta (paper: 1e-5)")
     parser.add_argument("--lime-samples", type=int, default=100, help="LIME perturbation samples (IBA paper: 100)")
-    parser.add_argument("--tokens-per-batch", type=int, default=8192, help="memory bound of the attribution driver")
+    parser.add_argument("--tokens-per-batch", type=int, default=1024,
+                        help="rows x tokens per attribution chunk (memory bound; the last chunk is padded, so "
+                             "keep it near the work of one flush of 32 examples on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
@@ -184,47 +188,49 @@ def _padded_batch(examples: Sequence[dict[str, Any]], scores: Sequence[Sequence[
 
 
 def degradation_probs(model: Any, batch: Mapping[str, np.ndarray], scores: np.ndarray, target: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(fractions [F], target probability [B, F+1] with column 0 the original input) of the IBA paper's
-    degradation test, from `jaxattr.evaluation.degradation`."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The IBA paper's degradation test (`jaxattr.evaluation.degradation`) for one padded batch:
+    (fractions [F], target probability [B, F+1] with column 0 the original input, probability after
+    deleting the top 11% [B] — the paper's Table 1 column)."""
     try:
-        from jaxattr.evaluation import degradation
+        from jaxattr.evaluation import degradation as dg
     except ImportError as e:
         raise UserError(f"the degradation test needs jaxattr.evaluation.degradation, which is missing ({e}); "
                         "pass --metrics without 'degradation'") from None
-    return degradation.degradation_probs(model.params, model.cfg, batch, scores, target)
+    fr = tuple(dg.FRACTIONS) + (dg.TABLE_FRACTION,)
+    _, p = dg.degradation_probs(model.params, model.cfg, batch, scores, target, fractions=fr)
+    return np.asarray(dg.FRACTIONS), p[:, :-1], p[:, -1]
 
 
-def degradation_summary(fractions: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per example: the absolute drop at the first step (11% in the IBA paper's Table 1: the first
-    deletion step on their inputs) and the area under the normalised curve `d = (p − m)/(o − m)`
-    (o = original probability, m = the curve's minimum; lower = a faster drop)."""
-    o = probs[:, :1]
-    m = probs.min(axis=1, keepdims=True)
-    d = (probs - m) / np.maximum(o - m, 1e-12)
-    x = np.concatenate([[0.0], np.asarray(fractions, np.float64)])
-    auc = np.trapezoid(d, x, axis=1) / (x[-1] - x[0])
-    return {"degradation_drop_11": probs[:, 0] - probs[:, 1], "degradation_auc": auc}
-
-
-def make_driver(model: Any, method: str, options: Mapping[str, Any], *, tokens_per_batch: int = 8192,
+def make_driver(model: Any, method: str, options: Mapping[str, Any], *, tokens_per_batch: int = 1024,
                 seed: int = 0) -> Any:
     """The batched attribution driver for one registry method (reuse it: it holds the compiled chunks)."""
     from jaxattr.attribution.driver import Driver
 
     return Driver(model.params, model.cfg, method, dict(options), mask_id=model.mask_id, pad_id=model.pad_id,
-                  tokens_per_batch=tokens_per_batch, seed=seed)
+                  tokens_per_batch=tokens_per_batch, seed=seed, buckets=DRIVER_BUCKETS)
 
 
 def evaluate_method(model: Any, examples: Sequence[dict[str, Any]], driver: Any, *, metrics: Sequence[str],
-                    degradation: bool, target: str = "predicted", batch_size: int = 32) -> list[dict[str, Any]]:
-    """Attributions of one method (its `make_driver`) for `examples`, then their metrics: one record each."""
+                    degradation: bool, target: str = "predicted", batch_size: int = 32,
+                    stored: Mapping[Any, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Attributions of one method (its `make_driver`) for `examples`, then their metrics: one record each.
+
+    `stored` maps example ids to earlier records that hold `scores`: those examples are not attributed
+    again, only their metrics are computed (a rerun that adds metrics costs no attribution).
+    """
     from jaxattr.evaluation.faithfulness import faithfulness
 
-    t0 = time.perf_counter()
-    rows = [r for chunk in driver.run(list(examples), target) for r in chunk]
-    seconds = (time.perf_counter() - t0) / max(1, len(examples))
-    by_id = {r["id"]: r for r in rows}
+    stored = stored or {}
+    fresh = [ex for ex in examples if ex["id"] not in stored]
+    by_id: dict[Any, dict[str, Any]] = {k: dict(v) for k, v in stored.items()}
+    if fresh:
+        t0 = time.perf_counter()
+        rows = [r for chunk in driver.run(list(fresh), target) for r in chunk]
+        seconds = (time.perf_counter() - t0) / len(fresh)
+        for r in rows:
+            by_id[r["id"]] = {"scores": [float(x) for x in r["scores"]], "target": int(r["target"]),
+                              "prob": float(r["prob"]), "seconds": seconds}
     records = []
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     for s in range(0, len(order), batch_size):
@@ -237,12 +243,14 @@ def evaluate_method(model: Any, examples: Sequence[dict[str, Any]], driver: Any,
         curves = None
         if degradation:
             tgt = np.asarray([r["target"] for r in res], np.int32)
-            fractions, curves = degradation_probs(model, batch, scores, tgt)
-            vals.update(degradation_summary(fractions, curves))
+            fractions, curves, p11 = degradation_probs(model, batch, scores, tgt)
+            vals["degradation_drop_11"] = curves[:, 0] - p11
+            vals["degradation_p11"] = p11
         for i, (ex, r) in enumerate(zip(part, res)):
-            rec = {"id": ex["id"], "target": int(r["target"]), "prob": float(r["prob"]), "seconds": seconds,
-                   "tokens": len(ex["input_ids"])}
-            rec.update({k: float(vals[k][i]) for k in [*metrics, *(DEGRADATION_METRICS if degradation else ())]})
+            rec = {"id": ex["id"], "target": r["target"], "prob": r["prob"], "seconds": r["seconds"],
+                   "tokens": len(ex["input_ids"]), "scores": r["scores"]}
+            rec.update({k: float(vals[k][i]) for k in [*metrics, *(("degradation_drop_11", "degradation_p11")
+                                                                    if degradation else ())]})
             if curves is not None:
                 rec["degradation_fractions"] = [float(f) for f in fractions]
                 rec["degradation_curve"] = [float(p) for p in curves[i]]
@@ -297,41 +305,27 @@ def write_tables(summary: Sequence[Mapping[str, Any]], columns: Sequence[str], o
 
 
 def write_degradation(records: Sequence[Mapping[str, Any]], methods: Sequence[str], out: Path, *,
-                      title: str) -> tuple[Path, Path] | None:
-    """Mean degradation curve per method: `attribution_degradation.csv` and `.png` (IBA paper Fig. 1)."""
-    curves = {}
-    fractions = None
-    for m in methods:
-        rs = [r for r in records if r["method"] == m and "degradation_curve" in r]
-        if rs:
-            fractions = [0.0] + rs[0]["degradation_fractions"]
-            curves[m] = np.mean([r["degradation_curve"] for r in rs], axis=0)
-    if not curves:
+                      title: str) -> tuple[dict[str, float], Path, Path] | None:
+    """The degradation summary over the examples every method has (`jaxattr.evaluation.degradation`:
+    o and m shared by all methods, as in the IBA paper §4.1): `degradation.md`/`.csv` and the curves
+    `degradation.png` (paper Fig. 1) in `out`; returns ({method: area under the normalised curve}, png, md)."""
+    from jaxattr.evaluation import degradation as dg
+
+    have = [m for m in methods if any(r["method"] == m and "degradation_curve" in r for r in records)]
+    if not have:
         return None
-    csv_path, png_path = out / "attribution_degradation.csv", out / "attribution_degradation.png"
-    with csv_path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method"] + [f"{100 * x:.0f}%" for x in fractions])
-        for m, c in curves.items():
-            w.writerow([m] + [f"{v:.6f}" for v in c])
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, c in curves.items():
-        ax.plot(100 * np.asarray(fractions), c, marker="o", ms=3, label=METHOD_LABELS.get(m, m),
-                ls="--" if m == "random" else "-")
-    ax.set_xlabel("% of tokens deleted (highest attribution first)")
-    ax.set_ylabel("mean probability of the target class")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return csv_path, png_path
+    ids = set.intersection(*({r["id"] for r in records if r["method"] == m and "degradation_curve" in r}
+                             for m in have))
+    curves, at_11 = {}, {}
+    for m in have:
+        rs = sorted((r for r in records if r["method"] == m and r["id"] in ids), key=lambda r: str(r["id"]))
+        curves[m] = np.asarray([r["degradation_curve"] for r in rs])
+        at_11[m] = np.asarray([r["degradation_p11"] for r in rs])
+    res = dg.summarise(curves, at_11, dg.FRACTIONS)
+    md, _ = dg.write_table(res, str(out), labels=METHOD_LABELS, title=f"Degradation test: {title}")
+    png = Path(dg.plot_curves(res, str(out / "degradation.png"), labels=METHOD_LABELS, title=title))
+    auc = {m: r["auc_normalised"] for m, r in zip(res.mean_probs, dg.result_rows(res))}
+    return auc, png, Path(md)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +348,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[str], out: str | Path, *,
              metrics: Sequence[str], degradation: bool = True, target: str = "predicted", steps: int = 50,
              shap_samples: int = 20, iba_layer: int | None = None, iba_beta: float = 1e-5, lime_samples: int = 100,
-             tokens_per_batch: int = 8192, seed: int = 0, title: str = "Attribution faithfulness",
+             tokens_per_batch: int = 1024, seed: int = 0, title: str = "Attribution faithfulness",
              note: str = "", say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every method over `examples` (resumable through `out/per_example.jsonl`) and write the tables."""
     from tqdm.auto import tqdm
@@ -370,34 +364,48 @@ def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[s
         if old != settings:
             raise UserError(f"{out} holds results made with other settings ({old}); use another --out or delete it")
     meta_path.write_text(json.dumps(settings, indent=2) + "\n")
-    records = read_records(rec_path)
+    latest: dict[tuple[str, Any], dict[str, Any]] = {}
+    for r in read_records(rec_path):  # later lines supersede earlier ones
+        latest[(r["method"], r["id"])] = r
     columns = [*metrics, *(DEGRADATION_METRICS if degradation else ())]
-    done = {(r["method"], r["id"]) for r in records if all(c in r for c in columns)}
+    per_example = [*metrics, *(("degradation_drop_11", "degradation_p11") if degradation else ())]
     with rec_path.open("a") as f, tqdm(total=len(methods) * len(examples), unit="ex", desc="evaluate") as bar:
         for name in methods:
             reg, opts = method_options(name, model.cfg, steps=steps, shap_samples=shap_samples, iba_layer=iba_layer,
                                        iba_beta=iba_beta, lime_samples=lime_samples)
-            todo = [ex for ex in examples if (name, ex["id"]) not in done]
-            driver = make_driver(model, reg, opts, tokens_per_batch=tokens_per_batch, seed=seed) if todo else None
+            prior = {ex["id"]: latest.get((name, ex["id"])) for ex in examples}
+            todo = [ex for ex in examples
+                    if prior[ex["id"]] is None or not all(c in prior[ex["id"]] for c in per_example)]
+            stored = {i: r for i, r in ((ex["id"], prior[ex["id"]]) for ex in todo) if r is not None and "scores" in r}
+            driver = None
+            if any(ex["id"] not in stored for ex in todo):
+                driver = make_driver(model, reg, opts, tokens_per_batch=tokens_per_batch, seed=seed)
             bar.update(len(examples) - len(todo))
             bar.set_postfix(method=name)
-            chunk = 16  # examples per flush: a kill loses at most one chunk of one method
+            chunk = 32  # examples per flush: a kill loses at most one chunk of one method
             for s in range(0, len(todo), chunk):
                 part = todo[s:s + chunk]
-                recs = evaluate_method(model, part, driver, metrics=metrics, degradation=degradation, target=target)
+                recs = evaluate_method(model, part, driver, metrics=metrics, degradation=degradation, target=target,
+                                       stored={ex["id"]: stored[ex["id"]] for ex in part if ex["id"] in stored})
                 for r in recs:
                     r["method"] = name
+                    prev = latest.get((name, r["id"]), {})
+                    r = {**prev, **r}  # keep metrics computed earlier that this run did not ask for
+                    latest[(name, r["id"])] = r
                     f.write(json.dumps(r) + "\n")
                 f.flush()
-                records.extend(recs)
                 bar.update(len(part))
+    records = list(latest.values())
     ids = {ex["id"] for ex in examples}
     records = [r for r in records if r["id"] in ids and r["method"] in methods]
-    summary = summarise(records, methods, columns)
-    md, csv_path = write_tables(summary, columns, out, title=title, note=note)
+    summary = summarise(records, methods, [c for c in columns if c != "degradation_auc"])
     deg = write_degradation(records, methods, out, title=title) if degradation else None
+    if deg is not None:
+        for row in summary:
+            row["degradation_auc"], row["degradation_auc_se"] = deg[0].get(row["method"], math.nan), math.nan
+    md, csv_path = write_tables(summary, columns, out, title=title, note=note)
     say(md.read_text())
-    say(f"tables: {md}, {csv_path}" + (f"; degradation: {deg[1]}, {deg[0]}" if deg else ""))
+    say(f"tables: {md}, {csv_path}" + (f"; degradation: {deg[2]}, {deg[1]}" if deg else ""))
     return {"summary": summary, "records": records, "markdown": str(md), "csv": str(csv_path),
             "plot": str(deg[1]) if deg else None}
 
