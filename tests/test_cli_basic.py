@@ -87,10 +87,14 @@ def test_export_loads_in_transformers_with_same_logits(dirs, capsys):
     np.testing.assert_array_equal(_torch_logits(exported, tok, TEXT), _torch_logits(hf, tok, TEXT))
 
 
-def test_convert_with_a_new_head(dirs, tmp_path, capsys):
+def test_convert_with_a_new_head_and_separate_tokenizer(dirs, tmp_path, capsys):
     root, _ = dirs
-    assert main(["convert", str(root / "hf"), str(tmp_path / "ck5"), "--num-labels", "5", "--seed", "1"]) == 0
-    assert len(_predict_json(capsys, "--model", str(tmp_path / "ck5"), "--text", TEXT)["probs"]) == 5
+    save_tiny("bert", tmp_path / "weights_only", num_labels=3, seed=2)  # same weights, no tokenizer files
+    argv = ["convert", str(tmp_path / "weights_only"), str(tmp_path / "ck5"), "--num-labels", "5", "--seed", "1"]
+    assert main(argv) == 2  # no tokenizer there
+    assert main([*argv, "--tokenizer", str(root / "hf")]) == 0
+    out = _predict_json(capsys, "--model", str(tmp_path / "ck5"), "--text", TEXT)
+    assert len(out["probs"]) == 5
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -16,10 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-labels", type=int, default=None,
                         help="replace the classification head with a fresh one of this size (1 = regression)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised head")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="take the tokenizer files from DIR instead of HF_DIR")
 
 
 def run(args: argparse.Namespace) -> int:
-    tokenizer = load_tokenizer(args.hf_dir)
+    tokenizer = load_tokenizer(args.tokenizer or args.hf_dir)
     cfg, params = load_hf_dir(args.hf_dir, seed=args.seed, num_labels=args.num_labels)
     out = save_checkpoint(args.out_dir, cfg, params, tokenizer)
     print(f"wrote jaxattr checkpoint {out} ({cfg.family}, {cfg.num_layers} layers, hidden {cfg.hidden_size}, "

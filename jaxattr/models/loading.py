@@ -15,6 +15,8 @@ from jaxattr.models.encoder import Params
 from jaxattr.models.hf import load_hf_dir
 
 CHECKPOINT_MARKER = "jaxattr.json"  # present in every jaxattr checkpoint directory
+VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+               "tokenizer.model")  # at least one holds the vocabulary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,9 @@ def load_tokenizer(path: str | Path) -> Any:
     """The fast HF tokenizer stored in a directory (no network)."""
     from transformers import AutoTokenizer
 
+    # transformers 5 silently builds an empty tokenizer (every word -> [UNK]) when the vocabulary is missing.
+    if not any((Path(path) / name).exists() for name in VOCAB_FILES):
+        raise UserError(f"{path}: no tokenizer files (one of {', '.join(VOCAB_FILES)})")
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - report any failure as a bad directory
