@@ -235,3 +235,20 @@ def test_user_errors(planted_model):
         iba(params, cfg, batch, layer=1, key=jax.random.key(0), noise="gauss")
     with pytest.raises(UserError, match="gold"):
         iba(params, cfg, batch, layer=1, key=jax.random.key(0), target="gold")
+
+
+def test_layer_heatmap_html_and_png(planted_model, tmp_path):
+    from jaxattr.viz.heatmap import plot_layer_heatmap, write_layer_heatmap
+
+    cfg, params = planted_model
+    batch = _small_batch()
+    every = iba(params, cfg, batch, layer="all", key=jax.random.split(jax.random.key(11), 2), **KW)
+    n = LENGTHS[0]
+    tokens = ["[CLS]", "a", "b", "<planted>", "c", "d", "e", "f", "[SEP]"]
+    page = write_layer_heatmap(tmp_path / "m.html", tokens, np.asarray(every.scores[:, 0, :n]), layers=every.layer)
+    text = page.read_text()
+    assert text.count("<tr><th>layer") == cfg.num_layers and "&lt;planted&gt;" in text
+    png = plot_layer_heatmap(tmp_path / "m.png", tokens, np.asarray(every.scores[:, 0, :n]), layers=every.layer)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(UserError, match="tokens"):
+        write_layer_heatmap(tmp_path / "x.html", tokens[:3], np.asarray(every.scores[:, 0, :n]))

@@ -459,7 +459,7 @@ def _validate(o: Mapping[str, Any]) -> None:
         raise UserError(f"--noise must be one of {', '.join(NOISE_CHOICES)}, not {o['noise']!r}")
     if o["noise"] == "dataset" and not o.get("noise_stats"):
         raise UserError("--noise dataset needs --noise-stats FILE.npz (per-layer statistics written by "
-                        "`jaxattr degradation --noise dataset --save-noise-stats FILE.npz` or save_noise_stats)")
+                        "`jaxattr degradation --noise dataset` into OUT/noise_stats.npz, or by save_noise_stats)")
     for k in ("samples", "steps"):
         if not isinstance(o[k], int) or o[k] < 1:
             raise UserError(f"--{k} must be an integer >= 1, not {o[k]!r}")
