@@ -46,6 +46,7 @@ from jaxattr.sharding import make_mesh, replicated, shard_batch
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKENS_PER_BATCH = 8192
+_BATCH_FNS: dict[Any, Any] = {}  # jitted batch-method callables shared by drivers with equal settings
 
 
 @dataclasses.dataclass
@@ -132,8 +133,7 @@ class Driver:
                                                                  else pad_id) is None:
             raise UserError(f"the tokenizer has no {self.options['baseline']} token; use --baseline zero")
         self.params = jax.device_put(params, replicated(self.mesh))
-        self._grad = jax.jit(functools.partial(_grad_chunk, cfg=cfg, output=output))
-        self._fwd = jax.jit(functools.partial(_fwd_chunk, cfg=cfg))
+        self._grad, self._fwd = _kernels(cfg, output)
         self._batch_fns: dict[tuple[int, int, int], Any] = {}
         self.compiled_shapes: set[tuple[str, int, int]] = set()  # (kind, rows, T) seen: recompiles are visible
 
@@ -332,9 +332,16 @@ class Driver:
         per_dev = (b // self.ndev) * cost
         budget = max(1, self.tokens_per_batch // length)
         chunk = max(d for d in range(1, per_dev + 1) if per_dev % d == 0 and d <= budget)
-        fn = self._batch_fns.get((b, length, chunk))
+        try:
+            cache_key = (self.spec.name, self.cfg, self.output, tuple(sorted(self.options.items())), chunk, self.ndev,
+                         self.mask_id, self.pad_id)
+            hash(cache_key)
+        except TypeError:  # unhashable options: cache on this driver only
+            cache_key = None
+        cache = _BATCH_FNS if cache_key is not None else self._batch_fns
+        fn = cache.get(cache_key or (b, length, chunk))
         if fn is None:
-            fn = self._batch_fns[(b, length, chunk)] = self._batch_callable(chunk * self.ndev)
+            fn = cache[cache_key or (b, length, chunk)] = self._batch_callable(chunk * self.ndev)
         for s in range(0, len(idx), b):
             part = idx[s:s + b]
             exs = [examples[i] for i in part]
@@ -399,6 +406,13 @@ def example_keys(seed: int, ids: Sequence[Any]) -> jax.Array:
     """One PRNG key per example from the seed and the example's id (stable across resumed runs)."""
     base = jax.random.key(seed)
     return jnp.stack([jax.random.fold_in(base, zlib.crc32(str(i).encode()) & 0x7FFFFFFF) for i in ids])
+
+
+@functools.cache
+def _kernels(cfg: EncoderConfig, output: str) -> tuple[Any, Any]:
+    """The jitted row kernels, shared by every Driver of the same config (one compile per shape)."""
+    return (jax.jit(functools.partial(_grad_chunk, cfg=cfg, output=output)),
+            jax.jit(functools.partial(_fwd_chunk, cfg=cfg)))
 
 
 def _grad_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> jax.Array:

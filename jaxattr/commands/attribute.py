@@ -119,6 +119,17 @@ def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
     return tokenize_dataset(ds, model.tokenizer, max_length=cfg.max_length)
 
 
+def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, model: Any) -> None:
+    """Say (on stderr, whatever the logging setup) how many inputs were cut to the model's maximum."""
+    limit = model.cfg.max_length
+    full = [ex for ex in examples if len(ex["input_ids"]) >= limit]
+    if not full:
+        return
+    print(f"jaxattr attribute: warning: {len(full)} input(s) fill the model's maximum of {limit} tokens; longer "
+          f"text was truncated to it (ids: {', '.join(str(ex['id']) for ex in full[:5])}"
+          f"{', ...' if len(full) > 5 else ''})", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="jaxattr attribute: warning: %(message)s")
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from jaxattr.attribution import registry
-    from jaxattr.attribution.driver import Driver
+    from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.results import ResultWriter, read_results
     from jaxattr.models.loading import load_model
 
@@ -138,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
     model = load_model(args.model)
     examples = _examples(args, model)
+    _warn_truncated(examples, args, model)
+    resolve_targets(examples, args.target, model.cfg)  # bad --target / missing gold labels: fail before writing
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
                     output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
                     seed=args.seed)

@@ -1,0 +1,133 @@
+"""`jaxattr attribute`: records, HTML, resume after an interruption (JSONL and Parquet), error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_gradients import tiny_model
+
+from jaxattr.attribution import results as results_mod
+from jaxattr.attribution.results import read_results
+from jaxattr.cli import main
+
+TEXTS = ["i love self driving cars !", "the zebra news is very bad", "you hate it", "good news , a car",
+         "not very good driving", "cars , cars , cars"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_bert_cli")
+    tiny_model(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "data.csv"
+    rows = ["text,label"] + [f'"{t}",class{i % 3}' for i, t in enumerate(TEXTS)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def attribute(model_dir, *extra) -> int:
+    return main(["attribute", "--model", str(model_dir), *map(str, extra)])
+
+
+def test_text_records_and_html(model_dir, tmp_path, capsys):
+    out, html = tmp_path / "out.jsonl", tmp_path / "out.html"
+    assert attribute(model_dir, "--method", "sig", "--steps", "4", "--text", TEXTS[0], "--text", TEXTS[1],
+                     "--out", out, "--html", html, "--tokens-per-batch", 64) == 0
+    recs = read_results(out)
+    assert [r["id"] for r in recs] == [0, 1]
+    for r in recs:
+        assert {"id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta"} <= set(r)
+        assert len(r["scores"]) == len(r["tokens"]) and len(r["word_scores"]) == len(r["words"])
+        assert r["scores"][0] == 0 and r["scores"][-1] == 0  # [CLS], [SEP]
+        assert 0 < r["prob"] < 1 and abs(r["delta"]) < 1e-3
+    assert recs[1]["words"][1] == "zebra"
+    page = html.read_text()
+    assert "legend" in page and "##b" in page and "prediction" in page and "target" in page
+
+
+def _interrupt_after(monkeypatch, n_writes: int):
+    """Make the writer raise KeyboardInterrupt (as Ctrl-C would) after `n_writes` successful chunk writes."""
+    original = results_mod.ResultWriter.write
+    calls = {"n": 0}
+
+    def write(self, records):
+        if calls["n"] >= n_writes:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(self, records)
+
+    monkeypatch.setattr(results_mod.ResultWriter, "write", write)
+    return calls
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_resume_after_interrupt_gives_the_same_file(model_dir, table, tmp_path, monkeypatch, suffix):
+    common = ["--method", "ig", "--steps", "4", "--input", table, "--tokens-per-batch", 32, "--target", "gold"]
+    full = tmp_path / f"full.{suffix}"
+    assert attribute(model_dir, *common, "--out", full) == 0
+    part = tmp_path / f"part.{suffix}"
+    calls = _interrupt_after(monkeypatch, 2)
+    assert attribute(model_dir, *common, "--out", part) == 130
+    assert calls["n"] == 2
+    monkeypatch.undo()
+    if suffix == "jsonl":
+        n_done = len(part.read_text().splitlines())
+        assert 0 < n_done < len(TEXTS)
+        with open(part, "a") as fh:  # a torn line, as a kill during a write would leave
+            fh.write('{"id": 5, "tokens": ["[CL')
+    else:
+        assert not part.exists() and any(part.with_name(part.name + ".parts").iterdir())
+    assert attribute(model_dir, *common, "--out", part) == 0
+    a, b = read_results(full), read_results(part)
+    assert [r["id"] for r in b] == [r["id"] for r in a] and len({r["id"] for r in b}) == len(TEXTS)
+    for x, y in zip(a, b):
+        assert x["tokens"] == y["tokens"] and x["target"] == y["target"] == x["gold"]
+        assert x["scores"] == pytest.approx(y["scores"], rel=1e-6, abs=1e-9)
+    if suffix == "jsonl":
+        assert full.read_text() == part.read_text()
+    # a third run has nothing left to do and changes nothing
+    before = part.read_bytes()
+    assert attribute(model_dir, *common, "--out", part) == 0
+    assert part.read_bytes() == before
+
+
+def test_over_long_text_is_truncated_with_a_warning(model_dir, tmp_path, capsys):
+    out = tmp_path / "long.jsonl"
+    assert attribute(model_dir, "--method", "saliency", "--text", " ".join(["cars"] * 100), "--out", out) == 0
+    assert "truncated" in capsys.readouterr().err
+    assert len(read_results(out)[0]["tokens"]) == 64
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "malformed", "label", "option", "target", "outdir",
+                                  "method", "gold_text"])
+def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path, capsys, case):
+    out = tmp_path / "keep.jsonl"
+    out.write_text(json.dumps({"id": 0, "tokens": [], "scores": []}) + "\n")
+    before = out.read_bytes()
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("headline,label\n\"x\",class0\n")
+    bad_label = tmp_path / "bad_label.csv"
+    bad_label.write_text("text,label\n\"good car\",class7\n")
+    args = {
+        "empty": ["--method", "ig", "--text", "   "],
+        "missing": ["--method", "ig", "--input", tmp_path / "nope.csv"],
+        "malformed": ["--method", "ig", "--input", bad_csv],
+        "label": ["--method", "ig", "--input", bad_label, "--target", "gold"],
+        "option": ["--method", "ig", "--text", "cars", "--layer", "3"],
+        "target": ["--method", "ig", "--text", "cars", "--target", "9"],
+        "outdir": ["--method", "ig", "--text", "cars", "--out", tmp_path / "no" / "such" / "dir.jsonl"],
+        "method": ["--method", "magic", "--text", "cars"],
+        "gold_text": ["--method", "ig", "--text", "cars", "--target", "gold"],
+    }[case]
+    if "--out" not in args:
+        args += ["--out", out]
+    capsys.readouterr()
+    assert attribute(model_dir, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("jaxattr attribute: error:"), err
+    assert out.read_bytes() == before
