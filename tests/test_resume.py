@@ -1,0 +1,77 @@
+"""Crash safety: SIGKILL a training run mid-way, run the same command again, and it resumes from the
+last Orbax checkpoint to the same final parameters and metrics as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_training import write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _command(tmp: Path, out: str) -> list[str]:
+    data = str(write_csv(tmp / "train.csv", 48, 0))
+    sets = dict(model="tiny", data=data, dev_data=data, test_data=data, max_length=16, epochs=3, batch_size=8,
+                eval_batch_size=16, learning_rate=1e-3, method="addrop", save_every=2, log_every=1, progress=False,
+                output_dir=str(tmp / out))
+    return [sys.executable, "train/finetune.py", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+
+
+def _latest_step(run: Path) -> int:
+    d = run / "checkpoints" / "latest"
+    steps = [int(p.name) for p in d.iterdir() if p.name.isdigit()] if d.exists() else []
+    return max(steps, default=-1)
+
+
+def _params(run: Path) -> np.ndarray:
+    import jax
+
+    from jaxattr.models.checkpoint import load_checkpoint
+
+    _, params = load_checkpoint(run / "model")
+    return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(params)])
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    ref = subprocess.Popen(_command(tmp_path, "ref"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    slow = dict(env, JAXATTR_DEBUG_STEP_SLEEP="0.5")
+    victim = subprocess.Popen(_command(tmp_path, "run"), cwd=ROOT, env=slow, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 540
+    while _latest_step(tmp_path / "run") < 6 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert victim.poll() is None, "the run ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = _latest_step(tmp_path / "run")
+    assert 6 <= killed_at < 18 and not (tmp_path / "run" / "results.json").exists()
+    resumed = subprocess.run(_command(tmp_path, "run"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stderr
+    out, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())
+    b = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert a["steps"] == b["steps"] == 18 and a["best_step"] == b["best_step"]
+    for split in ("dev", "test"):
+        for k, v in a[split].items():
+            assert b[split][k] == pytest.approx(v, abs=1e-6), (split, k)
+    np.testing.assert_allclose(_params(tmp_path / "run"), _params(tmp_path / "ref"), atol=1e-6)
+    # The log shows the resume, and the other run's checkpoints refuse a different setup.
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert '"event": "resume"' in log
+    other = _command(tmp_path, "run") + ["--set", "learning_rate=0.5"]
+    bad = subprocess.run(other, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "another model or setup" in bad.stderr.strip().splitlines()[-1]
