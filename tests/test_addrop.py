@@ -3,6 +3,8 @@ pseudo/gold labels, chosen layers, cross-tuning."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,3 +230,26 @@ def test_trainer_method_modes(tiny_bert):
 def test_bad_addrop_settings(bad, msg):
     with pytest.raises(UserError, match=msg):
         ad.ADDropConfig(**bad).validate(num_layers=2)
+
+
+def test_sweep_writes_table_and_heatmap(tmp_path):
+    from jaxattr.training.sweep import write_outputs
+
+    rows = [{"p": p, "q": q, "dev_accuracy": p + q / 10, "test_accuracy": 0.5} for p in (0.1, 0.3) for q in (0.2, 0.4)]
+    paths = write_outputs(rows, tmp_path, "accuracy")
+    md = paths["md"].read_text().splitlines()
+    assert md[2] == "| p \\ q | 0.2 | 0.4 |"
+    assert md[5] == "| 0.3 | 0.3200 | 0.3400 |"
+    assert paths["png"].stat().st_size > 1000 and len(paths["csv"].read_text().splitlines()) == 5
+
+
+def test_sweep_rejects_bad_grid(capsys):
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "train" / "sweep_addrop.py"
+    spec = importlib.util.spec_from_file_location("sweep_addrop", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--p", "0.3", "1.0", "--q", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "strictly between 0 and 1" in err[0]
