@@ -252,3 +252,49 @@ def test_layer_heatmap_html_and_png(planted_model, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(UserError, match="tokens"):
         write_layer_heatmap(tmp_path / "x.html", tokens[:3], np.asarray(every.scores[:, 0, :n]))
+
+
+def test_reference_mode_matches_the_reference_algorithm_in_pytorch(planted_model, tmp_path):
+    """noise='reference' vs the reference code's algorithm on HF BertForSequenceClassification (a forward
+    hook on the block's output, 10 copies, Adam lr 1, all layers each step). The reference's noise is
+    σ = sqrt(1e-5) times (1 − λ): tiny, so the two optimisations agree although their noise draws differ."""
+    torch = pytest.importorskip("torch")
+    from transformers import BertForSequenceClassification
+
+    from jaxattr.models import save_hf_dir
+
+    cfg, params = planted_model
+    save_hf_dir(cfg, params, tmp_path)
+    ref = BertForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    batch = _small_batch()
+    n, layer, steps, samples, beta = LENGTHS[0], 1, 3, 2, 1e-2
+    ids = torch.as_tensor(batch["input_ids"][:1, :n], dtype=torch.long)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mean = ref(ids, output_hidden_states=True).hidden_states[layer - 1][0]
+    std = torch.full_like(mean, 1e-5 ** 0.5)
+    alpha = torch.nn.Parameter(torch.full((1, *mean.shape), 5.0))
+    opt = torch.optim.Adam([alpha], lr=1.0)
+    cap = {}
+
+    def hook(_m, _i, output):
+        x = output[0] if isinstance(output, tuple) else output
+        lam = torch.sigmoid(alpha).expand(x.shape[0], x.shape[1], -1)
+        log_var = torch.log((1 - lam) ** 2)
+        m = (x - mean) / std * lam
+        cap["kl"] = -0.5 * (1 + log_var - m**2 - log_var.exp())
+        t = (m + (torch.clamp(log_var, -10, 10) / 2).exp() * torch.randn_like(m)) * std + mean
+        return (t, *output[1:]) if isinstance(output, tuple) else t
+
+    handle = ref.bert.encoder.layer[layer - 1].register_forward_hook(hook)
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = ref(ids.expand(samples, -1)).logits
+        loss = torch.nn.functional.cross_entropy(logits, torch.full((samples,), 1)) + beta * cap["kl"].mean()
+        loss.backward()
+        opt.step()
+    handle.remove()
+    want = cap["kl"][0].detach().numpy()
+    out = iba(params, cfg, batch, layer=layer, key=jax.random.split(jax.random.key(1), 2), noise="reference", **KW)
+    got = np.asarray(out.capacity[0, :n])
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
