@@ -8,7 +8,10 @@ initialised to 5, Adam (lr 1) for `steps` steps, each step a full forward of all
 one example at a time. Ours: layers 1..l once, the loop over blocks l+1..L only, examples × samples in
 one batch, one compiled program. Both: fp32, the same machine, the same process.
 
-    .venv/bin/python scripts/bench_iba.py --lengths 25 256 --layer 4
+    .venv/bin/python scripts/bench_iba.py --lengths 25 256 --layer 4 [--threads 1]
+
+On a shared, loaded machine run with `--threads 1`: oversubscribed thread pools (PyTorch's OpenMP
+spin-waits especially) make multi-threaded timings meaningless.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
-import jax
 import numpy as np
+
+if "--threads" in sys.argv:  # XLA's CPU thread pool is fixed when jax starts: decide before importing it
+    _n = int(sys.argv[sys.argv.index("--threads") + 1])
+    if _n == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+
+import jax  # noqa: E402
 
 
 def make_ids(tokenizer, n_tokens: int, count: int, seed: int) -> np.ndarray:
@@ -88,6 +99,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=1e-5)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="1: both frameworks single-threaded (robust on a loaded machine); default: their defaults")
     args = ap.parse_args()
 
     import torch
@@ -97,6 +110,8 @@ def main() -> None:
     from jaxattr.attribution.iba import iba
     from jaxattr.models import load_minilm, minilm_dir
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ours = load_minilm(num_labels=2, seed=0)
     ref = BertForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2)
     ref.eval()
