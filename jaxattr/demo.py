@@ -191,8 +191,10 @@ def explain(model: Any, examples: list[dict[str, Any]], methods: dict[str, dict[
     """Run each method through the batched driver; {method: result rows in input order}."""
     from jaxattr.attribution.driver import attribute_examples
 
+    # a small chunk bound: a handful of short tweets should not be padded up to a big fixed chunk
     return {m: attribute_examples(model.params, model.cfg, examples, m, opts, mask_id=model.mask_id,
-                                  pad_id=model.pad_id, seed=seed)
+                                  pad_id=model.pad_id, seed=seed, tokens_per_batch=512,
+                                  buckets=(16, 24, 32, 48, 64))
             for m, opts in methods.items()}
 
 

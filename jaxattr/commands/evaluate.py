@@ -143,8 +143,18 @@ def load_examples(model: Any, data: str, *, split: str = "test", examples: int =
 
     from jaxattr.data.datasets import CORPORA, label_names_of, load_dataset_spec, tokenize_dataset
 
-    ds = load_dataset_spec(data, split if data in CORPORA else None, seed=seed, text_column=text_column,
-                           label_column=label_column if label_column else None)
+    spec_split = split if data in CORPORA or data.startswith("hf:") else None
+    load = lambda labels: load_dataset_spec(data, spec_split, seed=seed, text_column=text_column,
+                                            label_column=label_column if labels else None)
+    try:
+        ds = load(bool(label_column))
+    except UserError:
+        if not label_column:
+            raise
+        ds = load(False)  # a dataset that fails without labels too: its own error is the right one
+        if need_labels:
+            raise UserError(f"dataset {data!r} has no labels (column {label_column!r}); --target gold needs them"
+                            ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UserError(f"dataset {data!r} has splits {list(ds)}, not {split!r}; pass --split")
