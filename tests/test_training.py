@@ -210,3 +210,31 @@ def test_end_to_end_pair_classification_and_regression(tmp_path):
     res = run(load_config(None, tiny_run_overrides(tmp_path / "b", task="regression")))
     assert set(res["test"]) >= {"pearson", "spearman", "mse"}
     assert load_model(tmp_path / "b" / "run" / "model").cfg.problem_type == "regression"
+
+
+def test_early_stopping_patience():
+    from jaxattr.training.checkpointing import EarlyStopping
+
+    es = EarlyStopping(patience=2)
+    assert es.update(0.5, 1) and not es.update(0.4, 2) and not es.should_stop
+    assert es.update(0.6, 3) and es.best_step == 3
+    es.update(0.6, 4)
+    es.update(0.1, 5)
+    assert es.should_stop and es.best == 0.6
+    assert not EarlyStopping(patience=0, bad_evals=9).should_stop
+    low = EarlyStopping(patience=1, mode="min")
+    assert low.update(2.0, 1) and low.update(1.0, 2) and not low.update(1.5, 3) and low.should_stop
+
+
+def test_bfloat16_compute_step_tracks_float32():
+    cfg = tiny_config("bert", dropout_rate=0.0, attention_dropout_rate=0.0)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    batch = synthetic_batch(8, 10, seed=3)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        eng = Engine(make_optimizer(1e-3, 10, 0), default_loss_fn(cfg.replace(dtype=dtype)))
+        st = eng.init_state(params, 0)
+        st, m = eng.train_step(st, eng.put_batch(batch))
+        assert jax.tree.leaves(st.params)[0].dtype == jnp.float32  # params stay float32
+        losses[dtype] = float(m["loss"])
+    assert np.isfinite(losses["bfloat16"]) and abs(losses["bfloat16"] - losses["float32"]) < 0.02
