@@ -47,6 +47,7 @@ ARGS = ["--examples", "20", "--steps", "4", "--shap-samples", "4", "--lime-sampl
         "--max-length", "32"]
 
 
+@pytest.mark.slow
 def test_harness_end_to_end_and_resume(tiny_setup, capsys):
     out = tiny_setup["dir"] / "out"
     argv = ["evaluate", "--model", tiny_setup["ckpt"], "--data", tiny_setup["two"], "--out", str(out),
