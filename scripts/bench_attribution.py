@@ -99,11 +99,14 @@ def main() -> None:
         if limit_units is not None:
             orig = drv._units
             drv._units = lambda arrays: orig(arrays)[:limit_units]
-        warm = Driver(model.params, cfg, method, {**opts, "steps": 2}, mask_id=model.mask_id, pad_id=model.pad_id,
-                      tokens_per_batch=tpb)  # same chunk shapes, so this compiles the kernels cheaply
+            drv._n_units = lambda ex: limit_units
+        # warm-up: the same chunk shapes (counts from _n_units) but only one path per example: compiles cheaply
+        warm = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
+                      tokens_per_batch=tpb)
         if limit_units is not None:
-            warm._units = lambda arrays: Driver._units(warm, arrays)[:limit_units]
-        list(warm.run(exs[:1]))
+            warm._n_units = lambda ex: limit_units
+        warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
+        list(warm.run(exs))
         return timed(lambda: [r for c in drv.run(exs) for r in c])
 
     rows = []

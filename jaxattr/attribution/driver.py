@@ -142,14 +142,22 @@ class Driver:
         """Rows (or examples of `cost` rows) per chunk over all devices for sequence length `length`."""
         return max(1, self.tokens_per_batch // (length * max(1, cost))) * self.ndev
 
+    def even_rows(self, total: int, limit: int) -> int:
+        """Rows per chunk for `total` rows under `limit`: equal chunks, a multiple of the device count."""
+        n_chunks = -(-max(total, 1) // limit)
+        per = -(-max(total, 1) // n_chunks)
+        return min(limit, -(-per // self.ndev) * self.ndev)
+
+    def _n_units(self, ex: Mapping[str, Any]) -> int:
+        """Paths per example: 1 for IG, one per token or word for SIG (as `_units` makes them)."""
+        wids = np.asarray(ex["word_ids"])
+        if self.spec.name != "sig":
+            return 1
+        return int(np.sum(wids >= 0)) if self.options["unit"] == "token" else len(set(wids.tolist()) - {-1})
+
     def work(self, ex: Mapping[str, Any]) -> int:
         """Gradient rows one example costs (for progress bars)."""
-        n_interp = int(np.sum(np.asarray(ex["word_ids"]) >= 0))
-        cost = int(self.spec.cost(self.options))
-        if self.spec.name == "sig":
-            n_units = n_interp if self.options["unit"] == "token" else len(set(np.asarray(ex["word_ids"])) - {-1})
-            return max(1, n_units * cost)
-        return max(1, cost)
+        return max(1, self._n_units(ex) * int(self.spec.cost(self.options)))
 
     def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted",
             progress: Any = None) -> Iterator[list[dict[str, Any]]]:
@@ -232,16 +240,24 @@ class Driver:
             job.f_base = _explained(lb, np.full(len(lb), tgt), self.cfg, self.output)
 
     def _run_paths(self, examples, targets, idx, length, progress) -> Iterator[list[dict[str, Any]]]:
-        r = self.rows_per_chunk(length)
         alphas, weights = quadrature(self.options["method"], self.options["steps"])
         steps = len(alphas)
+        # chunk sizes: at most the memory bound, and the bucket's rows split evenly (no padding waste on
+        # small jobs); one compiled shape per bucket and kind
+        n_fwd = n_grad = 0
+        for i in idx:
+            n_units = self._n_units(examples[i])
+            n_grad += n_units * steps
+            n_fwd += 1 + n_units
+        r = self.even_rows(n_grad, self.rows_per_chunk(length))
+        r_fwd = self.even_rows(n_fwd, r)
         pending: deque[tuple[_Job, int, int]] = deque()  # (job, unit index, step)
         queue = deque(idx)
         finished: list[dict[str, Any]] = []
 
         def refill() -> None:
             group: list[_Job] = []
-            budget = 4 * r
+            budget = 8 * r
             while queue and budget > 0:
                 i = queue.popleft()
                 arrays = pad_batch([examples[i]], length, self.pad_id)
@@ -254,7 +270,7 @@ class Driver:
                 budget -= max(1, job.remaining)
             if not group:
                 return
-            self._forward_group(group, targets, r, length)
+            self._forward_group(group, targets, r_fwd, length)
             for job in group:
                 if job.remaining == 0:
                     finished.append(self._finish_path(job))
