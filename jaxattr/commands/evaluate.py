@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--title", default=None, help="heading of the Markdown table")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="compute nothing: write the tables from the records already in --out "
+                             "(methods run separately, e.g. on fewer examples, side by side)")
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -359,8 +362,10 @@ def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[s
              metrics: Sequence[str], degradation: bool = True, target: str = "predicted", steps: int = 50,
              shap_samples: int = 20, iba_layer: int | None = None, iba_beta: float = 1e-5, lime_samples: int = 100,
              tokens_per_batch: int = 1024, seed: int = 0, title: str = "Attribution faithfulness",
-             note: str = "", say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every method over `examples` (resumable through `out/per_example.jsonl`) and write the tables."""
+             note: str = "", say: Callable[[str], None] = print, compute: bool = True) -> dict[str, Any]:
+    """Run every method over `examples` (resumable through `out/per_example.jsonl`) and write the tables.
+
+    `compute=False` only writes the tables from the records already there."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -379,8 +384,9 @@ def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[s
         latest[(r["method"], r["id"])] = r
     columns = [*metrics, *(DEGRADATION_METRICS if degradation else ())]
     per_example = [*metrics, *(("degradation_drop_11", "degradation_p11") if degradation else ())]
-    with rec_path.open("a") as f, tqdm(total=len(methods) * len(examples), unit="ex", desc="evaluate") as bar:
-        for name in methods:
+    with rec_path.open("a") as f, tqdm(total=len(methods) * len(examples), unit="ex", desc="evaluate",
+                                       disable=not compute) as bar:
+        for name in methods if compute else ():
             reg, opts = method_options(name, model.cfg, steps=steps, shap_samples=shap_samples, iba_layer=iba_layer,
                                        iba_beta=iba_beta, lime_samples=lime_samples)
             prior = {ex["id"]: latest.get((name, ex["id"])) for ex in examples}
@@ -436,5 +442,6 @@ def run(args: argparse.Namespace) -> int:
     title = args.title or f"{Path(args.model).name} on {args.data} ({len(examples)} examples)"
     evaluate(model, examples, methods, args.out, metrics=metrics, degradation=degradation, target=args.target,
              steps=args.steps, shap_samples=args.shap_samples, iba_layer=args.iba_layer, iba_beta=args.iba_beta,
-             lime_samples=args.lime_samples, tokens_per_batch=args.tokens_per_batch, seed=args.seed, title=title)
+             lime_samples=args.lime_samples, tokens_per_batch=args.tokens_per_batch, seed=args.seed, title=title,
+             compute=not args.tables_only)
     return 0
