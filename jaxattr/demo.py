@@ -54,7 +54,7 @@ class DemoConfig:
 
 
 FULL = DemoConfig(name="default-classifier", train_examples=1600, max_length=48, batch_size=32,
-                  learning_rate=1e-4, epochs=1, dev_examples=500, explain=5, explain_max_tokens=24,
+                  learning_rate=1e-4, epochs=1, dev_examples=1000, explain=5, explain_max_tokens=24,
                   sig_steps=8, ig_steps=16, iba_layer=4, iba_beta=1e-5)
 QUICK = DemoConfig(name="quick-classifier", train_examples=32, max_length=32, batch_size=16,
                    learning_rate=1e-4, epochs=1, dev_examples=32, explain=2, explain_max_tokens=16,
