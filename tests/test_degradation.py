@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,13 +17,13 @@ def _reference_loop(params, cfg, ids, n, special, scores, target, fractions):
     """Per example and step, the reference's `_truncate_words`: walk tokens by descending score, skip
     special tokens, delete the first k, run the model on the shortened sequence."""
     order = np.argsort(-scores[:n], kind="stable")
+    fwd = jax.jit(lambda x: forward(params, cfg, x, jnp.ones_like(x)).logits)  # one compile per length
     out = []
     for f in (0.0, *fractions):
         k = min(int(np.round(f * n)), int((~special[:n]).sum()))
         gone = [i for i in order if not special[i]][:k]
         kept = np.array([ids[i] for i in range(n) if i not in gone], np.int32)[None]
-        logits = forward(params, cfg, kept, np.ones_like(kept)).logits
-        out.append(float(jax.nn.softmax(logits[0])[target]))
+        out.append(float(jax.nn.softmax(fwd(kept)[0])[target]))
     return np.array(out)
 
 

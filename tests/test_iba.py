@@ -77,18 +77,14 @@ def test_planted_token_ranked_first(planted_model):
     assert np.allclose(s[:, [0, -1]], 0) and np.allclose(s[:, 1:-1].max(-1), 1) and np.allclose(s[:, 1:-1].min(-1), 0)
 
 
-def _loop_oracle(params, cfg, ids, layer, beta, steps, samples, lr, key_b, n_pad, target, noise="sequence"):
+def _loop_oracle(params, cfg, ids, layer, beta, steps, samples, lr, key_b, n_pad, target):
     """One unpadded example, one noise sample per forward (the whole model with `after_layer`), optax Adam."""
     ids = jnp.asarray(ids)[None]
     mask = jnp.ones_like(ids)
     h = embed(params, cfg, word_embeddings(params, cfg, ids), mask)
-    entering = run_layers(params, cfg, h, mask, stop=layer - 1).hidden[0]
     x = run_layers(params, cfg, h, mask, stop=layer).hidden[0]  # [n, H]
-    if noise == "sequence":  # per-feature statistics over the example's tokens
-        mu = x.mean(0)
-        sd = jnp.sqrt(jnp.maximum(((x - mu) ** 2).mean(0), 1e-5))
-    else:  # the reference: the state entering the block, sigma = sqrt(1e-5)
-        mu, sd = entering, jnp.sqrt(1e-5)
+    mu = x.mean(0)  # "sequence" noise: per-feature statistics over the example's tokens
+    sd = jnp.sqrt(jnp.maximum(((x - mu) ** 2).mean(0), 1e-5))
     n, hdim = x.shape
     opt = optax.adam(lr)
 

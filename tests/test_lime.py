@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics.pairwise import pairwise_distances
@@ -26,6 +27,7 @@ def test_lime_equals_per_sample_loop_and_sklearn_ridge(tiny_bert):
         word_ids[i, 1:n - 1] = np.arange(n - 2)
     batch = {"input_ids": ids, "attention_mask": mask, "word_ids": word_ids}
     out = lime(params, cfg, batch, key=jax.random.key(0), samples=12, chunk=8)
+    fwd = jax.jit(lambda x: forward(params, cfg, x, jnp.ones_like(x)).logits)  # one compile per length
     for i, n in enumerate(lengths):
         feats = np.arange(1, n - 1)
         keep = np.asarray(out.features[i])[:, feats]  # [S, d]
@@ -34,7 +36,7 @@ def test_lime_equals_per_sample_loop_and_sklearn_ridge(tiny_bert):
         for s in range(keep.shape[0]):  # one forward per sample on the really shortened sequence
             kept = [ids[i, 0], *ids[i, feats][keep[s]], ids[i, n - 1]]
             x = np.asarray(kept, np.int32)[None]
-            y.append(float(jax.nn.softmax(forward(params, cfg, x, np.ones_like(x)).logits[0])[out.target[i]]))
+            y.append(float(jax.nn.softmax(fwd(x)[0])[out.target[i]]))
         np.testing.assert_allclose(np.asarray(out.probs[i]), y, rtol=1e-5, atol=1e-6)
         # lime's kernel: cosine distance to the all-ones vector, x100, sqrt(exp(-d^2 / 25^2))
         dist = pairwise_distances(keep.astype(float), np.ones((1, len(feats))), metric="cosine").ravel() * 100
