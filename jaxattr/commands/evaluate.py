@@ -335,7 +335,8 @@ def write_degradation(records: Sequence[Mapping[str, Any]], methods: Sequence[st
         curves[m] = np.asarray([r["degradation_curve"] for r in rs])
         at_11[m] = np.asarray([r["degradation_p11"] for r in rs])
     res = dg.summarise(curves, at_11, dg.FRACTIONS)
-    md, _ = dg.write_table(res, str(out), labels=METHOD_LABELS, title=f"Degradation test: {title}")
+    title = f"{title}: degradation on the {len(ids)} examples every method has"
+    md, _ = dg.write_table(res, str(out), labels=METHOD_LABELS, title=title)
     png = Path(dg.plot_curves(res, str(out / "degradation.png"), labels=METHOD_LABELS, title=title))
     auc = {m: r["auc_normalised"] for m, r in zip(res.mean_probs, dg.result_rows(res))}
     return auc, png, Path(md)
