@@ -218,7 +218,8 @@ def test_end_to_end_pair_classification_and_regression(tmp_path):
     from jaxattr.training.trainer import run
 
     res = run(load_config(None, tiny_run_overrides(tmp_path / "a", pair=True, task="pair-classification",
-                                                  text_pair_column="text_pair", method="addrop", epochs=2)))
+                                                  text_pair_column="text_pair", method="addrop", epochs=2,
+                                                  log_every=1)))
     assert res["test_examples"] == 32 and set(res["dev"]) >= {"accuracy", "f1", "matthews"}
     model = load_model(tmp_path / "a" / "run" / "model")
     assert model.cfg.num_labels == 2 and model.cfg.label_names == ("neg", "pos")
