@@ -88,12 +88,15 @@ def test_harness_end_to_end_and_resume(tiny_setup, capsys):
         for c in ("log_odds", "comprehensiveness", "sufficiency", "aopc_sufficiency"):
             assert sig_recs[ex["id"]][c] == pytest.approx(float(want[c][0]), abs=1e-5), c
 
-    # Resume: a torn, half-written record file is completed without redoing finished pairs.
+    # Resume: a killed run (last records lost, the last line torn) is completed without redoing
+    # finished pairs: the kept records are untouched and the lost ones come back.
     lines = (out / "per_example.jsonl").read_text().splitlines()
-    (out / "per_example.jsonl").write_text("\n".join(lines[:50]) + "\n" + lines[50][:20])
+    keep = len(lines) - 6
+    (out / "per_example.jsonl").write_text("\n".join(lines[:keep]) + "\n" + lines[keep][:20])
     assert cli.main(argv) == 0
-    again = [json.loads(x) for x in (out / "per_example.jsonl").read_text().splitlines()[:50]]
-    assert again == recs[:50]
+    after = ev.read_records(out / "per_example.jsonl")  # the torn line is skipped
+    assert after[:keep] == recs[:keep] and len(after) == len(recs)
+    assert {(r["method"], r["id"]) for r in after} == {(r["method"], r["id"]) for r in recs}
     with (out / "attribution_table.csv").open() as f:
         summary2 = {r["method"]: r for r in csv.DictReader(f)}
     for m in ("sig", "ig", "gradxinput"):  # deterministic methods give the same numbers

@@ -380,6 +380,9 @@ def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[s
         if old != settings:
             raise UserError(f"{out} holds results made with other settings ({old}); use another --out or delete it")
     meta_path.write_text(json.dumps(settings, indent=2) + "\n")
+    if rec_path.exists() and rec_path.stat().st_size and not rec_path.read_bytes().endswith(b"\n"):
+        with rec_path.open("a") as f:  # a kill tore the last line: new records start on a fresh one
+            f.write("\n")
     latest: dict[tuple[str, Any], dict[str, Any]] = {}
     for r in read_records(rec_path):  # later lines supersede earlier ones
         latest[(r["method"], r["id"])] = r
