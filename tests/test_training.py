@@ -56,6 +56,7 @@ def test_weight_decay_not_applied_to_bias(tiny_bert):
     assert float(jnp.abs(updates["layers"]["query"]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch():
     cfg = tiny_config("bert", dropout_rate=0.0, attention_dropout_rate=0.0)
     params = init_params(cfg, jax.random.PRNGKey(0))
@@ -103,6 +104,7 @@ DP_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_data_parallel_4_devices_equals_1_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     code = DP_WORKER.format(tests=str(ROOT / "tests"))
