@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"jaxattr {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"jaxattr {args.command}: interrupted; finished results are kept", file=sys.stderr)
         return 130
