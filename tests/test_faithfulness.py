@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pytest
 
+from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.errors import UserError
 from jaxattr.evaluation.faithfulness import (
     METRICS,
     aopc_comprehensiveness,
     comprehensiveness,
     faithfulness,
-    keep_tokens,
     log_odds,
     sufficiency,
     topk_masks,
@@ -121,8 +121,8 @@ def test_selection_and_deletion_by_hand():
     assert np.flatnonzero(top[0, 0]).tolist() == [2, 5]
     assert np.flatnonzero(top[0, 1]).tolist() == [2, 5, 10]
     ids = np.arange(100, 116)[None]
-    keep = valid[None] & ~top[0, :1]
-    new_ids, new_types, new_mask = (np.asarray(a) for a in keep_tokens(ids, np.zeros_like(ids), keep, 0))
+    out = delete_tokens({"input_ids": ids, "attention_mask": valid[None].astype(np.int32)}, top[0, :1], pad_id=0)
+    new_ids, new_mask = np.asarray(out["input_ids"]), np.asarray(out["attention_mask"])
     assert new_ids[0].tolist() == [100, 101, 103, 104, 106, 107, 108, 109, 110, 111] + [0] * 6
     assert new_mask[0].tolist() == [1] * 10 + [0] * 6
 

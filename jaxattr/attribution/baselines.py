@@ -30,20 +30,20 @@ def random_attribution(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any]
     return RandomAttribution(jnp.where(mask & ~special_mask(batch), u, 0.0))
 
 
-def delete_tokens(batch: Mapping[str, Any], drop: Array) -> dict[str, Array]:
-    """Delete the positions where `drop` ([N, T] bool) is True and close the gaps (tokens shift left).
+def delete_tokens(batch: Mapping[str, Any], drop: Array, pad_id: int = 0) -> dict[str, Array]:
+    """Delete the positions where `drop` ([..., T] bool) is True and close the gaps (tokens shift left).
 
-    Returns `input_ids`, `attention_mask`, `token_type_ids` of the same shape [N, T]; deleted and padded
-    positions become padding (id of the original padding is kept as 0-mask positions).
+    Returns `input_ids`, `attention_mask` (and `token_type_ids` if given) of the same shape: exactly the
+    shorter input padded with `pad_id` to T. The one token-deletion routine (LIME, degradation,
+    comprehensiveness/sufficiency).
     """
     mask = jnp.asarray(batch["attention_mask"]).astype(bool)
     keep = mask & ~drop
     order = jnp.argsort(~keep, axis=-1, stable=True)  # kept positions first, in their order
     n_keep = jnp.sum(keep, axis=-1, keepdims=True)
-    new_mask = jnp.arange(mask.shape[-1])[None] < n_keep
+    new_mask = jnp.arange(mask.shape[-1]) < n_keep
     ids = jnp.take_along_axis(jnp.asarray(batch["input_ids"]), order, axis=-1)
-    pad = jnp.asarray(batch["input_ids"])[:, -1:]  # any id; masked out below
-    out = {"input_ids": jnp.where(new_mask, ids, pad).astype(jnp.int32),
+    out = {"input_ids": jnp.where(new_mask, ids, pad_id).astype(jnp.int32),
            "attention_mask": new_mask.astype(jnp.int32)}
     tt = batch.get("token_type_ids")
     if tt is not None:

@@ -23,8 +23,8 @@ Definitions (DESIGN.md §3 SIG; the DIG/tint experiment code; ferret for AOPC), 
 All metrics are per example (arrays of shape ``[B]``); the papers report the mean over examples.
 
 Vectorisation: every perturbation of every example is built as one ``[B·P, T]`` batch by pure jnp
-functions (`topk_masks`, `replace_tokens`, `keep_tokens`), then run through the encoder in fixed-size
-chunks under one `jit` per (chunk, bucket length) shape.
+functions (`topk_masks`, `replace_tokens`, and `jaxattr.attribution.baselines.delete_tokens`), then run
+through the encoder in fixed-size chunks under one `jit` per (chunk, bucket length) shape.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward
@@ -88,18 +89,6 @@ def topk_masks(scores: Array, candidates: Array, ks: Array) -> Array:
 def replace_tokens(input_ids: Array, select: Array, replacement_id: int) -> Array:
     """Replace the selected tokens' ids (hence word embeddings) by `replacement_id`."""
     return jnp.where(select, replacement_id, input_ids)
-
-
-def keep_tokens(input_ids: Array, token_type_ids: Array, keep: Array, pad_id: int) -> tuple[Array, Array, Array]:
-    """Delete the tokens where `keep` is False from each row ([..., T]): the kept tokens close up to the
-    left in their original order and the rest becomes padding. Returns (ids, token types, attention mask),
-    which is exactly the shorter input padded to T."""
-    order = jnp.argsort(~keep, axis=-1, stable=True)
-    n = keep.sum(-1, keepdims=True)
-    mask = jnp.arange(keep.shape[-1]) < n
-    ids = jnp.where(mask, jnp.take_along_axis(input_ids, order, -1), pad_id)
-    types = jnp.where(mask, jnp.take_along_axis(token_type_ids, order, -1), 0)
-    return ids, types, mask.astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- model evaluation
@@ -199,11 +188,10 @@ def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], s
         if name == "log_odds":
             groups.append((name, replace_tokens(rep(ids), top, mask_id), rep(types), rep(mask)))
             continue
-        valid = rep(mask).astype(bool)
-        keep = valid & ~top if name in ("comprehensiveness", "aopc_comprehensiveness") \
-            else valid & (top | rep(special))
-        g_ids, g_types, g_mask = keep_tokens(rep(ids), rep(types), keep, cfg.pad_token_id)
-        groups.append((name, g_ids, g_types, g_mask))
+        drop = top if name in ("comprehensiveness", "aopc_comprehensiveness") else ~(top | rep(special))
+        g = delete_tokens({"input_ids": rep(ids), "attention_mask": rep(mask), "token_type_ids": rep(types)}, drop,
+                          pad_id=cfg.pad_token_id)
+        groups.append((name, g["input_ids"], g["token_type_ids"], g["attention_mask"]))
 
     flat = [(n, i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), m.reshape(-1, m.shape[-1]), i.shape[1])
             for n, i, t, m in groups]
