@@ -10,7 +10,9 @@ points, and one chunk may hold the path points of several short examples.
   predictions and F at x and at every baseline (for the convergence deltas); then gradient rows
   stream through `row_contributions` in fixed [R, T] chunks, R = rows per device × devices. Partial
   sums are accumulated per example on the host (float64) and an example is finished when its last
-  row is done.
+  row is done. Given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the sums and rows
+  done of unfinished examples are saved after every chunk and a re-run continues from them, so a
+  kill loses at most the chunk in flight even inside one long SIG example.
 * `kind="batch"` methods (saliency, Grad×Input, GradientShap, IBA, ...) get padded batches of
   `max(1, tokens_per_batch // (T * cost)) × devices` examples.
 
@@ -25,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +45,9 @@ from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward
 from jaxattr.sharding import make_mesh, replicated, shard_batch
+
+if TYPE_CHECKING:
+    from jaxattr.attribution.results import PartialSums
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ class _Job:
     arrays: dict[str, np.ndarray]  # padded [T] arrays
     units: list[np.ndarray]  # float masks [T], one per unit
     remaining: int = 0
+    rows_done: int = 0  # a prefix of the (unit, step) rows, in order
     acc: np.ndarray | None = None  # float64 [T]
     target: int = 0
     prediction: int = 0
@@ -159,10 +166,22 @@ class Driver:
         """Gradient rows one example costs (for progress bars)."""
         return max(1, self._n_units(ex) * int(self.spec.cost(self.options)))
 
-    def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted",
-            progress: Any = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield lists of finished results (one dict per example, or per example and layer)."""
+    def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted", progress: Any = None,
+            partial: PartialSums | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield lists of finished results (one dict per example, or per example and layer).
+
+        `partial` (IG, SIG): a sidecar that keeps unfinished examples' sums between runs; the caller
+        must have stored every yielded list before asking for the next. Entries of examples not in
+        `examples` (finished, or left out) are dropped.
+        """
         targets = resolve_targets(examples, target, self.cfg)
+        if self.spec.kind != "paths":
+            partial = None
+        if partial is not None:
+            partial.bind(self.partial_settings())
+            keep = {_partial_key(ex.get("id", i)) for i, ex in enumerate(examples)}
+            for key in [k for k in partial.entries if k not in keep]:
+                partial.drop(key)
         by_bucket: dict[int, list[int]] = {}
         for i, ex in enumerate(examples):
             n = len(ex["input_ids"])
@@ -170,12 +189,26 @@ class Driver:
                 raise UserError(f"example {ex.get('id', i)!r} has {n} tokens; the model takes at most "
                                 f"{self.cfg.max_length}")
             by_bucket.setdefault(bucket_length(n, self.buckets), []).append(i)
+        if partial is not None:
+            partial.flush()
         for length in sorted(by_bucket):
             idx = by_bucket[length]
             if self.spec.kind == "paths":
-                yield from self._run_paths(examples, targets, idx, length, progress)
+                yield from self._run_paths(examples, targets, idx, length, progress, partial)
             else:
                 yield from self._run_batch(examples, targets, idx, length, progress)
+
+    def partial_settings(self) -> dict[str, Any]:
+        """What partial sums depend on besides the example: method, options, output and the model
+        (config, and a CRC of its small tensors: biases, norms, the head's bias)."""
+        leaves = jax.tree_util.tree_leaves(self.params)
+        crc = 0
+        for x in leaves:
+            if x.size <= 1 << 16:
+                crc = zlib.crc32(np.asarray(x.addressable_data(0)).tobytes(), crc)
+        return {"method": self.spec.name, "options": dict(self.options), "output": self.output,
+                "model": dataclasses.asdict(self.cfg), "mask_id": self.mask_id, "pad_id": self.pad_id,
+                "params": f"{len(leaves)} tensors, crc32 {crc:08x}"}
 
     # ------------------------------------------------------------------------------------------
     # paths: IG and SIG
@@ -239,7 +272,8 @@ class Driver:
             job.f_x = float(_explained(lx, np.asarray([tgt]), self.cfg, self.output)[0])
             job.f_base = _explained(lb, np.full(len(lb), tgt), self.cfg, self.output)
 
-    def _run_paths(self, examples, targets, idx, length, progress) -> Iterator[list[dict[str, Any]]]:
+    def _run_paths(self, examples, targets, idx, length, progress,
+                   partial: PartialSums | None) -> Iterator[list[dict[str, Any]]]:
         alphas, weights = quadrature(self.options["method"], self.options["steps"])
         steps = len(alphas)
         # chunk sizes: at most the memory bound, and the bucket's rows split evenly (no padding waste on
@@ -254,6 +288,31 @@ class Driver:
         pending: deque[tuple[_Job, int, int]] = deque()  # (job, unit index, step)
         queue = deque(idx)
         finished: list[dict[str, Any]] = []
+        handed: list[dict[str, Any]] = []  # last results yielded: stored by the caller once we resume
+
+        def check(job: _Job) -> dict[str, Any]:
+            a = job.arrays
+            crc = zlib.crc32(a["token_type_ids"].tobytes(), zlib.crc32(a["input_ids"].tobytes()))
+            return {"inputs": zlib.crc32(a["word_ids"].tobytes(), crc), "length": length,
+                    "rows": len(job.units) * steps, "target": job.target}
+
+        def restore(job: _Job) -> int:
+            """Continue `job` from its stored partial sum; returns the rows skipped."""
+            got = partial.get(_partial_key(job.ex.get("id", job.index)), check(job)) if partial else None
+            if got is None or not 0 < got[0] < job.remaining or got[1].shape != job.acc.shape:
+                return 0
+            job.rows_done, job.acc = got[0], got[1].copy()
+            job.remaining -= job.rows_done
+            if progress is not None and getattr(progress, "total", None):
+                progress.total -= job.rows_done
+            return job.rows_done
+
+        def settle() -> None:
+            """The caller has stored the results handed out: their partial sums can go."""
+            if partial is not None:
+                for rec in handed:
+                    partial.drop(_partial_key(rec["id"]))
+            handed.clear()
 
         def refill() -> None:
             group: list[_Job] = []
@@ -274,15 +333,16 @@ class Driver:
             for job in group:
                 if job.remaining == 0:
                     finished.append(self._finish_path(job))
-                for u in range(len(job.units)):
-                    for s in range(steps):
-                        pending.append((job, u, s))
+                for p in range(restore(job), len(job.units) * steps):
+                    pending.append((job, p // steps, p % steps))
 
         while True:
             if len(pending) < r and queue:
                 refill()
                 if finished and not pending:
-                    yield self._emit(finished, progress, 0)
+                    settle()
+                    handed.extend(self._emit(finished, progress, 0))
+                    yield list(handed)
                 continue
             if not pending:
                 break
@@ -293,11 +353,24 @@ class Driver:
             for k, (job, _, _) in enumerate(take):
                 job.acc += contrib[k]
                 job.remaining -= 1
+                job.rows_done += 1
                 if job.remaining == 0:
                     finished.append(self._finish_path(job))
-            yield self._emit(finished, progress, len(take))
+            settle()
+            if partial is not None:
+                for job in {id(j): j for j, _, _ in take}.values():
+                    if job.remaining:
+                        partial.put(_partial_key(job.ex.get("id", job.index)), check(job), job.rows_done, job.acc)
+                partial.flush()
+            handed.extend(self._emit(finished, progress, len(take)))
+            yield list(handed)
+        settle()
         if finished:
-            yield self._emit(finished, progress, 0)
+            handed.extend(self._emit(finished, progress, 0))
+            yield list(handed)
+            settle()
+        if partial is not None:
+            partial.flush()
 
     def _emit(self, finished: list[dict[str, Any]], progress: Any, rows_done: int) -> list[dict[str, Any]]:
         out = list(finished)
@@ -416,6 +489,11 @@ class Driver:
                 "prob": float(prob), "delta": delta, "prediction": int(prediction),
                 **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0
                    and self.cfg.problem_type != "regression" else {})}
+
+
+def _partial_key(example_id: Any) -> str:
+    """An example's key in a `PartialSums` sidecar."""
+    return json.dumps(example_id)
 
 
 def example_keys(seed: int, ids: Sequence[Any]) -> jax.Array:

@@ -11,18 +11,29 @@ skips them.
   (written to a temporary name, fsync'ed, then renamed: a part is whole or absent). `close()` merges
   the existing OUT and all parts into OUT (atomically via a temporary file) and removes the parts. A
   killed run leaves its parts; the next run reads their ids, skips them and merges them at the end.
+* Partial sums (`PartialSums`, `OUT.partial.json`, `ResultWriter.partial`): an IG/SIG example whose rows
+  span many chunks keeps its running sum and the number of rows done in this sidecar, rewritten
+  atomically after every chunk, so a kill loses at most the chunk in flight even inside one example. A
+  re-run continues such an example from its stored sum; the entry goes once the example is in OUT, and
+  the file once it is empty. A sidecar written with other settings (method, options, model) is ignored
+  with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxattr.errors import UserError
+
+log = logging.getLogger(__name__)
 
 FIELDS: tuple[str, ...] = ("id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta")
 
@@ -52,9 +63,11 @@ class ResultWriter:
         if not self.path.parent.exists():
             raise UserError(f"output directory {self.path.parent} does not exist")
         self.parts = self.path.with_name(self.path.name + ".parts")
+        self.partial = PartialSums(self.path.with_name(self.path.name + ".partial.json"))
         if overwrite:
             self.path.unlink(missing_ok=True)
             shutil.rmtree(self.parts, ignore_errors=True)
+            self.partial.path.unlink(missing_ok=True)
         self.done: set[str] = set()
         self.ids_done: set[Any] = set()
         self._fh = None
@@ -162,6 +175,97 @@ class ResultWriter:
             self._fh = None
         if exc[0] is None:
             self.close()
+
+
+def _plain(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples as lists, unknown types as strings), for comparisons."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write `text` to a temporary file and rename it over `path`: a killed process leaves the old or
+    the new file, never a torn one. No fsync (it runs after every chunk): after a power loss the file
+    may be older or unreadable, which costs recomputation only (an older state is consistent, an
+    unreadable one is ignored)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class PartialSums:
+    """Sidecar of unfinished path-method examples: per example key, a check (what the example and its
+    target were), the rows done (a prefix of its unit x step rows) and their float64 sum.
+
+    The driver calls `bind(settings)` once, `get`/`put`/`drop` per example and `flush()` after every
+    chunk; nothing touches the disk until `flush`, which rewrites the file atomically (or removes it
+    when no entry is left).
+    """
+
+    FORMAT = "jaxattr-partial-sums"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.settings: Any = None
+        self._dirty = False
+
+    def bind(self, settings: Mapping[str, Any]) -> None:
+        """Load the sidecar if it was written with the same `settings` (JSON-able); else ignore it."""
+        self.settings = _plain(settings)
+        self.entries, self._dirty = {}, False
+        if not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            ok = data.get("format") == self.FORMAT and isinstance(data.get("examples"), dict)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ok = False
+        if not ok:
+            log.warning("%s is not a partial-sums file; ignoring it (it will be replaced)", self.path)
+        elif data.get("settings") != self.settings:
+            old = data["settings"] if isinstance(data.get("settings"), dict) else {}
+            diff = sorted(k for k in set(self.settings) | set(old) if self.settings.get(k) != old.get(k))
+            log.warning("%s was written with other settings (%s); ignoring its partial sums", self.path,
+                        ", ".join(diff))
+        else:
+            self.entries = data["examples"]
+            return
+        self._dirty = True  # the next flush replaces (or removes) the stale file
+
+    def get(self, key: str, check: Mapping[str, Any]) -> tuple[int, np.ndarray] | None:
+        """(rows done, their sum) stored for `key` if its check matches, else None (a mismatch is dropped)."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        try:
+            if entry["check"] == _plain(check):
+                return int(entry["rows_done"]), np.asarray(entry["acc"], np.float64)
+        except (KeyError, TypeError, ValueError):
+            pass
+        self.drop(key)
+        return None
+
+    def put(self, key: str, check: Mapping[str, Any], rows_done: int, acc: np.ndarray) -> None:
+        """Record an unfinished example's state (written at the next `flush`)."""
+        self.entries[key] = {"check": _plain(check), "rows_done": int(rows_done),
+                             "acc": [float(x) for x in np.asarray(acc, np.float64)]}
+        self._dirty = True
+
+    def drop(self, key: str) -> None:
+        """Forget an example (finished and written, or stale)."""
+        if self.entries.pop(key, None) is not None:
+            self._dirty = True
+
+    def flush(self) -> None:
+        """Persist the entries atomically; remove the file when none is left."""
+        if not self._dirty:
+            return
+        if self.entries:
+            _atomic_write(self.path, json.dumps({"format": self.FORMAT, "settings": self.settings,
+                                                 "examples": self.entries}))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._dirty = False
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ texts or a dataset, written to a resumable JSONL / Parquet file, optionally with
     jaxattr attribute --model MODEL --method ig --input data.csv --target gold --out out.jsonl
 
 Re-running the same command skips the examples already in OUT; a kill loses at most the chunk in
-flight. Texts longer than the model's maximum are truncated (with a warning).
+flight (an unfinished IG/SIG example continues from its partial sums in OUT.partial.json). Texts
+longer than the model's maximum are truncated (with a warning).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         written = 0
         with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=f"{args.method}",
                   dynamic_ncols=True, disable=not todo) as bar:
-            for chunk in driver.run(todo, args.target, progress=bar):
+            for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
                 written += writer.write(chunk)
                 bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)

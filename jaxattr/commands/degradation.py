@@ -121,7 +121,7 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
             todo = [ex for ex in examples if not writer.is_done(ex["id"])]
             with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
                       disable=not todo) as bar:
-                for chunk in driver.run(todo, args.target, progress=bar):
+                for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
                     writer.write(chunk)
         rows = [r for r in read_results(path) if r["id"] in by_id]
         layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
