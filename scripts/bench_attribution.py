@@ -12,13 +12,16 @@ Side by side in one process on the real all-MiniLM-L6-v2 (same weights, same see
 The peers run as users run them: one example per call, parameters requiring grad (Captum's default
 use); Captum's internal_batch_size is tuned over a few values and the best is reported. jaxattr runs
 through its batched driver (`Driver`, tokens per batch tuned likewise); the first (compiling) pass
-is excluded, like the peers' warm-up. Model FLOPs = 3 x forward FLOPs (matmuls + attention) per path
-point, the usual convention; achieved GFLOP/s = model FLOPs / wall time.
+is excluded, like the peers' warm-up. Every contender runs --rounds times, alternating within each
+round, and its median is reported (the machine may be shared: the load average is printed).
+Model FLOPs = 3 x forward FLOPs (matmuls + attention) per path point, the usual convention; achieved
+GFLOP/s = model FLOPs / wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--tokens-per-batch", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--internal-batch", type=int, nargs="+", default=[25, 50])
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per contender (median reported)")
     args = ap.parse_args()
 
     import jax
@@ -93,7 +97,8 @@ def main() -> None:
         out = fn()
         return time.perf_counter() - t, out
 
-    def run_jax(method, exs, opts, tpb, limit_units=None):
+    def jax_runner(method, exs, opts, tpb, limit_units=None):
+        """A callable that runs the driver over `exs`, compiled beforehand (compiles are not timed)."""
         drv = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                      tokens_per_batch=tpb)
         if limit_units is not None:
@@ -107,7 +112,23 @@ def main() -> None:
             warm._n_units = lambda ex: limit_units
         warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
         list(warm.run(exs))
-        return timed(lambda: [r for c in drv.run(exs) for r in c])
+        return lambda: [r for c in drv.run(exs) for r in c]
+
+    def interleaved(runners):
+        """Median seconds per runner over --rounds rounds, the runners alternating within each round so
+        that load from other tenants of the machine hits all of them alike."""
+        times = {name: [] for name in runners}
+        for _ in range(args.rounds):
+            for name, fn in runners.items():
+                times[name].append(timed(fn)[0])
+        return {name: float(np.median(t)) for name, t in times.items()}
+
+    def compare(name, n, work, jax_runners, peer_runners):
+        med = interleaved({**jax_runners, **peer_runners})
+        jt = min(med[k] for k in jax_runners)
+        pt = min(med[k] for k in peer_runners)
+        print(f"  {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
+        report((name, n, jt, pt, work))
 
     rows = []
 
@@ -122,39 +143,36 @@ def main() -> None:
     # ---- IG
     for name, exs in (("IG short", ex_short), ("IG doc", ex_doc)):
         work = sum(s * 3 * forward_flops(cfg, len(e["input_ids"])) for e in exs)
-        jt = min(run_jax("ig", exs, {"steps": s}, tpb)[0] for tpb in args.tokens_per_batch)
         ig = IntegratedGradients(fwd)
-        best = float("inf")
-        for ib in args.internal_batch:
-            def peer(exs=exs, ig=ig, ib=ib):
-                for e in exs:
-                    emb, base, tt, tgt = torch_inputs(e)
-                    ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=s,
-                                 method="gausslegendre", internal_batch_size=ib)
-            if ib == args.internal_batch[0]:  # warm-up
-                emb, base, tt, tgt = torch_inputs(exs[0])
-                ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=2)
-            best = min(best, timed(peer)[0])
-        report((name, len(exs), jt, best, work))
+        emb, base, tt, tgt = torch_inputs(exs[0])
+        ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=2)  # warm-up
+
+        def captum(exs=exs, ig=ig, ib=None):
+            for e in exs:
+                emb, base, tt, tgt = torch_inputs(e)
+                ig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=s,
+                             method="gausslegendre", internal_batch_size=ib)
+        compare(name, len(exs), work,
+                {f"jaxattr tpb={tpb}": jax_runner("ig", exs, {"steps": s}, tpb) for tpb in args.tokens_per_batch},
+                {f"captum ib={ib}": functools.partial(captum, ib=ib) for ib in args.internal_batch})
 
     # ---- SIG
     sig = SequentialIntegratedGradients(fwd)
     exs = ex_short[:args.sig_short]
     work = sum(s * 3 * forward_flops(cfg, len(e["input_ids"])) * int(np.sum(e["word_ids"] >= 0)) for e in exs)
-    jt = min(run_jax("sig", exs, {"steps": s}, tpb)[0] for tpb in args.tokens_per_batch)
 
     def tint_short():
         for e in exs:
             emb, base, tt, tgt = torch_inputs(e)
             sig.attribute(emb, baselines=base, target=tgt, additional_forward_args=(tt,), n_steps=s,
                           method="gausslegendre")
-    tint_short_t = timed(tint_short)[0]
-    report(("SIG short", len(exs), jt, tint_short_t, work))
+    compare("SIG short", len(exs), work,
+            {f"jaxattr tpb={tpb}": jax_runner("sig", exs, {"steps": s}, tpb) for tpb in args.tokens_per_batch},
+            {"tint": tint_short})
 
     k = args.sig_units
     e = ex_doc[0]
     work = k * s * 3 * forward_flops(cfg, len(e["input_ids"]))
-    jt = min(run_jax("sig", ex_doc, {"steps": s}, tpb, limit_units=k)[0] for tpb in args.tokens_per_batch)
     emb, base, tt, tgt = torch_inputs(e)
 
     def tint_doc():
@@ -163,8 +181,10 @@ def main() -> None:
         for idx in range(1, 1 + k):  # the word pieces after [CLS], as tint's own loop visits them
             sig._attribute(inputs=inputs, baselines=baselines, target=tgt, additional_forward_args=(tt,),
                            n_steps=s, method="gausslegendre", idx=idx)
-    tint_doc_t = timed(tint_doc)[0]
-    report((f"SIG doc ({k} units)", 1, jt, tint_doc_t, work))
+    compare(f"SIG doc ({k} units)", 1, work,
+            {f"jaxattr tpb={tpb}": jax_runner("sig", ex_doc, {"steps": s}, tpb, limit_units=k)
+             for tpb in args.tokens_per_batch},
+            {"tint": tint_doc})
     load1 = os.getloadavg()
 
     print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].platform}), "

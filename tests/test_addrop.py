@@ -66,6 +66,21 @@ def test_candidate_region_matches_equation_6(p):
     np.testing.assert_array_equal(low, want_low)
 
 
+def test_candidate_region_with_ties_signed_zeros_and_extremes():
+    """Ties, -0.0 vs +0.0, infinities and huge magnitudes: the bisection threshold equals the sort's."""
+    batch = _batch(3, 10, seed=2)
+    rng = np.random.default_rng(5)
+    scores = rng.integers(-2, 3, (2, 3, 2, 10, 10)).astype(np.float32)
+    scores[scores == 0] = rng.choice([0.0, -0.0], size=int((scores == 0).sum()))
+    scores[0, 0, 0, 0, :3] = [np.inf, -np.inf, 3e38]
+    scores[1, 2, 1, 4, :2] = [-3e-38, 1e-45]
+    for p in (0.2, 0.5, 0.7):
+        for region, sign in (("high", 1), ("low", -1)):
+            got = np.asarray(_candidates(jnp.asarray(scores), batch["attention_mask"], p, region))
+            want = _reference_candidates(sign * scores, np.asarray(batch["attention_mask"]), p)
+            np.testing.assert_array_equal(got, want)
+
+
 def test_drops_only_valid_positions_in_the_top_region_at_rate_pq():
     p, q = 0.3, 0.2
     batch = _batch(16, 24, seed=2)

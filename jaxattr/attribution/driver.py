@@ -1,7 +1,7 @@
 """Batched dataset driver: any registered method over many examples, bounded memory, every device.
 
-Examples are grouped by length bucket (`jaxattr.data.bucket_length`). Within a bucket of length T
-every device gets `tokens_per_batch // T` rows per step, so memory depends on the bound and never on
+Examples are grouped by length bucket (`jaxattr.data.bucket_length` over `FINE_BUCKETS`). Within a
+bucket of length T every device gets `tokens_per_batch // T` rows per step, so memory depends on the bound and never on
 the input: a 512-token SIG example (≈500 units × 50 steps) is split over many chunks of its path
 points, and one chunk may hold the path points of several short examples.
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxattr.attribution import registry
 from jaxattr.attribution.gradients import Rows, quadrature, row_contributions
-from jaxattr.data.tokenize import BUCKETS, bucket_length, pad_batch
+from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward
@@ -123,7 +123,7 @@ class Driver:
     def __init__(self, params: Params, cfg: EncoderConfig, method: str, options: Mapping[str, Any] | None = None,
                  *, mask_id: int | None = None, pad_id: int = 0, output: str = "logit",
                  tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH, devices: int | None = None,
-                 buckets: Sequence[int] = BUCKETS, seed: int = 0) -> None:
+                 buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0) -> None:
         self.spec = registry.get(method)
         self.options = self.spec.resolve_options(dict(options or {}))
         self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output

@@ -53,8 +53,6 @@ METRIC_LABELS: dict[str, str] = {"log_odds": "LO ↓", "comprehensiveness": "Com
                                  "aopc_comprehensiveness": "AOPC-Comp ↑", "aopc_sufficiency": "AOPC-Suff ↓",
                                  "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓"}
 DEGRADATION_METRICS: tuple[str, ...] = ("degradation_drop_11", "degradation_auc")
-# finer than jaxattr.data.BUCKETS at the short end (tweets): less padding per SIG row, a few more compiles
-DRIVER_BUCKETS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,7 +219,7 @@ def make_driver(model: Any, method: str, options: Mapping[str, Any], *, tokens_p
     from jaxattr.attribution.driver import Driver
 
     return Driver(model.params, model.cfg, method, dict(options), mask_id=model.mask_id, pad_id=model.pad_id,
-                  tokens_per_batch=tokens_per_batch, seed=seed, buckets=DRIVER_BUCKETS)
+                  tokens_per_batch=tokens_per_batch, seed=seed)
 
 
 def evaluate_method(model: Any, examples: Sequence[dict[str, Any]], driver: Any, *, metrics: Sequence[str],

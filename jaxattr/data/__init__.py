@@ -11,9 +11,10 @@ from jaxattr.data.datasets import (
     stratified_split,
     tokenize_dataset,
 )
-from jaxattr.data.tokenize import BUCKETS, bucket_length, encode_texts, pad_batch
+from jaxattr.data.tokenize import BUCKETS, FINE_BUCKETS, bucket_length, encode_texts, pad_batch
 
 __all__ = [
-    "BUCKETS", "CORPORA", "SPLITS", "bucket_length", "encode_texts", "iter_batches", "label_names_of", "load_corpus",
-    "load_dataset_spec", "load_table", "pad_batch", "stratified_split", "tokenize_dataset",
+    "BUCKETS", "CORPORA", "FINE_BUCKETS", "SPLITS", "bucket_length", "encode_texts", "iter_batches",
+    "label_names_of", "load_corpus", "load_dataset_spec", "load_table", "pad_batch", "stratified_split",
+    "tokenize_dataset",
 ]

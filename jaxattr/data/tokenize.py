@@ -16,7 +16,10 @@ from jaxattr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # training/eval batches: few shapes, few compiles
+# attribution jobs run each example for many rows (steps x words), so padding costs more than a few
+# extra compiles: ~1.5x steps keep a ~25-token tweet from being padded to 32
+FINE_BUCKETS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 Example = dict[str, Any]
 
 
