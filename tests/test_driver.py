@@ -60,7 +60,7 @@ def reference(model, exs, method: str, opts: dict) -> list[np.ndarray]:
 def test_chunked_bucketed_equals_single(tiny, method, opts):
     model, exs, _ = tiny
     drv = Driver(model.params, model.cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
-                 tokens_per_batch=48)
+                 tokens_per_batch=48, buckets=(16, 32))
     out = [r for chunk in drv.run(exs) for r in chunk]
     assert sorted(r["id"] for r in out) == sorted(e["id"] for e in exs)  # each example exactly once
     by_id = {r["id"]: r for r in out}
