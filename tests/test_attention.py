@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxattr.models import attention as attention_module
 from jaxattr.models.attention import attention, block_rows, cpu_attention
 
 
@@ -22,8 +23,11 @@ def _reference(q, k, v, bias):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v, precision="highest")
 
 
-@pytest.mark.parametrize("b,t", [(1, 5), (6, 16), (7, 33)])
-def test_cpu_attention_values_and_gradients_match_softmax_attention(b, t):
+@pytest.mark.parametrize("b,t,block_bytes", [(1, 5, None), (6, 16, None), (7, 33, None), (6, 16, 2 * 16 * 16 * 4)])
+def test_cpu_attention_values_and_gradients_match_softmax_attention(b, t, block_bytes, monkeypatch):
+    if block_bytes is not None:  # many blocks of two (batch, head) pairs, as long inputs get
+        monkeypatch.setattr(attention_module, "_BLOCK_BYTES", block_bytes)
+        assert block_rows(b * 3, t) == 2
     q, k, v, bias = _inputs(b, t)
     np.testing.assert_allclose(cpu_attention(q, k, v, bias), _reference(q, k, v, bias), atol=2e-5)
     loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))  # a non-uniform cotangent
@@ -51,9 +55,10 @@ def test_dispatch_under_jit_and_vmap_equals_reference():
     np.testing.assert_allclose(per_row, out, atol=2e-5)
 
 
-def test_block_rows_divides_the_batch_and_respects_the_budget():
-    assert block_rows(50, 12, 256) == 2
-    assert block_rows(7, 12, 256) == 1
-    assert block_rows(512, 12, 32) == 128
-    for b in (1, 3, 10, 64, 97):
-        assert b % block_rows(b, 12, 64) == 0
+def test_block_rows_divides_the_pairs_and_respects_the_budget():
+    assert block_rows(50 * 12, 256) == 8  # 2 MiB of 256 x 256 float32 scores
+    assert block_rows(7 * 12, 256) == 7
+    assert block_rows(8 * 12, 512) == 2
+    assert block_rows(5, 2048) == 1  # one pair over budget still runs
+    for pairs in (1, 3, 10, 64, 97):
+        assert pairs % block_rows(pairs, 64) == 0
