@@ -17,8 +17,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
+
+# Names of the CPU kernel's own residuals, for `jax.checkpoint` policies that keep them (see
+# `jaxattr.models.encoder.run_layers`): recomputing them would rerun the whole attention forward.
+RESIDUAL_NAMES = ("cpu_attention_out", "cpu_attention_lse")
 
 # Scores of one block ((batch, head) pairs x T x T float32) are kept near this size: small enough to
 # stay in a CPU's L2/L3 cache, large enough that the per-block matmuls and the loop overhead pay off
@@ -74,8 +79,9 @@ def _cpu_attention(q: Array, k: Array, v: Array, bias: Array, rows: int) -> Arra
 
 def _cpu_forward(q: Array, k: Array, v: Array, bias: Array, rows: int):
     out, lse = jax.lax.map(lambda a: _block_forward(*a), tuple(_blocks(x, rows) for x in (q, k, v, bias)))
-    out = out.reshape(q.shape)
-    return out, (q, k, v, bias, out, lse.reshape(q.shape[0], *lse.shape[2:]))
+    out = checkpoint_name(out.reshape(q.shape), RESIDUAL_NAMES[0])
+    lse = checkpoint_name(lse.reshape(q.shape[0], *lse.shape[2:]), RESIDUAL_NAMES[1])
+    return out, (q, k, v, bias, out, lse)
 
 
 def _cpu_backward(rows: int, residuals, d_out: Array):
