@@ -47,8 +47,10 @@ def test_mask_only_bias_broadcasts_and_gradient_reduces_to_its_shape():
     np.testing.assert_allclose(d_bias[..., 9:], 0.0, atol=1e-6)
 
 
-def test_dispatch_under_jit_and_vmap_equals_reference():
-    q, k, v, bias = _inputs(6, 10)
+@pytest.mark.parametrize("t", [10, 40])  # XLA's attention, then the blocked kernel (longer than SHORT_LENGTH)
+def test_dispatch_under_jit_and_vmap_equals_reference(t):
+    assert (t > attention_module.SHORT_LENGTH) == (t == 40)
+    q, k, v, bias = _inputs(6, t)
     out = jax.jit(attention)(q, k, v, bias)
     np.testing.assert_allclose(out, _reference(q, k, v, bias), atol=2e-5)
     per_row = jax.vmap(lambda *a: attention(*(x[None] for x in a))[0])(q, k, v, bias)
