@@ -35,7 +35,7 @@ def _run(model, exs, out, *, steps=3, stop_after=None):
     """The attribute command's loop; returns the number of gradient chunks computed. With `stop_after`
     the gradient kernel raises KeyboardInterrupt (as Ctrl-C would) once that many chunks are done."""
     drv = Driver(model.params, model.cfg, "sig", {"steps": steps}, mask_id=model.mask_id, pad_id=model.pad_id,
-                 tokens_per_batch=TPB)
+                 tokens_per_batch=TPB, buckets=(16, 32))  # the chunk counts below assume these buckets
     grad, calls = drv._grad, {"n": 0}
 
     def counted(*a):
