@@ -1,9 +1,9 @@
 """Batched dataset driver: any registered method over many examples, bounded memory, every device.
 
 Examples are grouped by length bucket (`jaxattr.data.bucket_length` over `FINE_BUCKETS`). Within a
-bucket of length T every device gets `tokens_per_batch // T` rows per step, so memory depends on the bound and never on
-the input: a 512-token SIG example (≈500 units × 50 steps) is split over many chunks of its path
-points, and one chunk may hold the path points of several short examples.
+bucket of length T every device gets `tokens_per_batch // T` rows per step, so memory depends on the
+bound and never on the input: a 512-token SIG example (≈500 units × 50 steps) is split over many
+chunks of its path points, and one chunk may hold the path points of several short examples.
 
 * `kind="paths"` methods (IG, SIG) are flattened into rows: examples × units × steps (IG has one
   unit, all word pieces; SIG one per token or word). One forward chunk per group of examples gives

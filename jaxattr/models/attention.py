@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,8 @@ Array = jax.Array
 # 17 ms vs 31 ms; at 40-64 tokens the kernel is ahead: 43 vs 47 ms, 44 vs 55 ms).
 SHORT_LENGTH = 32
 
-# Names of the CPU kernel's own residuals, for `jax.checkpoint` policies that keep them (see
-# `jaxattr.models.encoder.run_layers`): recomputing them would rerun the whole attention forward.
+# Names of the CPU kernel's own residuals, kept by `cpu_gradient_policy`: recomputing them would
+# rerun the whole attention forward.
 RESIDUAL_NAMES = ("cpu_attention_out", "cpu_attention_lse")
 
 # Scores of one block ((batch, head) pairs x T x T float32) are kept near this size: small enough to
@@ -116,5 +117,20 @@ def _xla_attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
 def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
     """softmax(q k^T / sqrt(d) + bias) v, [B, T, heads, d]: XLA's fused attention, except on CPU for
     sequences longer than `SHORT_LENGTH`, which get the blocked kernel."""
-    cpu = cpu_attention if q.shape[1] > SHORT_LENGTH else _xla_attention
-    return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu, default=_xla_attention)
+    if q.shape[1] <= SHORT_LENGTH:
+        return _xla_attention(q, k, v, bias)
+    return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu_attention, default=_xla_attention)
+
+
+def cpu_gradient_policy(length: int) -> Callable[..., bool] | None:
+    """A `jax.checkpoint` policy for differentiating blocks that use the CPU kernel, else None.
+
+    It keeps the dense layers' outputs and the kernel's residuals and recomputes LayerNorm, GELU and
+    the rest: XLA:CPU maps a fresh temporary buffer per call, and every stored byte is a page fault,
+    so storing half as much is ~10% faster at 256 tokens and the same at 512 (benchmarks/RESULTS.md).
+    """
+    if length <= SHORT_LENGTH or jax.default_backend() != "cpu":
+        return None
+    policies = jax.checkpoint_policies
+    return policies.save_from_both_policies(policies.dots_with_no_batch_dims_saveable,
+                                            policies.save_only_these_names(*RESIDUAL_NAMES))
