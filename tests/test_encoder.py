@@ -40,15 +40,16 @@ def _ours(cfg, params, batch, **kw):
     return np.asarray(forward_batch(params, cfg, batch, **kw).logits)
 
 
+@pytest.mark.parametrize("cls_only", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_logits_match_hf_pytorch(tiny_models, family):
+def test_logits_match_hf_pytorch(tiny_models, family, cls_only):
     model, cfg, params = tiny_models[family]
     assert cfg.family == family
     if family == "electra":
         assert cfg.emb_size == 16 != cfg.hidden_size
     batch = random_batch(family)
     theirs = hf_logits(model, batch, family)
-    ours = _ours(cfg, params, batch)
+    ours = _ours(cfg, params, batch, cls_only=cls_only)
     assert theirs.shape == ours.shape == (4, 3)
     assert np.ptp(theirs, axis=0).max() > 0.1, "oracle logits barely vary: the comparison would be weak"
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
@@ -92,13 +93,15 @@ def test_jit_vmap_and_eager_agree(tiny_models):
     np.testing.assert_allclose(vmapped, eager, atol=1e-6)
 
 
-def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models):
+@pytest.mark.parametrize("cls_only", [False, True])
+def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only):
     model, cfg, params = tiny_models["bert"]
     batch = random_batch("bert", seed=1)
     we = word_embeddings(params, cfg, batch["input_ids"])
 
     def f(we):
-        out = forward(params, cfg, None, batch["attention_mask"], batch["token_type_ids"], word_embeds=we)
+        out = forward(params, cfg, None, batch["attention_mask"], batch["token_type_ids"], word_embeds=we,
+                      cls_only=cls_only)
         return out.logits[:, 1].sum()
 
     g = np.asarray(jax.jit(jax.grad(f))(we))
@@ -111,6 +114,31 @@ def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models):
     np.testing.assert_allclose(g, expected, atol=1e-5 * np.abs(expected).max() + 1e-7)
     # Padding tokens do not influence [CLS]: their embedding gradient is zero.
     assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
+
+
+def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models):
+    """Past the CPU kernel's short length (remat on): the [CLS]-only last block changes nothing the
+    head sees, with an attention bias on the last block and under dropout too."""
+    _, cfg, params = tiny_models["roberta"]
+    rng = np.random.default_rng(5)
+    b, t = 3, 48
+    mask = np.ones((b, t), np.int32)
+    mask[1, 30:] = 0
+    ids = rng.integers(5, cfg.vocab_size, (b, t)).astype(np.int32)
+    we = word_embeddings(params, cfg, ids)
+    bias = jnp.asarray(rng.normal(size=(cfg.num_layers, b, 1, t, t)), jnp.float32)
+
+    def run(we, cls_only, **kw):
+        return forward(params, cfg, None, mask, None, word_embeds=we, attn_bias=bias, cls_only=cls_only, **kw)
+
+    grads = [jax.jit(jax.grad(lambda w, c=c: run(w, c).logits[:, 2].sum()))(we) for c in (False, True)]
+    np.testing.assert_allclose(run(we, True).logits, run(we, False).logits, atol=1e-6)
+    np.testing.assert_allclose(grads[1], grads[0], atol=1e-6 * float(jnp.abs(grads[0]).max()))
+    out = run(we, True, deterministic=False, rng=jax.random.key(0))
+    assert out.hidden.shape == (b, 1, cfg.hidden_size) and out.cls.shape == (cfg.num_layers, b, cfg.hidden_size)
+    assert np.isfinite(np.asarray(out.logits)).all()
+    with pytest.raises(ValueError, match="cls_only"):
+        run(we, True, return_attention=True)
 
 
 def test_three_lengths_in_one_bucket_compile_once(tiny_models):

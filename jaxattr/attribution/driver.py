@@ -519,7 +519,7 @@ def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig) -> jax.Array:
 
     x, b = row_embeddings(params, cfg, rows)
     e = x - (1.0 - rows.alpha[:, None, None]) * rows.interp[..., None] * (x - b)
-    return forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+    return forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e, cls_only=True).logits
 
 
 def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[dict[str, Any]], method: str,

@@ -120,7 +120,8 @@ def explained_output(logits: Array, target: Array, cfg: EncoderConfig, output: s
 def predict(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], target: Array | None = None,
             output: str = "logit") -> tuple[Array, Array, Array]:
     """(target, prob, F(x)) for a batch; `target=None` explains the predicted class."""
-    logits = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).logits
+    logits = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                     cls_only=True).logits
     if cfg.problem_type == "regression":
         tgt = jnp.zeros(logits.shape[0], jnp.int32)
         return tgt, logits[:, 0], logits[:, 0]
@@ -160,7 +161,7 @@ def row_outputs(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "l
     x, b = row_embeddings(params, cfg, rows)
     m = rows.interp[..., None]
     e = x - (1.0 - rows.alpha[:, None, None]) * m * (x - b)
-    logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+    logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e, cls_only=True).logits
     return explained_output(logits, rows.target, cfg, output)
 
 
@@ -180,7 +181,8 @@ def row_contributions(params: Params, cfg: EncoderConfig, rows: Rows, output: st
     e = x - (1.0 - rows.alpha[:, None, None]) * diff
 
     def total(e: Array) -> Array:
-        logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e).logits
+        logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e,
+                         cls_only=True).logits
         return jnp.sum(explained_output(logits, rows.target, cfg, output))
 
     g = jax.grad(total)(e)

@@ -226,10 +226,10 @@ def _iba_layer(params, cfg, input_ids, attention_mask, token_type_ids, special, 
     mask_rep = _rep(mask, samples)
 
     def rest_logits(hid):
-        return classify(params, cfg, run_layers(params, cfg, hid, mask_rep, start=layer).hidden[:, 0])
+        return classify(params, cfg, run_layers(params, cfg, hid, mask_rep, start=layer, cls_only=True).hidden[:, 0])
 
     if target is None:
-        full = run_layers(params, cfg, x, mask, start=layer).hidden
+        full = run_layers(params, cfg, x, mask, start=layer, cls_only=True).hidden
         target = jnp.argmax(classify(params, cfg, full[:, 0]), axis=-1).astype(jnp.int32)
     mu, sigma = _noise_moments(x, valid, noise, layer, prev, stats)
     capacity, ces, kls = _optimise(rest_logits, x, valid, mu, sigma, target, keys, beta, lr, steps, samples,

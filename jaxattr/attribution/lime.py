@@ -100,7 +100,7 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
 
     def fwd(r):
         return jax.nn.softmax(forward(params, cfg, r["input_ids"], r["attention_mask"],
-                                      r.get("token_type_ids")).logits.astype(jnp.float32), axis=-1)
+                                      r.get("token_type_ids"), cls_only=True).logits.astype(jnp.float32), axis=-1)
 
     probs = jax.lax.map(fwd, pieces).reshape(n + pad, -1)[:n].reshape(b, samples, -1)
     if target is None or (isinstance(target, str) and target == "predicted"):

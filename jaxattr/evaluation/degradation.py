@@ -62,7 +62,8 @@ def _probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Array], scores: 
     pieces = jax.tree.map(lambda a: a.reshape(-1, chunk, t), rows)
 
     def fwd(r):
-        logits = forward(params, cfg, r["input_ids"], r["attention_mask"], r.get("token_type_ids")).logits
+        logits = forward(params, cfg, r["input_ids"], r["attention_mask"], r.get("token_type_ids"),
+                         cls_only=True).logits
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     probs = jax.lax.map(fwd, pieces).reshape(n + pad, -1)[:n].reshape(b, f + 1, -1)

@@ -95,7 +95,7 @@ def replace_tokens(input_ids: Array, select: Array, replacement_id: int) -> Arra
 
 @partial(jax.jit, static_argnums=(1,))
 def _probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array) -> Array:
-    return jax.nn.softmax(forward(params, cfg, ids, mask, types).logits.astype(jnp.float32), -1)
+    return jax.nn.softmax(forward(params, cfg, ids, mask, types, cls_only=True).logits.astype(jnp.float32), -1)
 
 
 def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,

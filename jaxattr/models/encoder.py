@@ -21,6 +21,7 @@ Layers are counted like the papers: block 1..L; "after layer 0" is the embedding
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -110,17 +111,25 @@ class Layer(nn.Module):
 
     @nn.compact
     def __call__(self, h: Array, key_bias: Array, attn_bias: Array | None, attn_perturb: Array | None,
-                 return_attention: bool, deterministic: bool) -> tuple[Array, Array | None]:
+                 return_attention: bool, deterministic: bool, cls_only: bool = False) -> tuple[Array, Array | None]:
+        """`cls_only`: queries, output and feed-forward for position 0 alone (keys and values still
+        come from every position): the block's [CLS] state, all a classification head reads."""
         cfg = self.cfg
-        b, t, _ = h.shape
-        split = lambda x: x.reshape(b, t, cfg.num_heads, cfg.head_dim)
-        q = split(_dense(cfg.hidden_size, cfg, "query")(h))
+        b = h.shape[0]
+        hq = h[:, :1] if cls_only else h
+        tq = hq.shape[1]
+        if cls_only:
+            attn_bias = None if attn_bias is None else attn_bias[..., :1, :]
+            attn_perturb = None if attn_perturb is None else attn_perturb[..., :1, :]
+        split = lambda x: x.reshape(b, -1, cfg.num_heads, cfg.head_dim)
+        q = split(_dense(cfg.hidden_size, cfg, "query")(hq))
         k = split(_dense(cfg.hidden_size, cfg, "key")(h))
         v = split(_dense(cfg.hidden_size, cfg, "value")(h))
         bias = key_bias[:, None, None, :]
         if attn_bias is not None:
             bias = bias + attn_bias
-        needs_probs = return_attention or attn_perturb is not None or (
+        # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
+        needs_probs = cls_only or return_attention or attn_perturb is not None or (
             not deterministic and cfg.attention_dropout_rate > 0)
         probs = None
         if needs_probs:
@@ -132,9 +141,9 @@ class Layer(nn.Module):
             ctx = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
         else:  # fused attention when nobody needs the probabilities
             ctx = attention(q, k, v, bias)
-        ctx = ctx.reshape(b, t, cfg.hidden_size)
+        ctx = ctx.reshape(b, tq, cfg.hidden_size)
         a = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "attn_out")(ctx), deterministic=deterministic)
-        h = _layer_norm(cfg, "attn_norm")(h + a)
+        h = _layer_norm(cfg, "attn_norm")(hq + a)
         f = activation(cfg.hidden_act)(_dense(cfg.intermediate_size, cfg, "ffn_in")(h))
         f = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "ffn_out")(f), deterministic=deterministic)
         h = _layer_norm(cfg, "out_norm")(h + f)
@@ -210,14 +219,18 @@ class LayersOutput(NamedTuple):
 def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask: Array, *,
                start: int = 0, stop: int | None = None, attn_bias: Array | None = None,
                attn_perturb: Array | None = None, return_attention: bool = False,
-               deterministic: bool = True, rng: Array | None = None) -> LayersOutput:
+               deterministic: bool = True, rng: Array | None = None, cls_only: bool = False) -> LayersOutput:
     """Run blocks start+1..stop (0-based slice [start, stop)) from `hidden`, under `lax.scan`.
 
     `attn_bias` and `attn_perturb` carry one entry per block in the slice ([n, B, heads|1, T, T]).
+    `cls_only`: the slice's last block computes the [CLS] row alone (`hidden` is then [B, 1, H]),
+    which is all a classification head needs: the same logits for ~1/L fewer FLOPs.
     """
     stop = cfg.num_layers if stop is None else stop
     if not 0 <= start <= stop <= cfg.num_layers:
         raise ValueError(f"layer range [{start}, {stop}) is outside 0..{cfg.num_layers}")
+    if cls_only and return_attention:
+        raise ValueError("cls_only computes one query row in the last block: it cannot return attention maps")
     n = stop - start
     if n == 0:
         return LayersOutput(hidden, jnp.zeros((0,) + hidden[:, 0].shape, hidden.dtype), None)
@@ -226,17 +239,24 @@ def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask
     rngs = jnp.zeros((n, 2), jnp.uint32) if deterministic else jax.random.split(rng, n)
     model = Layer(cfg)
 
-    def body(h, xs):
+    def block(h, xs, last):
         p, bias, perturb, key = xs
-        h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic,
+        h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic, last,
                                rngs=None if deterministic else {"dropout": key})
         return h, (h[:, 0], probs if return_attention else None)
 
     policy = cpu_gradient_policy(hidden.shape[1])
-    if deterministic and not return_attention and attn_perturb is None and policy is not None:
-        body = jax.checkpoint(body, policy=policy)  # attribution gradients on CPU: recompute, store less
-    hidden, (cls, attn) = jax.lax.scan(body, hidden, (layer_params, attn_bias, attn_perturb, rngs), unroll=True)
-    return LayersOutput(hidden, cls, attn)
+    remat = deterministic and not return_attention and attn_perturb is None and policy is not None
+    # attribution gradients on CPU: recompute, store less
+    wrap = (lambda f: jax.checkpoint(f, policy=policy)) if remat else (lambda f: f)
+    body, final = wrap(functools.partial(block, last=False)), wrap(functools.partial(block, last=True))
+    xs = (layer_params, attn_bias, attn_perturb, rngs)
+    if not cls_only:
+        hidden, (cls, attn) = jax.lax.scan(body, hidden, xs, unroll=True)
+        return LayersOutput(hidden, cls, attn)
+    hidden, (cls, _) = jax.lax.scan(body, hidden, jax.tree.map(lambda a: a[:-1], xs), unroll=True)
+    hidden, (cls_last, _) = final(hidden, jax.tree.map(lambda a: a[-1], xs))
+    return LayersOutput(hidden, jnp.concatenate([cls, cls_last[None]]), None)
 
 
 def classify(params: Params, cfg: EncoderConfig, cls: Array, *, deterministic: bool = True,
@@ -258,11 +278,13 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
             after_layer: tuple[int, Callable[[Array], Array]] | None = None,
             attn_bias: Array | None = None, attn_perturb: Array | None = None,
             return_attention: bool = False, deterministic: bool = True,
-            rng: Array | None = None) -> EncoderOutput:
+            rng: Array | None = None, cls_only: bool = False) -> EncoderOutput:
     """The whole model: embeddings -> blocks (with optional interventions) -> head.
 
     `word_embeds` replaces the lookup of `input_ids` (which may then be None). `after_layer=(l, fn)`
     applies `fn` to the hidden state after block l (0 = embedding output) before block l+1 runs.
+    `cls_only`: the last block computes only the [CLS] row the head reads (`hidden` is then
+    [B, 1, H]): the same logits and gradients for ~1/L fewer FLOPs (the attribution kernels use it).
     """
     if word_embeds is None:
         if input_ids is None:
@@ -274,18 +296,18 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
     if not 0 <= cut <= cfg.num_layers:
         raise ValueError(f"after_layer {cut} is outside 0..{cfg.num_layers}")
 
-    def part(h, start, stop, key):
+    def part(h, start, stop, key, last=False):
         sl = lambda a: None if a is None else a[start:stop]
         return run_layers(params, cfg, h, attention_mask, start=start, stop=stop, attn_bias=sl(attn_bias),
                           attn_perturb=sl(attn_perturb), return_attention=return_attention,
-                          deterministic=deterministic, rng=key)
+                          deterministic=deterministic, rng=key, cls_only=last)
 
     outs = []
     if after_layer is not None:
         low = part(h, 0, cut, None if deterministic else jax.random.fold_in(keys[1], 0))
         outs.append(low)
         h = after_layer[1](low.hidden)
-    high = part(h, cut, cfg.num_layers, keys[1])
+    high = part(h, cut, cfg.num_layers, keys[1], cls_only and cut < cfg.num_layers)
     outs.append(high)
     cls = jnp.concatenate([o.cls for o in outs]) if len(outs) > 1 else high.cls
     attention = None

@@ -55,7 +55,7 @@ def default_loss_fn(cfg: EncoderConfig) -> LossFn:
 
     def loss_fn(params: Params, batch: Batch, rng: jax.Array, deterministic: bool):
         out = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                      attn_bias=batch.get("attn_bias"), deterministic=deterministic, rng=rng)
+                      attn_bias=batch.get("attn_bias"), deterministic=deterministic, rng=rng, cls_only=True)
         if cfg.problem_type == "regression":
             per = (out.logits[:, 0] - batch["labels"].astype(jnp.float32)) ** 2
         else:
