@@ -14,8 +14,9 @@ use); Captum's internal_batch_size is tuned over a few values and the best is re
 through its batched driver (`Driver`, tokens per batch tuned likewise); the first (compiling) pass
 is excluded, like the peers' warm-up. Every contender runs --rounds times, alternating within each
 round, and its median is reported (the machine may be shared: the load average is printed).
-Model FLOPs = 3 x forward FLOPs (matmuls + attention) per path point, the usual convention; achieved
-GFLOP/s = model FLOPs / wall time.
+Model FLOPs = 3 x forward FLOPs (matmuls + attention) of the full model per path point, the usual
+convention; achieved GFLOP/s = model FLOPs / wall time. jaxattr's last block computes the [CLS] row
+alone (`forward(..., cls_only=True)`), so it does ~1/L less work than these model FLOPs count.
 """
 
 from __future__ import annotations
