@@ -39,11 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.attribution import registry
-from jaxattr.attribution.gradients import Rows, quadrature, row_contributions
+from jaxattr.attribution.gradients import Rows, quadrature, row_contributions, row_logits
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Params, forward
+from jaxattr.models.encoder import Params
 from jaxattr.sharding import make_mesh, replicated, shard_batch
 
 if TYPE_CHECKING:
@@ -515,11 +515,7 @@ def _grad_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) 
 
 def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig) -> jax.Array:
     """Logits at each row's path point."""
-    from jaxattr.attribution.gradients import row_embeddings
-
-    x, b = row_embeddings(params, cfg, rows)
-    e = x - (1.0 - rows.alpha[:, None, None]) * rows.interp[..., None] * (x - b)
-    return forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e, cls_only=True).logits
+    return row_logits(params, cfg, rows)
 
 
 def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[dict[str, Any]], method: str,

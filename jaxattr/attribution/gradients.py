@@ -156,13 +156,20 @@ def row_embeddings(params: Params, cfg: EncoderConfig, rows: Rows) -> tuple[Arra
     return x, b
 
 
+def _logits_at(params: Params, cfg: EncoderConfig, rows: Rows, e: Array) -> Array:
+    """Logits with word embeddings `e` (the last block runs for [CLS] only: all the head reads)."""
+    return forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e, cls_only=True).logits
+
+
+def row_logits(params: Params, cfg: EncoderConfig, rows: Rows) -> Array:
+    """Logits at each row's path point (no gradient): [R, C]."""
+    x, b = row_embeddings(params, cfg, rows)
+    return _logits_at(params, cfg, rows, x - (1.0 - rows.alpha[:, None, None]) * rows.interp[..., None] * (x - b))
+
+
 def row_outputs(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "logit") -> Array:
     """F at each row's path point (no gradient): [R]."""
-    x, b = row_embeddings(params, cfg, rows)
-    m = rows.interp[..., None]
-    e = x - (1.0 - rows.alpha[:, None, None]) * m * (x - b)
-    logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e, cls_only=True).logits
-    return explained_output(logits, rows.target, cfg, output)
+    return explained_output(row_logits(params, cfg, rows), rows.target, cfg, output)
 
 
 def row_contributions(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "logit",
@@ -181,9 +188,7 @@ def row_contributions(params: Params, cfg: EncoderConfig, rows: Rows, output: st
     e = x - (1.0 - rows.alpha[:, None, None]) * diff
 
     def total(e: Array) -> Array:
-        logits = forward(params, cfg, None, rows.attention_mask, rows.token_type_ids, word_embeds=e,
-                         cls_only=True).logits
-        return jnp.sum(explained_output(logits, rows.target, cfg, output))
+        return jnp.sum(explained_output(_logits_at(params, cfg, rows, e), rows.target, cfg, output))
 
     g = jax.grad(total)(e)
     if mode == "abs":

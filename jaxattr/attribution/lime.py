@@ -24,7 +24,7 @@ from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.attribution.iba import _example_keys, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import forward
+from jaxattr.models.encoder import predict_probs
 
 Array = jax.Array
 KERNEL_WIDTH = 25.0
@@ -92,17 +92,7 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
         flat["token_type_ids"] = rep(batch["token_type_ids"])
     drop = (features[:, None] & ~keep).reshape(b * samples, t)
     rows = delete_tokens(flat, drop)
-    n = b * samples
-    size = n if chunk is None else max(1, min(int(chunk), n))
-    pad = (-n) % size
-    padded = jax.tree.map(lambda a: jnp.concatenate([a, a[:pad]]) if pad else a, rows)
-    pieces = jax.tree.map(lambda a: a.reshape(-1, size, t), padded)
-
-    def fwd(r):
-        return jax.nn.softmax(forward(params, cfg, r["input_ids"], r["attention_mask"],
-                                      r.get("token_type_ids"), cls_only=True).logits.astype(jnp.float32), axis=-1)
-
-    probs = jax.lax.map(fwd, pieces).reshape(n + pad, -1)[:n].reshape(b, samples, -1)
+    probs = predict_probs(params, cfg, rows, chunk).reshape(b, samples, -1)
     if target is None or (isinstance(target, str) and target == "predicted"):
         tgt = jnp.argmax(probs[:, 0], axis=-1).astype(jnp.int32)
     else:

@@ -26,7 +26,7 @@ import numpy as np
 from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.attribution.iba import special_mask
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import forward
+from jaxattr.models.encoder import predict_probs
 
 Array = jax.Array
 FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -55,18 +55,7 @@ def _probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Array], scores: 
     drop = jnp.concatenate([jnp.zeros((b, 1, t), bool), drop], axis=1).reshape(b * (f + 1), t)
     rep = {k: jnp.repeat(v, f + 1, axis=0) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                               "token_type_ids")}
-    rows = delete_tokens(rep, drop)
-    n = b * (f + 1)
-    pad = (-n) % chunk
-    rows = jax.tree.map(lambda a: jnp.concatenate([a, a[:pad]]) if pad else a, rows)
-    pieces = jax.tree.map(lambda a: a.reshape(-1, chunk, t), rows)
-
-    def fwd(r):
-        logits = forward(params, cfg, r["input_ids"], r["attention_mask"], r.get("token_type_ids"),
-                         cls_only=True).logits
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-    probs = jax.lax.map(fwd, pieces).reshape(n + pad, -1)[:n].reshape(b, f + 1, -1)
+    probs = predict_probs(params, cfg, delete_tokens(rep, drop), chunk).reshape(b, f + 1, -1)
     return jnp.take_along_axis(probs, target[:, None, None], axis=-1)[..., 0]
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Params, forward
+from jaxattr.models.encoder import Params, predict_probs
 
 Array = jax.Array
 METRICS: tuple[str, ...] = ("log_odds", "comprehensiveness", "sufficiency", "aopc_comprehensiveness",
@@ -95,7 +95,7 @@ def replace_tokens(input_ids: Array, select: Array, replacement_id: int) -> Arra
 
 @partial(jax.jit, static_argnums=(1,))
 def _probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array) -> Array:
-    return jax.nn.softmax(forward(params, cfg, ids, mask, types, cls_only=True).logits.astype(jnp.float32), -1)
+    return predict_probs(params, cfg, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
 
 
 def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,

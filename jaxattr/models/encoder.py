@@ -320,3 +320,16 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
 def forward_batch(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], **kwargs: Any) -> EncoderOutput:
     """`forward` on a dict batch with `input_ids`, `attention_mask` and optional `token_type_ids`."""
     return forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), **kwargs)
+
+
+def predict_probs(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], chunk: int | None = None) -> Array:
+    """Softmax class probabilities [N, C] (float32) of a dict batch, `chunk` rows at a time under
+    `lax.map` (None: all at once) so that memory is bounded; the last block runs for [CLS] only."""
+    probs = lambda b: jax.nn.softmax(forward_batch(params, cfg, b, cls_only=True).logits.astype(jnp.float32), -1)
+    n, t = batch["input_ids"].shape
+    size = n if chunk is None else max(1, min(int(chunk), n))
+    if size == n:
+        return probs(batch)
+    pad = (-n) % size
+    padded = jax.tree.map(lambda a: jnp.concatenate([a, a[:pad]]) if pad else a, dict(batch))
+    return jax.lax.map(probs, jax.tree.map(lambda a: a.reshape(-1, size, t), padded)).reshape(n + pad, -1)[:n]
