@@ -3,6 +3,8 @@ pseudo/gold labels, chosen layers, cross-tuning."""
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import jax
@@ -41,16 +43,20 @@ def nodrop():
     return cfg, init_params(cfg, jax.random.PRNGKey(3))
 
 
-def _reference_candidates(scores: np.ndarray, key_mask: np.ndarray, p: float) -> np.ndarray:
-    """Eq. (6) written out with Python loops: valid keys at/above the int((1-p) n)-th smallest valid score."""
+def _reference_candidates(scores: np.ndarray, key_mask: np.ndarray, p: float, region: str = "high") -> np.ndarray:
+    """Eq. (6) as the reference code (`generate_mask_rev` / `generate_mask`) with Python loops and exact
+    integer counts: high = valid keys at/above the floor((1-p) n)-th smallest valid score; low = valid keys
+    strictly below the floor(p n)-th smallest."""
+    frac = Fraction(str(p))
     out = np.zeros(scores.shape, bool)
     for idx in np.ndindex(scores.shape[:-1]):
         b = idx[1]
         valid = key_mask[b].astype(bool)
         row = scores[idx]
         n = int(valid.sum())
-        thr = np.sort(row[valid])[int((1 - p) * n)]
-        out[idx] = valid & (row >= thr)
+        t = math.floor((frac if region == "low" else 1 - frac) * n)
+        thr = np.sort(row[valid])[t]
+        out[idx] = valid & ((row < thr) if region == "low" else (row >= thr))
     return out
 
 
@@ -62,8 +68,10 @@ def test_candidate_region_matches_equation_6(p):
     want = _reference_candidates(np.asarray(scores), np.asarray(batch["attention_mask"]), p)
     np.testing.assert_array_equal(got, want)
     low = np.asarray(_candidates(scores, batch["attention_mask"], p, "low"))
-    want_low = _reference_candidates(-np.asarray(scores), np.asarray(batch["attention_mask"]), p)
+    want_low = _reference_candidates(np.asarray(scores), np.asarray(batch["attention_mask"]), p, "low")
     np.testing.assert_array_equal(low, want_low)
+    n = np.asarray(batch["attention_mask"]).sum(-1)
+    assert (low.sum(-1) == np.floor(np.asarray([float(Fraction(str(p)) * k) for k in n]))[None, :, None, None]).all()
 
 
 def test_candidate_region_with_ties_signed_zeros_and_extremes():
@@ -75,9 +83,9 @@ def test_candidate_region_with_ties_signed_zeros_and_extremes():
     scores[0, 0, 0, 0, :3] = [np.inf, -np.inf, 3e38]
     scores[1, 2, 1, 4, :2] = [-3e-38, 1e-45]
     for p in (0.2, 0.5, 0.7):
-        for region, sign in (("high", 1), ("low", -1)):
+        for region in ("high", "low"):
             got = np.asarray(_candidates(jnp.asarray(scores), batch["attention_mask"], p, region))
-            want = _reference_candidates(sign * scores, np.asarray(batch["attention_mask"]), p)
+            want = _reference_candidates(scores, np.asarray(batch["attention_mask"]), p, region)
             np.testing.assert_array_equal(got, want)
 
 
@@ -91,9 +99,9 @@ def test_drops_only_valid_positions_in_the_top_region_at_rate_pq():
     assert not (dropped & ~valid).any(), "a padding position was dropped"
     cand = _reference_candidates(np.asarray(scores), am, p)
     assert not (dropped & ~cand).any(), "a dropped position lies outside the top-p region of its row"
-    # Candidates per row: n - int((1-p) n), i.e. a fraction in [p, p + 1/n) of the valid keys.
+    # Candidates per row: n - floor((1-p) n), i.e. a fraction in [p, p + 1/n) of the valid keys.
     n = am.sum(-1)
-    per_row = n - np.asarray([int((1 - p) * k) for k in n])
+    per_row = n - np.asarray([math.floor((1 - Fraction(str(p))) * k) for k in n])
     k = int(cand.sum())
     assert k == int((per_row[None, :, None, None] * np.ones(dropped.shape[:-1], int)).sum())
     # Dropped ~ Binomial(k, q): a two-sided test at level 1e-6.
@@ -268,3 +276,57 @@ def test_sweep_rejects_bad_grid(capsys):
     assert mod.main(["--p", "0.3", "1.0", "--q", "0.2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "strictly between 0 and 1" in err[0]
+
+
+@pytest.mark.parametrize("p,n,high,low", [(0.8, 5, 4, 4), (0.8, 10, 8, 8), (0.9, 10, 9, 9), (0.3, 10, 3, 3),
+                                          (0.3, 7, 3, 2), (0.2, 5, 1, 1)])
+def test_region_counts_are_exact_integers(p, n, high, low):
+    """float64 gives int((1 - 0.8) * 5) = 0, one extra candidate; the counts use exact rational arithmetic."""
+    scores = jax.random.normal(jax.random.PRNGKey(4), (1, 1, 1, 2, n))
+    mask = jnp.ones((1, n), jnp.int32)
+    assert ad.threshold_index(p, n, "high") == n - high
+    assert int(np.asarray(_candidates(scores, mask, p, "high")).sum(-1).max()) == high
+    assert int(np.asarray(_candidates(scores, mask, p, "low")).sum(-1).max()) == low
+
+
+def test_rd_drops_each_valid_position_with_probability_pq(nodrop):
+    """RD as the reference: independent Bernoulli(p·q) per valid position, no fixed-size region."""
+    cfg, params = nodrop
+    p, q = 0.5, 0.4
+    batch = _batch(8, 12, seed=3)
+    acfg = ad.ADDropConfig(attribution="rd", p=p, q=q).validate(2)
+    bias = np.asarray(_addrop_bias(params, cfg, batch, jax.random.PRNGKey(7), acfg))
+    am = np.asarray(batch["attention_mask"]).astype(bool)
+    valid = np.broadcast_to(am[None, :, None, None, :], bias.shape)
+    dropped = bias < 0
+    assert not (dropped & ~valid).any()
+    k = int(valid.sum())
+    lo, hi = binom.ppf(5e-7, k, p * q), binom.ppf(1 - 5e-7, k, p * q)
+    assert lo <= dropped.sum() <= hi
+    # rows are not all the same size: the count per row varies (a fixed region would give q·region each)
+    per_row = dropped.sum(-1)[valid.any(-1)]
+    assert per_row.std() > 0
+
+
+def test_iga_reference_weighting_is_k_over_m(nodrop):
+    """weighting='reference' = A ⊙ (1/m) Σ_k (k/m) ∂F(k/m·A)/∂A, as the AD-DROP code differentiates."""
+    cfg, params = nodrop
+    batch = _batch(2, 6, seed=7)
+    layer, m = 0, 3
+    iga = jax.jit(ad.integrated_attention_gradient, static_argnums=(1, 4),
+                  static_argnames=("steps", "deterministic", "weighting"))
+    got = iga(params, cfg, batch, None, (layer,), steps=m, deterministic=True, weighting="reference")[0]
+    hao = iga(params, cfg, batch, None, (layer,), steps=m, deterministic=True, weighting="hao")[0]
+    out = _forward(params, cfg, batch["input_ids"], batch["attention_mask"], return_attention=True)
+    c = jnp.argmax(out.logits, -1)
+    a = out.attention[layer]
+
+    def f(perturb):
+        o = forward(params, cfg, batch["input_ids"], batch["attention_mask"], attn_perturb=perturb)
+        return jnp.sum(o.logits[jnp.arange(2), c])
+
+    g = jax.jit(jax.grad(f))
+    want = sum((k / m) * g(jnp.zeros_like(out.attention).at[layer].set((k / m - 1) * a))[layer]
+               for k in range(1, m + 1)) * a / m
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert float(jnp.abs(got - hao).max()) > 1e-6

@@ -7,22 +7,25 @@ One AD-DROP step, as a pre-gradient batch transform for the engine (`make_transf
 2. B = ∂F_ĉ/∂A through `jax.vjp` w.r.t. the perturbation only: no parameter gradient is computed
    (regression: B = −∂loss/∂A with the squared error against the gold target);
 3. per row (layer, example, head, query), sort the valid (non-padding) keys' scores ascending; the
-   threshold is the int((1−p)·n)-th smallest (0-based, n = valid keys); positions at or above it form
-   the candidate region (`region="low"`: the p·n lowest instead, the paper's §2.2 prior experiment);
-   each candidate is dropped with probability q;
+   threshold is the ⌊(1−p)·n⌋-th smallest (0-based, n = valid keys, exact rational arithmetic); positions
+   at or above it form the candidate region (`region="low"`: the ⌊p·n⌋ lowest instead, the paper's §2.2
+   prior experiment, as the reference counts them); each candidate is dropped with probability q;
 4. the drops become an additive bias (`mask_value`, large negative) on the attention scores of the
    chosen layers; forward 2 with that bias gives the training loss (the engine's `loss_fn`).
 
 Attribution variants: GA (gradient, default), IGA (integrated gradient over the scaled attention of each
 chosen layer, m steps, Hao et al. 2021: B = A ⊙ mean_k ∂F(k/m·A)/∂A), AA (the attention weights
-themselves), RD (random scores: a random candidate region). Cross-tuning: plain fine-tuning on odd
+themselves), RD (no scores: every valid position dropped independently with probability p·q, as the
+reference's `generate_mask_rev_random`). Cross-tuning: plain fine-tuning on odd
 epochs, AD-DROP on even epochs (1-indexed). Layers are counted 1..L as in the papers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import jax
@@ -48,6 +51,7 @@ class ADDropConfig:
     cross_tuning: bool = True  # plain on odd epochs, AD-DROP on even epochs
     region: str = "high"  # high (AD-DROP) | low (§2.2: drop the low-attribution positions)
     iga_steps: int = 20
+    iga_weighting: str = "hao"  # hao (w_k = 1) | reference (w_k = k/m, as the AD-DROP code): see IGA below
 
     def validate(self, num_layers: int | None = None) -> ADDropConfig:
         """Raise a one-line UserError for a bad setting; return self (with `layers` normalised)."""
@@ -61,6 +65,8 @@ class ADDropConfig:
             raise UserError(f"addrop.labels must be 'pseudo' or 'gold', got {self.labels!r}")
         if self.region not in ("high", "low"):
             raise UserError(f"addrop.region must be 'high' or 'low', got {self.region!r}")
+        if self.iga_weighting not in ("hao", "reference"):
+            raise UserError(f"addrop.iga_weighting must be 'hao' or 'reference', got {self.iga_weighting!r}")
         if not isinstance(self.iga_steps, int) or self.iga_steps < 1:
             raise UserError(f"addrop.iga_steps must be a positive integer, got {self.iga_steps!r}")
         layers = self.layers
@@ -114,23 +120,33 @@ def _kth_largest(keys: jax.Array, k: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, 32, halve, (lo, hi))[0]
 
 
+def threshold_index(p: float, n: int, region: str = "high") -> int:
+    """0-based ascending index of a row's threshold among its n valid scores, in exact rational arithmetic.
+
+    "high" (AD-DROP eq. 6; reference `generate_mask_rev`): ⌊(1−p)·n⌋; the candidates are the keys at or
+    above it (in float64, 1 − 0.8 = 0.19999999999999996 would give one extra candidate for every n
+    divisible by 5). "low" (§2.2; reference `generate_mask`): ⌊p·n⌋; the candidates are the keys strictly
+    below it, i.e. the ⌊p·n⌋ lowest.
+    """
+    frac = Fraction(repr(float(p)))
+    return math.floor((frac if region == "low" else 1 - frac) * n)
+
+
 def candidate_region(scores: jax.Array, key_mask: jax.Array, p: float, region: str = "high") -> jax.Array:
     """Positions eligible for dropping, per row of `scores` ([..., B, H, Tq, Tk]; `key_mask` [B, Tk]).
 
-    Among the n valid keys of a row, the threshold is the int((1−p)·n)-th smallest score (0-based);
-    candidates are valid keys with score >= threshold ("high"), or, for "low", the same rule applied to
-    the negated scores (the lowest p·n). Padding keys are never candidates.
+    With t = `threshold_index(p, n, region)` and θ the t-th smallest valid score of the row: valid keys
+    with score ≥ θ ("high") or < θ ("low"), as the reference code compares. Padding is never a candidate.
     """
-    s = -scores if region == "low" else scores
-    valid = jnp.broadcast_to(key_mask.astype(bool)[:, None, None, :], s.shape)  # [..., B, H, Tq, Tk]
+    valid = jnp.broadcast_to(key_mask.astype(bool)[:, None, None, :], scores.shape)  # [..., B, H, Tq, Tk]
     n = jnp.sum(key_mask.astype(jnp.int32), axis=-1)  # [B]
-    # int((1-p) n) exactly as Python computes it (float64), tabulated for every possible n.
-    table = jnp.asarray([int((1.0 - float(p)) * k) for k in range(s.shape[-1] + 1)], jnp.int32)
+    table = jnp.asarray([threshold_index(p, k, region) for k in range(scores.shape[-1] + 1)], jnp.int32)
     t = jnp.clip(table[n], 0, jnp.maximum(n - 1, 0))
     # the t-th smallest of n valid scores is the (n - t)-th largest; padding keys sort below everything
-    keys = jnp.where(valid, _order_key(s), jnp.iinfo(jnp.int32).min)
-    k = jnp.broadcast_to((n - t)[:, None, None], s.shape[:-1])
-    return valid & (keys >= _kth_largest(keys, k)[..., None])
+    keys = jnp.where(valid, _order_key(scores), jnp.iinfo(jnp.int32).min)
+    k = jnp.broadcast_to((n - t)[:, None, None], scores.shape[:-1])
+    theta = _kth_largest(keys, k)[..., None]
+    return valid & ((keys < theta) if region == "low" else (keys >= theta))
 
 
 def drop_mask(scores: jax.Array, key_mask: jax.Array, p: float, q: float, rng: jax.Array,
@@ -138,6 +154,12 @@ def drop_mask(scores: jax.Array, key_mask: jax.Array, p: float, q: float, rng: j
     """True where a position is dropped: in the candidate region and chosen with probability q."""
     cand = candidate_region(scores, key_mask, p, region)
     return cand & jax.random.bernoulli(rng, q, cand.shape)
+
+
+def random_drop_mask(shape: tuple[int, ...], key_mask: jax.Array, p: float, q: float, rng: jax.Array) -> jax.Array:
+    """RD as the reference (`generate_mask_rev_random`): every valid key dropped independently with p·q."""
+    valid = jnp.broadcast_to(key_mask.astype(bool)[:, None, None, :], shape)
+    return valid & jax.random.bernoulli(rng, p * q, shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,9 +197,13 @@ def attention_gradient(params: Params, cfg: EncoderConfig, batch: Batch, rng: ja
 
 def integrated_attention_gradient(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array | None,
                                   layers: Sequence[int], *, steps: int = 20, labels: str = "pseudo",
-                                  deterministic: bool = False) -> jax.Array:
-    """IGA for each chosen layer l: A_l ⊙ (1/m) Σ_k ∂F(k/m · A_l)/∂A_l, scaling one layer at a time
-    (the other layers as in forward 1, same dropout key). Returns [len(layers), B, H, T, T]."""
+                                  deterministic: bool = False, weighting: str = "hao") -> jax.Array:
+    """IGA for each chosen layer l: A_l ⊙ (1/m) Σ_k w_k ∂F(k/m · A_l)/∂A_l, scaling one layer at a time
+    (the other layers as in forward 1, same dropout key). Returns [len(layers), B, H, T, T].
+
+    `weighting="hao"`: w_k = 1, the Riemann sum of Hao et al. 2021's integral. `"reference"`: w_k = k/m,
+    what the AD-DROP code computes (it scales the layer's context output by k/m and differentiates
+    w.r.t. the unscaled A, which multiplies each gradient by k/m)."""
     b, t = batch["input_ids"].shape
     zeros = jnp.zeros((cfg.num_layers, b, cfg.num_heads, t, t), jnp.float32)
     f = _forward_fn(params, cfg, batch, rng, deterministic)
@@ -192,7 +218,8 @@ def integrated_attention_gradient(params: Params, cfg: EncoderConfig, batch: Bat
         def step(acc, alpha):
             perturb = zeros.at[li].set((alpha - 1.0) * a_l)
             _, vjp, _ = jax.vjp(f, perturb, has_aux=True)
-            return acc + vjp(ct)[0][li], None
+            w = alpha if weighting == "reference" else 1.0
+            return acc + w * vjp(ct)[0][li], None
 
         total, _ = jax.lax.scan(step, jnp.zeros_like(a_l), alphas)
         return a_l * total / steps
@@ -204,27 +231,31 @@ def attribution_scores(params: Params, cfg: EncoderConfig, batch: Batch, rng: ja
                        acfg: ADDropConfig) -> jax.Array:
     """Scores [len(layers), B, H, T, T] for the chosen layers, by the configured attribution method."""
     layers = jnp.asarray(acfg.layer_indices(cfg.num_layers), jnp.int32)
-    k_fwd, k_rand = jax.random.split(rng)
+    k_fwd = rng
     if acfg.attribution == "ga":
         grad, _, _ = attention_gradient(params, cfg, batch, k_fwd, labels=acfg.labels)
         return grad[layers]
     if acfg.attribution == "iga":
         return integrated_attention_gradient(params, cfg, batch, k_fwd, acfg.layer_indices(cfg.num_layers),
-                                             steps=acfg.iga_steps, labels=acfg.labels)
-    b, t = batch["input_ids"].shape
-    shape = (len(acfg.layer_indices(cfg.num_layers)), b, cfg.num_heads, t, t)
+                                             steps=acfg.iga_steps, labels=acfg.labels,
+                                             weighting=acfg.iga_weighting)
     if acfg.attribution == "aa":
         out = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                       return_attention=True, deterministic=False, rng=k_fwd)
         return out.attention[layers].astype(jnp.float32)
-    return jax.random.uniform(k_rand, shape)  # rd
+    raise UserError(f"addrop.attribution {acfg.attribution!r} has no scores (RD draws its mask directly)")
 
 
 def addrop_bias(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array, acfg: ADDropConfig) -> jax.Array:
     """The additive attention bias [L, B, H, T, T] of one AD-DROP step (0 on unchosen layers)."""
     k_score, k_drop = jax.random.split(rng)
-    scores = jax.lax.stop_gradient(attribution_scores(params, cfg, batch, k_score, acfg))
-    dropped = drop_mask(scores, batch["attention_mask"], acfg.p, acfg.q, k_drop, acfg.region)
+    if acfg.attribution == "rd":
+        b, t = batch["input_ids"].shape
+        shape = (len(acfg.layer_indices(cfg.num_layers)), b, cfg.num_heads, t, t)
+        dropped = random_drop_mask(shape, batch["attention_mask"], acfg.p, acfg.q, k_drop)
+    else:
+        scores = jax.lax.stop_gradient(attribution_scores(params, cfg, batch, k_score, acfg))
+        dropped = drop_mask(scores, batch["attention_mask"], acfg.p, acfg.q, k_drop, acfg.region)
     bias = jnp.where(dropped, mask_value(jnp.float32), 0.0).astype(jnp.float32)
     b, t = batch["input_ids"].shape
     full = jnp.zeros((cfg.num_layers, b, cfg.num_heads, t, t), jnp.float32)
