@@ -77,8 +77,9 @@ def _oracle(hf_dir, batch, scores, fractions=tuple(range(1, 11))):
         masked = [MASK_ID if j in ranked[:k] else t for j, t in enumerate(toks)]
         out["log_odds"].append(np.log(prob(masked)[y]) - np.log(p0))
         out["comprehensiveness"].append(p0 - prob([t for j, t in enumerate(toks) if j not in ranked[:k]])[y])
-        ks = max(k, 1)
-        out["sufficiency"].append(p0 - prob([t for j, t in enumerate(toks) if special[j] or j in ranked[:ks]])[y])
+        # DIG's sufficiency returns 0 when int(0.2 n) is 0 (no rationale to keep)
+        out["sufficiency"].append(p0 - prob([t for j, t in enumerate(toks) if special[j] or j in ranked[:k]])[y]
+                                  if k else 0.0)
         comp, suff, prev = [], [], None
         for v in fractions:  # tenths
             kv = (v * len(cand)) // 10
@@ -109,6 +110,18 @@ def test_metrics_match_independent_torch_loop(model_and_batch):
     np.testing.assert_allclose(sufficiency(params, cfg, batch, scores), got["sufficiency"], atol=1e-6)
     np.testing.assert_allclose(aopc_comprehensiveness(params, cfg, batch, scores), got["aopc_comprehensiveness"],
                                atol=1e-6)
+
+
+def test_sufficiency_is_zero_when_k_rounds_to_zero(model_and_batch):
+    """A 4-token input has int(0.2 * 4) = 0 rationale tokens: DIG returns 0, not p(ŷ) − p(one token)."""
+    cfg, params, batch, scores, _ = model_and_batch
+    short = {k: np.asarray(v)[:1].copy() for k, v in batch.items()}
+    short["attention_mask"][:, 4:] = 0
+    short["word_ids"][:, 3:] = -1
+    got = faithfulness(params, cfg, short, np.asarray(scores)[:1], mask_id=MASK_ID,
+                       metrics=("sufficiency", "comprehensiveness"))
+    assert got["sufficiency"][0] == 0.0
+    assert got["comprehensiveness"][0] == 0.0  # nothing deleted either
 
 
 def test_selection_and_deletion_by_hand():

@@ -59,11 +59,23 @@ def tiny(tmp_path_factory):
     return model
 
 
+def test_quadrature_weights_sum_to_one_and_trapezoid_is_exact_for_lines():
+    for method in METHODS:
+        for n in (2, 5, 10):
+            a, w = quadrature(method, n)
+            want = (n - 1) / n if method == "captum_trapezoid" else 1.0
+            np.testing.assert_allclose(w.sum(), want, atol=1e-12, err_msg=f"{method} n={n}")
+    a, w = quadrature("riemann_trapezoid", 4)
+    np.testing.assert_allclose(w @ (3 * a + 1), 2.5, atol=1e-12)  # the integral of 3a + 1 over [0, 1]
+
+
 def test_quadrature_matches_captum():
     approx = pytest.importorskip("captum.attr._utils.approximation_methods")
     for method in METHODS:
+        if method == "riemann_trapezoid":
+            continue  # ours sums to 1; Captum's weights are `captum_trapezoid`
         a, w = quadrature(method, 7)
-        sizes, alphas = approx.approximation_parameters(method)
+        sizes, alphas = approx.approximation_parameters(method.replace("captum_", "riemann_"))
         np.testing.assert_allclose(a, alphas(7), atol=1e-7)
         np.testing.assert_allclose(w, sizes(7), atol=1e-7)
     with pytest.raises(ValueError):

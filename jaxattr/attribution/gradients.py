@@ -32,7 +32,8 @@ from jaxattr.models.encoder import Params, forward, word_embeddings
 Array = jax.Array
 Baseline = Literal["mask", "pad", "zero"]
 Output = Literal["logit", "prob"]
-METHODS: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+METHODS: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre",
+                             "captum_trapezoid")
 BASELINES: tuple[str, ...] = ("mask", "pad", "zero")
 
 
@@ -52,7 +53,13 @@ class Attribution(NamedTuple):
 
 
 def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(alphas, weights) of an integral over [0, 1], the same rules as Captum's `approximation_parameters`."""
+    """(alphas, weights) of an integral over [0, 1] (Captum's `approximation_parameters` rules, except below).
+
+    `riemann_trapezoid` is the composite trapezoid rule on n equally spaced points including both ends
+    (spacing 1/(n−1), weights summing to 1, exact for linear integrands). `captum_trapezoid` keeps
+    Captum's weights (1/n, halved at the ends: they sum to (n−1)/n, so IG's completeness breaks by a
+    factor) for parity with Captum's `riemann_trapezoid`.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown integration method {method!r}; expected one of {METHODS}")
     n = int(steps)
@@ -63,7 +70,12 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         return (0.5 * (x + 1)).astype(np.float64), (0.5 * w).astype(np.float64)
     w = np.full(n, 1.0 / n)
     kind = method.split("_")[1]
-    if kind == "trapezoid":
+    if method == "riemann_trapezoid":
+        w = np.full(n, 1.0 / (n - 1))
+        w[0] /= 2
+        w[-1] /= 2
+        a = np.linspace(0, 1, n)
+    elif method == "captum_trapezoid":
         w[0] /= 2
         w[-1] /= 2
         a = np.linspace(0, 1, n)

@@ -13,7 +13,8 @@ Definitions (DESIGN.md §3 SIG; the DIG/tint experiment code; ferret for AOPC), 
 * **comprehensiveness** ``Comp = p(ŷ) − p'(ŷ)``: the top-k tokens are *deleted* (the remaining tokens
   close up, so positions are re-numbered exactly as in a shorter input). Higher is better.
 * **sufficiency** ``Suff = p(ŷ) − p'(ŷ)``: only the top-k tokens (and the special tokens) are kept.
-  As in the DIG code, sufficiency keeps at least one token when ``k`` rounds to 0. Lower is better.
+  When ``k`` rounds to 0 (short inputs) sufficiency is 0, as the DIG code returns (no rationale, no
+  perturbation). Lower is better.
 * **AOPC** (ferret): comprehensiveness / sufficiency averaged over ``k_v = int(v · m)`` for
   ``v = 0.1, 0.2, …, 1.0``, where ``m`` is the number of non-special tokens (ferret strips [CLS]/[SEP]
   before taking percentages); thresholds whose ``k_v`` is 0 or equal to the previous threshold's ``k_v``
@@ -139,11 +140,8 @@ def _frac_of(frac: float, n: Array) -> Array:
     return (r * n.astype(jnp.int32)) // 10_000
 
 
-def _ks_fixed(mask: Array, words: Array, frac: float, at_least_one: bool) -> Array:
-    k = _frac_of(frac, mask.sum(-1))  # int(frac * n)
-    if at_least_one:
-        k = jnp.maximum(k, 1)
-    return jnp.minimum(k, words.sum(-1))
+def _ks_fixed(mask: Array, words: Array, frac: float) -> Array:
+    return jnp.minimum(_frac_of(frac, mask.sum(-1)), words.sum(-1))  # int(frac * n), at most the words
 
 
 def _ks_aopc(words: Array, fractions: Sequence[float]) -> tuple[Array, Array]:
@@ -178,9 +176,10 @@ def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], s
 
     groups: list[tuple[str, Array, Array, Array]] = []  # (metric, ids, types, mask) each [B, P, T]
     aopc_ok = None
+    k_fixed = np.asarray(_ks_fixed(mask, words, frac))
     for name in metrics:
         if name in ("log_odds", "comprehensiveness", "sufficiency"):
-            ks = _ks_fixed(mask, words, frac, at_least_one=name == "sufficiency")[:, None]
+            ks = jnp.asarray(k_fixed)[:, None]
         else:
             ks, aopc_ok = _ks_aopc(words, fractions)
         top = topk_masks(scores, words, ks)  # [B, P, T]
@@ -205,8 +204,10 @@ def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], s
         pp = np.take_along_axis(rows, pred[:, None, None], -1)[..., 0]  # [B, P] p'(ŷ)
         if name == "log_odds":
             out[name] = (np.log(np.maximum(pp[:, 0], 1e-30)) - np.log(np.maximum(p0, 1e-30))).astype(np.float64)
-        elif name in ("comprehensiveness", "sufficiency"):
+        elif name == "comprehensiveness":
             out[name] = (p0 - pp[:, 0]).astype(np.float64)
+        elif name == "sufficiency":
+            out[name] = np.where(k_fixed > 0, p0 - pp[:, 0], 0.0).astype(np.float64)  # DIG: 0 when k = 0
         else:
             ok = np.asarray(aopc_ok)
             diff = (p0[:, None] - pp) * ok
