@@ -109,11 +109,15 @@ def test_accumulation_and_loss_match_numpy(regression):
     np.testing.assert_allclose(float(got_p), loss_p, rtol=1e-5)
     np.testing.assert_allclose(float(got_h), loss_h, rtol=1e-5)
     assert abs(loss_p - loss_h) > 1e-4  # the two ponder costs really differ, so each check means something
+    # the default is the DACT-BERT paper's eq. 3 (sum of h_n), in the loss and in the training config
+    np.testing.assert_allclose(float(_loss(params, cfg, jb, tau=0.3)[0]), loss_h, rtol=1e-5)
+    from jaxattr.training.config import TrainConfig
+    assert TrainConfig().dact_ponder == "h"
     # the weight mask: a zero-weight row does not count
     jb["weight"] = jnp.asarray([1.0] * 40 + [0.0] * 8, jnp.float32)
     sub = {k: v[:40] for k, v in batch.items()}
     _, _, l5, _ = _np_reference(cls[:, :40], jax.device_get(params["dact"]), sub["labels"], 0.3, regression)
-    np.testing.assert_allclose(float(_loss(params, cfg, jb, tau=0.3)[0]), l5, rtol=1e-5)
+    np.testing.assert_allclose(float(_loss(params, cfg, jb, tau=0.3, ponder="p")[0]), l5, rtol=1e-5)
 
 
 def test_loss_gradients_reach_heads_and_backbone():

@@ -65,7 +65,7 @@ class TrainConfig:
     addrop: ADDropConfig = dataclasses.field(default_factory=ADDropConfig)
     # DACT (method: dact; see jaxattr/training/dact.py)
     dact_tau: float = 5e-3  # ponder-cost weight
-    dact_ponder: str = "p"  # p: sum_n p_n (DACT code, DESIGN §3) | h: sum_n h_n (paper eq. 3)
+    dact_ponder: str = "h"  # h: sum_n h_n (DACT-BERT eq. 3, the default) | p: sum_n p_n (original DACT)
     dact_halt_bias: float = 0.0  # initial bias of the halting units
 
     @property

@@ -8,8 +8,8 @@ and the outputs are accumulated (paper eqs. 1-2, DESIGN §3):
 The model's output is a_N. Training loss = task loss on a_N + tau * ponder cost.
 
 Notes where the sources differ or are silent (documented decisions):
-  * Ponder cost. The paper's eq. 3 writes tau * sum_i h_i; DESIGN §3 and the task brief pin the original
-    DACT code's sum_n p_n (n = 1..N). Default `ponder="p"` (sum of p_n); `ponder="h"` gives eq. 3.
+  * Ponder cost. Default `ponder="h"`: the DACT-BERT paper's eq. 3, tau * sum_n h_n, chosen by the paper
+    "in contrast to" the original DACT's sum_n p_n (n = 1..N), which is `ponder="p"`.
   * Last layer's halting. Neither source forces h_N: it never enters a_N (a_N uses p_0..p_{N-1}), so it
     only feeds the ponder cost, which drives it towards 0; at inference the bound is trivially true at
     n = N (d = 0), i.e. every example stops after block N at the latest. We keep h_N for uniformity.
@@ -134,7 +134,7 @@ def apply(params: Params, cfg: EncoderConfig, input_ids: Array | None, attention
 apply_jit = jax.jit(apply, static_argnames=("cfg", "deterministic"))
 
 
-def loss(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, tau: float = TAU, ponder: str = "p",
+def loss(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, tau: float = TAU, ponder: str = "h",
          deterministic: bool = True, rng: Array | None = None) -> tuple[Array, dict[str, Array]]:
     """DACT loss = task loss on a_N + tau * ponder cost, a weighted mean over the batch.
 
@@ -166,7 +166,7 @@ def loss(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, tau:
                    "expected_layers": wmean(1.0 + jnp.sum(out.p[:-1], axis=0)), "logits": logits}
 
 
-def make_loss_fn(cfg: EncoderConfig, *, tau: float = TAU, ponder: str = "p") -> Callable[..., tuple[Array, dict]]:
+def make_loss_fn(cfg: EncoderConfig, *, tau: float = TAU, ponder: str = "h") -> Callable[..., tuple[Array, dict]]:
     """`loss_fn(params, batch, rng, deterministic) -> (loss, aux)` for the training engine."""
     def loss_fn(params: Params, batch: Mapping[str, Array], rng: Array, deterministic: bool):
         return loss(params, cfg, batch, tau=tau, ponder=ponder, deterministic=deterministic, rng=rng)
