@@ -68,3 +68,20 @@ def test_iba_curve_below_random_on_finetuned_minilm(finetuned_minilm, tmp_path):
     md, csv = write_table(res, str(tmp_path))
     png = plot_curves(res, str(tmp_path / "curve.png"))
     assert "iba" in open(md).read() and open(png, "rb").read(4) == b"\x89PNG"
+
+
+def test_default_grid_is_the_reference_linspace_and_table_column_is_one_ninth():
+    """The reference deletes at np.linspace(0, 1, 10) of the length; Table 1's "11%" is round(n / 9) tokens,
+    which differs from round(0.11 n) for 146 of the lengths 5..512 (e.g. n = 59: 7 vs 6)."""
+    from jaxattr.evaluation.degradation import TABLE_FRACTION, deletion_masks, grid_fractions
+
+    np.testing.assert_allclose(FRACTIONS, np.linspace(0, 1, 10)[1:])
+    assert grid_fractions("tenths")[0] == 0.1 and len(grid_fractions("tenths")) == 10
+    differ = [n for n in range(5, 513) if round(n / 9) != round(0.11 * n)]
+    assert len(differ) == 146
+    for n in differ[:5] + differ[-2:]:
+        valid = jnp.arange(n + 1) < n
+        special = (jnp.arange(n + 1) == 0) | (jnp.arange(n + 1) == n - 1)
+        scores = jnp.asarray(np.random.default_rng(n).normal(size=n + 1), jnp.float32)
+        got = np.asarray(deletion_masks(scores[None], valid[None], special[None], (TABLE_FRACTION,)))
+        assert got.sum() == round(n / 9), n

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", default=None, help="IBA block (1..L; default round(0.75 L)) or 'all'")
     parser.add_argument("--beta", type=float, default=1e-5, help="IBA beta (paper: 1e-5)")
     parser.add_argument("--noise", default="sequence", choices=("sequence", "dataset", "reference"))
+    parser.add_argument("--grid", default="reference", choices=("reference", "tenths"),
+                        help="deletion fractions: the reference's linspace(0, 1, 10) (default) or 10%% steps")
     parser.add_argument("--ig-steps", type=int, default=10, help="IG steps (paper: 10)")
     parser.add_argument("--lime-samples", type=int, default=100, help="LIME samples (paper: 100)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per input (longer are truncated)")
@@ -101,13 +103,15 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
     from jaxattr.attribution.results import ResultWriter, read_results
     from jaxattr.data.tokenize import bucket_length, pad_batch
     from jaxattr.evaluation.degradation import (
-        FRACTIONS,
         TABLE_FRACTION,
         degradation_probs,
+        grid_fractions,
         plot_curves,
         summarise,
         write_table,
     )
+
+    fractions = grid_fractions(getattr(args, "grid", "reference"))
 
     for m in methods:
         registry.get(m)  # unknown names fail before any work
@@ -128,7 +132,7 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
         for layer in layers:  # IBA with --layer all: one curve per layer
             name = m if len(layers) == 1 else f"{m}@{layer}"
             scores[name] = {r["id"]: r for r in rows if r.get("layer") == layer}
-    fr = tuple(FRACTIONS) + (TABLE_FRACTION,)
+    fr = tuple(fractions) + (TABLE_FRACTION,)
     ids = sorted(by_id, key=lambda i: len(by_id[i]["input_ids"]))
     curves: dict[str, list[np.ndarray]] = {k: [] for k in scores}
     for s in range(0, len(ids), 32):
@@ -141,7 +145,7 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
             target = np.asarray([recs[ex["id"]]["target"] for ex in part], np.int32)
             curves[name].append(degradation_probs(model.params, model.cfg, batch, sc, target, fractions=fr)[1])
     allc = {k: np.concatenate(v) for k, v in curves.items()}
-    res = summarise({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, FRACTIONS)
+    res = summarise({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)
     labels = {k: LABELS.get(k.split("@")[0], k) + (f" (layer {k.split('@')[1]})" if "@" in k else "") for k in allc}
     title = f"Degradation test: {model.source}, {len(examples)} examples, target {args.target}"
     md, csv = write_table(res, str(out), labels=labels, title=title)

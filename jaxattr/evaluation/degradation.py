@@ -2,14 +2,15 @@
 
 Per example of n tokens (special tokens included in n): rank tokens by descending score, delete the
 top `k = round(f·n)` non-special tokens ([CLS]/[SEP] are never deleted; k is capped by their number)
-for f = 10%, 20%, …, 100%, and read the target-class probability of the *original* model on each
+for f on the reference's grid `np.linspace(0, 1, 10)` (0, 1/9, …, 1: the paper's Fig. 1 axis; its
+Table 1 "11%" column is f = 1/9, i.e. round(n/9) tokens) or, as an option, 10%, 20%, …, 100%; and read the target-class probability of the *original* model on each
 degraded input. All (example, step) variants are built as one padded batch on device (deletion closes
 the gaps, as the reference's truncation does) and run through the model in fixed-size chunks under
 `lax.map`: one compiled program per (batch shape, chunk).
 
 Summaries (paper): the mean probability per step p̄, the normalised drop `d = (p̄ − m)/(o − m)` with o
 the mean original probability and m the minimum over methods of the fully degraded mean probability,
-and the absolute drop `o − p̄` after the top 11% are deleted (Table 1).
+and the absolute drop `o − p̄` after the top 1/9 ("11%") are deleted (Table 1).
 """
 
 from __future__ import annotations
@@ -25,12 +26,24 @@ import numpy as np
 
 from jaxattr.attribution.baselines import delete_tokens
 from jaxattr.attribution.iba import special_mask
+from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs
 
 Array = jax.Array
-FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
-TABLE_FRACTION = 0.11  # the paper's Table 1 column
+GRIDS: dict[str, tuple[float, ...]] = {
+    "reference": tuple(float(f) for f in np.linspace(0, 1, 10)[1:]),  # 1/9, 2/9, ..., 1 (the reference code)
+    "tenths": tuple(round(0.1 * i, 1) for i in range(1, 11)),
+}
+FRACTIONS: tuple[float, ...] = GRIDS["reference"]
+TABLE_FRACTION = 1 / 9  # the paper's Table 1 "11%" column: round(n / 9) tokens
+
+
+def grid_fractions(grid: str) -> tuple[float, ...]:
+    """The deletion fractions of a named grid ("reference" | "tenths")."""
+    if grid not in GRIDS:
+        raise UserError(f"degradation grid {grid!r}: use one of {', '.join(GRIDS)}")
+    return GRIDS[grid]
 
 
 def deletion_masks(scores: Array, valid: Array, special: Array, fractions: Sequence[float]) -> Array:
