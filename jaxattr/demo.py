@@ -49,16 +49,16 @@ class DemoConfig:
     sig_steps: int  # Gauss-Legendre points (few suffice for a smooth integrand)
     ig_steps: int
     iba_layer: int  # MiniLM has 6 blocks; the paper's layer 9 of 12 is about block 4 of 6
-    iba_beta: float
+    iba_beta: float | None  # None: IBA's default for its noise mode
     seed: int = 0
 
 
 FULL = DemoConfig(name="default-classifier", train_examples=1600, max_length=48, batch_size=32,
                   learning_rate=1e-4, epochs=1, dev_examples=1000, explain=5, explain_max_tokens=24,
-                  sig_steps=8, ig_steps=16, iba_layer=4, iba_beta=1e-5)
+                  sig_steps=8, ig_steps=16, iba_layer=4, iba_beta=None)
 QUICK = DemoConfig(name="quick-classifier", train_examples=32, max_length=32, batch_size=16,
                    learning_rate=1e-4, epochs=1, dev_examples=32, explain=2, explain_max_tokens=16,
-                   sig_steps=2, ig_steps=2, iba_layer=4, iba_beta=1e-5)
+                   sig_steps=2, ig_steps=2, iba_layer=4, iba_beta=None)
 
 
 # ----------------------------------------------------------------------------------------------

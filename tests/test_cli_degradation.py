@@ -46,3 +46,29 @@ def test_input_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch, cas
     assert degradation(model_dir, "--input", spec, "--methods", "random", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("jaxattr degradation: error:") and needle in err, err
+
+
+def test_reference_comparators_explain_a_fixed_class(model_dir, tmp_path):
+    """ig_ref explains class 0 and lime_ref class 1 whatever the target (the IBA reference code's
+    comparators); where the prediction is that class they equal the ordinary method."""
+    import numpy as np
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(f'{{"text": "{t}"}}\n' for t in TEXTS))
+    out = tmp_path / "out"
+    assert degradation(model_dir, "--input", data, "--methods", "ig,ig_ref,lime,lime_ref", "--out", out) == 0
+    checked_same = checked_other = 0
+    for name, cls in (("ig", 0), ("lime", 1)):
+        plain = {r["id"]: r for r in read_results(out / f"scores_{name}.jsonl")}
+        ref = {r["id"]: r for r in read_results(out / f"scores_{name}_ref.jsonl")}
+        assert {r["target"] for r in ref.values()} == {cls}
+        same = [i for i, r in plain.items() if r["prediction"] == cls]
+        other = [i for i, r in plain.items() if r["prediction"] != cls]
+        for i in same:
+            np.testing.assert_allclose(ref[i]["scores"], plain[i]["scores"], atol=1e-6)
+        if other:
+            assert any(not np.allclose(ref[i]["scores"], plain[i]["scores"], atol=1e-4) for i in other)
+        checked_same += len(same)
+        checked_other += len(other)
+    assert checked_same and checked_other  # both cases were exercised (the two comparators explain 0 and 1)
+    assert "IG (class 0, as the reference)" in (out / "degradation.md").read_text()

@@ -50,6 +50,14 @@ Params = dict[str, Any]
 Noise = Literal["sequence", "dataset", "reference"]
 NOISE_CHOICES: tuple[str, ...] = ("sequence", "dataset", "reference")
 
+# β per noise mode. β multiplies mean(KL); its scale depends on the noise statistics. With the
+# reference's σ = sqrt(1e-5), x_norm ~ 10² and KL ~ 10⁴ per element, so the paper's β = 1e-5 binds. With
+# per-feature statistics ("sequence", "dataset") x_norm ~ 1 and KL ≈ 5 per element at α = 5, so 1e-5 is
+# ~1e-5 of the cross-entropy and the bottleneck does not bind (maps at β = 1e-5 and β = 0 agree, mean
+# Spearman 0.99). 0.3 follows the paper's rule of thumb β ≈ 10·L_CE/L_IB (median β·KL/CE = 14 at the
+# first step on 150 dev tweets with the demo classifier), is where the β sweep moves the maps most from
+# β = 0 (Spearman 0.39), and sits on the drop@1/9 plateau of 0.1-0.3 (docs/results/iba/beta_sweep.md).
+DEFAULT_BETA: dict[str, float] = {"sequence": 0.3, "dataset": 0.3, "reference": 1e-5}
 ALPHA_INIT = 5.0
 LOG_VAR_CLAMP = 10.0
 REFERENCE_VAR = 1e-5  # the reference Estimator's variance floor with one sample (S = 0)
@@ -312,18 +320,27 @@ def _prepare(batch: Mapping[str, Any], target: Any, key: Array):
     return ids, mask, tt, special, tgt, _example_keys(key, ids.shape[0])
 
 
+def default_beta(noise: str) -> float:
+    """The β that binds for a noise mode (`DEFAULT_BETA`)."""
+    if noise not in DEFAULT_BETA:
+        raise UserError(f"noise {noise!r}: use one of {', '.join(NOISE_CHOICES)}")
+    return DEFAULT_BETA[noise]
+
+
 def iba(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, layer: int | str,
-        beta: float = 1e-5, steps: int = 10, samples: int = 10, lr: float = 1.0, key: Array,
+        beta: float | None = None, steps: int = 10, samples: int = 10, lr: float = 1.0, key: Array,
         target: Any = None, noise: Noise = "sequence", noise_stats: NoiseStats | None = None) -> IBAOutput:
     """Information bottleneck attribution for a padded batch (`input_ids`, `attention_mask`, ...).
 
     `layer`: bottleneck on the output of block `layer` (1..L; 0 = embeddings) or "all" (one map per
-    layer 1..L from one compiled program; outputs gain a leading layer axis). `target`: None/"predicted",
-    "gold" (uses `batch["label"]`) or class indices. `key`: one PRNG key (split per example) or one key
-    per example — the same key gives the same map. Pure and jit-able (with `layer`, `steps`,
-    `samples`, `noise` static).
+    layer 1..L from one compiled program; outputs gain a leading layer axis). `beta`: None = the
+    noise mode's `default_beta` (0.3 for per-feature statistics, the paper's 1e-5 for "reference").
+    `target`: None/"predicted", "gold" (uses `batch["label"]`) or class indices. `key`: one PRNG key
+    (split per example) or one key per example — the same key gives the same map. Pure and jit-able
+    (with `layer`, `steps`, `samples`, `noise` static).
     """
     _check(cfg, layer, steps, samples, noise, noise_stats)
+    beta = default_beta(noise) if beta is None else beta
     ids, mask, tt, special, tgt, keys = _prepare(batch, target, key)
     stats = noise_stats if noise == "dataset" else None
     if layer == "all":
@@ -434,7 +451,7 @@ _STATS_CACHE: dict[str, NoiseStats] = {}
 
 
 def _iba_method(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, target: Any, key: Array,
-                layer: int | str | None, beta: float, noise: str, samples: int, steps: int,
+                layer: int | str | None, beta: float | None, noise: str, samples: int, steps: int,
                 noise_stats: str | None = None) -> IBAOutput:
     """The driver's entry: `noise_stats` is a path to an .npz from `save_noise_stats` (for noise='dataset')."""
     if layer is None:  # the paper's 9 of 12 blocks, scaled to the model
@@ -463,7 +480,7 @@ def _validate(o: Mapping[str, Any]) -> None:
     for k in ("samples", "steps"):
         if not isinstance(o[k], int) or o[k] < 1:
             raise UserError(f"--{k} must be an integer >= 1, not {o[k]!r}")
-    if not float(o["beta"]) >= 0:
+    if o["beta"] is not None and not float(o["beta"]) >= 0:
         raise UserError(f"--beta must be >= 0, not {o['beta']!r}")
 
 
@@ -479,7 +496,7 @@ def _register() -> None:
 
     register(MethodSpec(
         name="iba", fn=_iba_method,
-        options={"layer": None, "beta": 1e-5, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
+        options={"layer": None, "beta": None, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
         cost=lambda o: o["samples"], outputs=_outputs, validate=_validate,
         description="information bottleneck on the output of a layer (1-based; default round(0.75 L); 'all')",
     ))

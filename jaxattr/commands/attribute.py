@@ -24,7 +24,8 @@ log = logging.getLogger("jaxattr.attribute")
 METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--steps": ("steps", int, "integration / optimisation steps (IG, SIG: 50; IBA: 10)"),
     "--baseline": ("baseline", str, "IG/SIG/GradientShap baseline: mask (default), pad or zero"),
-    "--integration": ("method", str, "quadrature: gausslegendre (default), riemann_left/right/middle/trapezoid, captum_trapezoid"),
+    "--integration": ("method", str, "quadrature: gausslegendre (default), riemann_left/right/middle/trapezoid, "
+                                     "captum_trapezoid (Captum's weights)"),
     "--unit": ("unit", str, "SIG unit: token (as tint, default) or word (all word pieces of a word at once)"),
     "--samples": ("samples", int, "noise samples (GradientShap: 20; IBA: 10)"),
     "--stdev": ("stdev", float, "GradientShap input noise standard deviation (default 0)"),

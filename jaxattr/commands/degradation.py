@@ -22,7 +22,11 @@ import numpy as np
 from jaxattr.errors import UserError
 
 LABELS = {"iba": "IBA", "ig": "IG", "lime": "LIME", "random": "Random", "sig": "SIG", "gradxinput": "Grad×Input",
-          "saliency": "Saliency", "gradientshap": "GradientShap"}
+          "saliency": "Saliency", "gradientshap": "GradientShap", "ig_ref": "IG (class 0, as the reference)",
+          "lime_ref": "LIME (class 1, as the reference)"}
+# The IBA reference code's comparators: its IG explains softmax[:, 0] and its LIME label 1 (the
+# `explain_instance` default) whatever the target; the curves still read the target's probability.
+COMPARATORS: dict[str, tuple[str, int]] = {"ig_ref": ("ig", 0), "lime_ref": ("lime", 1)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--limit", type=int, default=100, help="first N examples (0 = all; default 100)")
-    parser.add_argument("--methods", default="iba,ig,lime,random", help="comma-separated registered methods")
+    parser.add_argument("--methods", default="iba,ig,lime,random",
+                        help="comma-separated registered methods, plus the IBA reference code's comparators "
+                             "ig_ref (IG of softmax[:, 0]) and lime_ref (LIME of label 1)")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--target", default="predicted", choices=("predicted", "gold"))
     parser.add_argument("--layer", default=None, help="IBA block (1..L; default round(0.75 L)) or 'all'")
-    parser.add_argument("--beta", type=float, default=1e-5, help="IBA beta (paper: 1e-5)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="IBA beta (default: 0.3 for sequence/dataset noise, the paper's 1e-5 for reference)")
     parser.add_argument("--noise", default="sequence", choices=("sequence", "dataset", "reference"))
     parser.add_argument("--grid", default="reference", choices=("reference", "tenths"),
                         help="deletion fractions: the reference's linspace(0, 1, 10) (default) or 10%% steps")
@@ -114,18 +121,22 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
     fractions = grid_fractions(getattr(args, "grid", "reference"))
 
     for m in methods:
-        registry.get(m)  # unknown names fail before any work
+        registry.get(COMPARATORS.get(m, (m,))[0])  # unknown names fail before any work
     by_id = {ex["id"]: ex for ex in examples}
     scores: dict[str, dict[Any, dict[str, Any]]] = {}
     for m in methods:
+        reg, explain = COMPARATORS.get(m, (m, args.target))
+        if reg != m and model.cfg.num_labels <= explain:
+            raise UserError(f"{m} explains class {explain} as the reference does; the model has {model.cfg.num_labels}")
         path = out / f"scores_{m}.jsonl"
-        driver = Driver(model.params, model.cfg, m, _options(args, m, out, model, examples), mask_id=model.mask_id,
-                        pad_id=model.pad_id, output="prob", tokens_per_batch=args.tokens_per_batch, seed=args.seed)
+        driver = Driver(model.params, model.cfg, reg, _options(args, reg, out, model, examples),
+                        mask_id=model.mask_id, pad_id=model.pad_id, output="prob",
+                        tokens_per_batch=args.tokens_per_batch, seed=args.seed)
         with ResultWriter(path, overwrite=args.overwrite) as writer:
             todo = [ex for ex in examples if not writer.is_done(ex["id"])]
             with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
                       disable=not todo) as bar:
-                for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
+                for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
                     writer.write(chunk)
         rows = [r for r in read_results(path) if r["id"] in by_id]
         layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
@@ -142,7 +153,9 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
             sc = np.zeros(batch["input_ids"].shape, np.float32)
             for j, ex in enumerate(part):
                 sc[j, :len(recs[ex["id"]]["scores"])] = recs[ex["id"]]["scores"]
-            target = np.asarray([recs[ex["id"]]["target"] for ex in part], np.int32)
+            # the curve reads the evaluation target, which a reference comparator need not have explained
+            target = np.asarray([recs[ex["id"]]["gold" if args.target == "gold" else "prediction"]
+                                 for ex in part], np.int32)
             curves[name].append(degradation_probs(model.params, model.cfg, batch, sc, target, fractions=fr)[1])
     allc = {k: np.concatenate(v) for k, v in curves.items()}
     res = summarise({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)

@@ -3,10 +3,11 @@
 Per example of n tokens (special tokens included in n): rank tokens by descending score, delete the
 top `k = round(f·n)` non-special tokens ([CLS]/[SEP] are never deleted; k is capped by their number)
 for f on the reference's grid `np.linspace(0, 1, 10)` (0, 1/9, …, 1: the paper's Fig. 1 axis; its
-Table 1 "11%" column is f = 1/9, i.e. round(n/9) tokens) or, as an option, 10%, 20%, …, 100%; and read the target-class probability of the *original* model on each
-degraded input. All (example, step) variants are built as one padded batch on device (deletion closes
-the gaps, as the reference's truncation does) and run through the model in fixed-size chunks under
-`lax.map`: one compiled program per (batch shape, chunk).
+Table 1 "11%" column is f = 1/9, i.e. round(n/9) tokens) or, as an option, 10%, 20%, …, 100%; and read
+the target-class probability of the *original* model on each degraded input. All (example, step)
+variants are built as one padded batch on device (deletion closes the gaps, as the reference's
+truncation does) and run through the model in fixed-size chunks under `lax.map`: one compiled program
+per (batch shape, chunk).
 
 Summaries (paper): the mean probability per step p̄, the normalised drop `d = (p̄ − m)/(o − m)` with o
 the mean original probability and m the minimum over methods of the fully degraded mean probability,
