@@ -6,6 +6,7 @@ Reads the run directory written by `train/dact.py` (stage1/, dact/, deebert/), e
 test subset the training used (from the stage's config.yaml), with batched early exit (halted examples
 leave the batch between blocks), and writes to --out (default: the run directory):
   dact_table.md / dact_table.csv   accuracy, F1, % of layers saved and wall-clock per method
+  per_example.csv                  per test example and method: correct (0/1) and exit layer
   dact_exit_layers.png             exit-layer histogram, DACT (blue) vs DeeBERT (red) (paper Fig. 5)
   dact_ig_<i>.png / dact_ig.json   IG of each block's halting value and of the output (paper Fig. 4)
 The full model is the stage-1 model (= DeeBERT with threshold 0: its final classifier is unchanged).
@@ -100,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     exits_by: dict[str, np.ndarray] = {}
 
+    per_example: dict[str, np.ndarray] = {"label": np.asarray(labels)}
+
     def add(name: str, s: str, exits: np.ndarray, probs: np.ndarray, seconds: float) -> None:
         m = classification_metrics(probs, labels)
+        key = name if s == "-" else f"{name} S={s}"
+        per_example[f"{key}: correct"] = (probs.argmax(-1) == labels).astype(int)
+        per_example[f"{key}: exit"] = np.asarray(exits)
         rows.append({"method": name, "S": s, "accuracy": m["accuracy"], "f1": m["f1"],
                      "saved": 1.0 - float(exits.mean()) / L, "mean_layers": float(exits.mean()),
                      "seconds": seconds, "examples": len(labels)})
@@ -135,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     same = float((a_n.argmax(-1) == pr.argmax(-1)).mean())
 
     _write_table(rows, out, cfg, len(labels), same, tcfg)
+    with (out / "per_example.csv").open("w", newline="") as f:  # for paired statistics
+        w = csv.writer(f)
+        w.writerow(per_example)
+        w.writerows(zip(*per_example.values()))
     hist_s = args.hist_threshold if args.hist_threshold is not None else thresholds[len(thresholds) // 2]
     _histogram(exits_by["DACT-BERT"], exits_by[f"DeeBERT S={hist_s:g}"], f"DeeBERT (S={hist_s:g})", L,
                out / "dact_exit_layers.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from test_cli_attribute import TEXTS
 from test_gradients import tiny_model
@@ -28,6 +29,17 @@ def test_limit_takes_the_first_rows(model_dir, tmp_path):
     assert degradation(model_dir, "--input", data, "--methods", "random", "--limit", 2, "--out", out) == 0
     assert [r["id"] for r in read_results(out / "scores_random.jsonl")] == [0, 1]
     assert (out / "degradation.md").exists() and (out / "degradation.png").exists()
+    # per-example curves: one row per example; p_0 is the unmasked input, p_table the 1/9 deletion (= p_1 on
+    # the reference grid), and the mean over rows is the table's curve
+    import csv
+
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["id"]) for r in rows) == [0, 1] and {r["method"] for r in rows} == {"random"}
+    assert all(float(r["p_table"]) == float(r["p_1"]) for r in rows)
+    with open(out / "degradation.csv") as f:
+        drop = float(next(csv.DictReader(f))["drop_11"])
+    assert np.mean([float(r["p_0"]) - float(r["p_table"]) for r in rows]) == pytest.approx(drop, abs=1e-5)
 
 
 @pytest.mark.parametrize("case,needle", [("splits", "choose one with --split"), ("no_rows", "no examples")])

@@ -45,6 +45,14 @@ def test_lr_schedule_warmup_then_linear_decay():
     np.testing.assert_allclose([float(s(i)) for i in (0, 1, 2, 6, 10)], [0, 5e-4, 1e-3, 5e-4, 0], atol=1e-9)
 
 
+def test_lr_schedule_constant_after_warmup():
+    """The AD-DROP reference code's schedule: warm-up (if any), then the learning rate held."""
+    s = lr_schedule(1e-3, total_steps=10, warmup_steps=2, kind="constant")
+    np.testing.assert_allclose([float(s(i)) for i in (0, 1, 2, 6, 10)], [0, 5e-4, 1e-3, 1e-3, 1e-3], atol=1e-9)
+    s0 = lr_schedule(1e-3, total_steps=10, warmup_steps=0, kind="constant")
+    np.testing.assert_allclose([float(s0(i)) for i in (0, 9)], [1e-3, 1e-3], atol=1e-9)
+
+
 def test_weight_decay_not_applied_to_bias(tiny_bert):
     """With zero gradients, AdamW only decays: kernels shrink, biases and LayerNorm stay."""
     _, params = tiny_bert

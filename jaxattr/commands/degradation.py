@@ -158,12 +158,28 @@ def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[st
                                  for ex in part], np.int32)
             curves[name].append(degradation_probs(model.params, model.cfg, batch, sc, target, fractions=fr)[1])
     allc = {k: np.concatenate(v) for k, v in curves.items()}
+    per_example = _write_per_example(out / "per_example.csv", ids, allc, by_id, fractions)
     res = summarise({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)
     labels = {k: LABELS.get(k.split("@")[0], k) + (f" (layer {k.split('@')[1]})" if "@" in k else "") for k in allc}
     title = f"Degradation test: {model.source}, {len(examples)} examples, target {args.target}"
     md, csv = write_table(res, str(out), labels=labels, title=title)
     png = plot_curves(res, str(out / "degradation.png"), labels=labels, title="Degradation test")
-    return res, [md, csv, png]
+    return res, [md, csv, png, per_example]
+
+
+def _write_per_example(path: Path, ids: list, curves: dict[str, np.ndarray], by_id: dict, fractions) -> str:
+    """One row per (example, method): the target probability after each deletion step (column p_0 is the
+    original input), so reports can bootstrap and pair methods on the same examples."""
+    import csv
+
+    cols = [f"p_{i}" for i in range(len(fractions) + 1)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "method", "tokens", *cols, "p_table"])
+        for name, c in curves.items():
+            for i, row in zip(ids, c):
+                w.writerow([i, name, len(by_id[i]["input_ids"]), *(f"{v:.6g}" for v in row)])
+    return str(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class TrainConfig:
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    lr_schedule: str = "linear"  # linear (warm-up, then decay to 0) | constant (after warm-up; AD-DROP's code)
     max_grad_norm: float | None = 1.0
     dtype: str = "float32"  # float32 | bfloat16 (compute; params stay float32)
     seed: int = 0
@@ -95,6 +96,8 @@ class TrainConfig:
             raise UserError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise UserError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if self.dact_ponder not in ("p", "h"):
             raise UserError(f"dact_ponder must be 'p' or 'h', got {self.dact_ponder!r}")
         if self.learning_rate <= 0:

@@ -37,9 +37,15 @@ def decay_mask(params: Params) -> Params:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def lr_schedule(learning_rate: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
-    """0 -> learning_rate over `warmup_steps`, then linearly to 0 at `total_steps`."""
+def lr_schedule(learning_rate: float, total_steps: int, warmup_steps: int, kind: str = "linear") -> optax.Schedule:
+    """0 -> learning_rate over `warmup_steps`, then linearly to 0 at `total_steps` (`linear`), or held at
+    learning_rate (`constant`: the AD-DROP reference code's schedule)."""
     warmup_steps = max(0, min(warmup_steps, total_steps))
+    if kind == "constant":
+        if warmup_steps == 0:
+            return optax.constant_schedule(learning_rate)
+        return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                                     optax.constant_schedule(learning_rate)], [warmup_steps])
     decay = optax.linear_schedule(learning_rate, 0.0, max(1, total_steps - warmup_steps))
     if warmup_steps == 0:
         return decay
@@ -48,9 +54,9 @@ def lr_schedule(learning_rate: float, total_steps: int, warmup_steps: int) -> op
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.01,
                    max_grad_norm: float | None = 1.0, b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8) -> optax.GradientTransformation:
-    """AdamW (decoupled weight decay, none on bias/LayerNorm) with warm-up + linear decay."""
-    tx = optax.adamw(lr_schedule(learning_rate, total_steps, warmup_steps), b1=b1, b2=b2, eps=eps,
+                   eps: float = 1e-8, schedule: str = "linear") -> optax.GradientTransformation:
+    """AdamW (decoupled weight decay, none on bias/LayerNorm) with warm-up + linear decay (or constant)."""
+    tx = optax.adamw(lr_schedule(learning_rate, total_steps, warmup_steps, schedule), b1=b1, b2=b2, eps=eps,
                      weight_decay=weight_decay, mask=decay_mask)
     if max_grad_norm:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)

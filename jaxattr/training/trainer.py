@@ -232,7 +232,8 @@ def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     if spe == 0:
         raise UserError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
     total = spe * cfg.epochs
-    tx = make_optimizer(cfg.learning_rate, total, int(cfg.warmup_ratio * total), cfg.weight_decay, cfg.max_grad_norm)
+    tx = make_optimizer(cfg.learning_rate, total, int(cfg.warmup_ratio * total), cfg.weight_decay, cfg.max_grad_norm,
+                        schedule=cfg.lr_schedule)
     if method.optimizer is not None:
         tx = method.optimizer(tx)
     engine = Engine(tx, method.loss_fn, mesh=mesh, grad_accum=cfg.grad_accum, modes=method.modes)
