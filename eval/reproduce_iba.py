@@ -7,8 +7,9 @@ Each part is one `jaxattr degradation` run (resumable: attributions are kept und
 target=predicted part reuses the target=gold attributions of the correctly classified examples, which
 explain the same class) on the reference grid np.linspace(0, 1, 10); its per-example curves go to
 `OUT/<part>/per_example.csv`. The report `OUT/README.md` gives, per part, each method's drop at 1/9
-of the tokens (the paper's "11%") as mean and 95% bootstrap CI, the area under the normalised curve d (Fig. 1), and the paired difference IBA − X on the same
-examples (bootstrap CI and Wilcoxon), with the paper's value beside ours. `--report-only` rewrites the report.
+of the tokens (the paper's "11%") as mean and 95% bootstrap CI, the area under the normalised curve d
+(Fig. 1), and the paired difference IBA − X on the same examples (bootstrap CI and Wilcoxon), with the
+paper's value beside ours. `--report-only` rewrites the report.
 """
 
 from __future__ import annotations
