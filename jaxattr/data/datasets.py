@@ -21,11 +21,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 
 from jaxattr.data.tokenize import BUCKETS, Example, bucket_length, encode_texts, pad_batch
-from jaxattr.errors import UserError
+from jaxattr.errors import LazyModule, UserError
+
+# imported where a dataset is built: text or JSONL attribution runs without it
+datasets = LazyModule("datasets", "loading corpora and tables")
 
 log = logging.getLogger(__name__)
 
