@@ -13,7 +13,8 @@ import torch
 import transformers
 
 VOCAB = 100
-FAMILIES = ("bert", "roberta", "distilbert", "electra")
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert")
+ROBERTA_LAYOUT = ("roberta", "xlm-roberta", "camembert")  # positions from pad_token_id + 1, no token types
 WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "self", "driving", "i", "you",
          "it", "is", "not", "very", "news", "sport", "##s", "##ing", "##ed", "!", ".", ",", "?"]
 
@@ -27,11 +28,12 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
     if family == "bert":
         return transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                        intermediate_size=37, type_vocab_size=2, **common)
-    if family == "roberta":
+    if family in ROBERTA_LAYOUT:
         common["max_position_embeddings"] = 66  # RoBERTa positions start at pad_token_id + 1
-        return transformers.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                          intermediate_size=37, type_vocab_size=1, pad_token_id=1,
-                                          bos_token_id=0, eos_token_id=2, **common)
+        cls = {"roberta": transformers.RobertaConfig, "xlm-roberta": transformers.XLMRobertaConfig,
+               "camembert": transformers.CamembertConfig}[family]
+        return cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                   type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)
     if family == "distilbert":
         return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
     if family == "electra":  # embedding_size != hidden_size exercises the projection
@@ -80,7 +82,7 @@ def save_tokenizer(path: Path) -> None:
 def random_batch(family: str, lengths=(16, 9, 5, 12), length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """A padded batch of mixed lengths with valid ids (never the pad id) and random token types."""
     rng = np.random.default_rng(seed)
-    pad = 1 if family == "roberta" else 0
+    pad = 1 if family in ROBERTA_LAYOUT else 0
     b = len(lengths)
     ids = np.full((b, length), pad, np.int32)
     mask = np.zeros((b, length), np.int32)

@@ -40,6 +40,7 @@ class EncoderConfig:
     classifier_dropout_rate: float | None = None  # None = dropout_rate
     dtype: str = "float32"  # compute dtype; parameters are always float32
     label_names: tuple[str, ...] | None = None
+    hf_model_type: str | None = None  # HF model_type of an alias (xlm-roberta, camembert: RoBERTa's layout)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -27,7 +27,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt")
 _PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
-         "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification"}
+         "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification",
+         "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification"}
+# HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
+ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}
 
 
 class CheckpointError(UserError):
@@ -36,9 +39,12 @@ class CheckpointError(UserError):
 
 def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
     """Translate a HF `config.json` dict into an EncoderConfig."""
-    family = hf.get("model_type")
+    hf_type = hf.get("model_type")
+    family = ALIASES.get(hf_type, hf_type)
     if family not in _PREFIX:
-        raise CheckpointError(f"unsupported architecture model_type={family!r}; supported: {sorted(_PREFIX)}")
+        raise CheckpointError(f"unsupported architecture model_type={hf_type!r}; supported: "
+                              f"{sorted([*_PREFIX, *ALIASES])}")
+    alias = hf_type if hf_type in ALIASES else None
     id2label = hf.get("id2label")
     num_labels = len(id2label) if id2label else hf.get("num_labels", 2)
     regression = hf.get("problem_type") == "regression" or num_labels == 1
@@ -67,13 +73,14 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
-        classifier_dropout_rate=hf.get("classifier_dropout"), label_names=labels)
+        classifier_dropout_rate=hf.get("classifier_dropout"), label_names=labels, hf_model_type=alias)
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
     """A HF `config.json` dict for `cfg` with a sequence-classification architecture."""
     labels = cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
-    common = {"architectures": [_ARCH[cfg.family]], "model_type": cfg.family, "vocab_size": cfg.vocab_size,
+    model_type = cfg.hf_model_type or cfg.family
+    common = {"architectures": [_ARCH[model_type]], "model_type": model_type, "vocab_size": cfg.vocab_size,
               "max_position_embeddings": cfg.max_position_embeddings, "pad_token_id": cfg.pad_token_id,
               "id2label": {str(i): lab for i, lab in enumerate(labels)},
               "label2id": {lab: i for i, lab in enumerate(labels)},
