@@ -1,4 +1,4 @@
-"""One way to get a model: `load_model(spec)` for a jaxattr checkpoint, a HF directory or `minilm`.
+"""One way to get a model: `load_model(spec)` for a jaxattr checkpoint, a HF directory, a Hub name or `minilm`.
 
 A `Model` bundles what every command needs: the config, the params and the tokenizer.
 """
@@ -6,6 +6,8 @@ A `Model` bundles what every command needs: the config, the params and the token
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,44 @@ def load_minilm(num_labels: int = 2, seed: int = 0, label_names: tuple[str, ...]
     return Model(cfg, params, load_tokenizer(d), "minilm")
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")  # ORG/NAME[@REVISION]
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", *VOCAB_FILES,
+             "tokenizer_config.json", "special_tokens_map.json", "merges.txt", "added_tokens.json"]
+
+
+def is_hub_name(spec: str) -> bool:
+    """`ORG/NAME[@REVISION]` that is not an existing path."""
+    return not Path(spec).exists() and bool(HUB_NAME.match(spec)) and "/" in spec.partition("@")[0]
+
+
+def resolve_hub_name(name: str) -> Path:
+    """`ORG/NAME[@REVISION]` -> its snapshot directory: the local HF cache first, then a download when the
+    Hub is reachable. Offline (`HF_HUB_OFFLINE=1`, or no network) a model not in the cache is a one-line
+    error. Only safetensors weights and tokenizer files are fetched (`.bin` files run pickles)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, _, revision = name.partition("@")
+    cache = os.environ.get("HF_HUB_CACHE") or None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    kwargs = {"repo_id": repo, "revision": revision or None, "cache_dir": cache, "allow_patterns": HUB_FILES}
+    try:
+        return Path(snapshot_download(**kwargs, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    hint = (f"model {name!r} is not in the Hugging Face cache ({cache or 'the default HF_HUB_CACHE'}); "
+            f"download it where there is network (`hf download {repo}`) or pass a local directory")
+    if offline:
+        raise UserError(hint + " (HF_HUB_OFFLINE is set)")
+    try:
+        return Path(snapshot_download(**kwargs))
+    except Exception as e:  # noqa: BLE001 - no network, unknown repo, gated repo: one line
+        raise UserError(f"{hint} ({type(e).__name__})") from None
+
+
 def load_model(spec: str | Path) -> Model:
-    """`minilm`, `default` (the demo's fine-tuned classifier), a jaxattr checkpoint dir or a HF dir."""
+    """`minilm`, `default` (the demo's fine-tuned classifier), a jaxattr checkpoint dir, a HF dir or a Hub
+    name `ORG/NAME[@REVISION]` (resolved through the local HF cache; see `resolve_hub_name`)."""
     spec = str(spec)
     if spec == "minilm":
         return load_minilm()
@@ -76,8 +114,10 @@ def load_model(spec: str | Path) -> Model:
 
         spec = str(default_model_dir(required=True))
     path = Path(spec)
+    if is_hub_name(spec):
+        path = resolve_hub_name(spec)
     if not path.is_dir():
-        raise UserError(f"model {spec!r} is not a directory, 'minilm' or 'default'")
+        raise UserError(f"model {spec!r} is not a directory, a Hub name ORG/NAME, 'minilm' or 'default'")
     if (path / CHECKPOINT_MARKER).exists():
         from jaxattr.models.checkpoint import load_checkpoint
 
