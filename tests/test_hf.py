@@ -102,3 +102,17 @@ def test_pytorch_bin_checkpoint(tmp_path):
     batch = random_batch("electra", seed=6)
     np.testing.assert_allclose(np.asarray(forward_batch(params, cfg, batch).logits), hf_logits(model, batch, "electra"),
                                atol=1e-5, rtol=0)
+
+
+def test_sharded_safetensors(tmp_path):
+    """Large Hub checkpoints ship `model.safetensors.index.json` and shards; a missing shard is named."""
+    model = save_tiny("roberta", tmp_path / "one", num_labels=2, seed=3)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    cfg, params = load_hf_dir(tmp_path / "sharded")
+    batch = random_batch("roberta", seed=2)
+    np.testing.assert_allclose(np.asarray(forward_batch(params, cfg, batch).logits), hf_logits(model, batch, "roberta"),
+                               atol=1e-5, rtol=0)
+    (tmp_path / "sharded" / shards[-1]).unlink()
+    _one_line_error(lambda: load_hf_dir(tmp_path / "sharded"), shards[-1], "missing")

@@ -142,13 +142,19 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
 
 def _read_state_dict(hf_dir: Path) -> dict[str, np.ndarray]:
     st, binf = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    index = hf_dir / "model.safetensors.index.json"
     if st.exists():
-        from safetensors.numpy import load_file
-
+        sd = _read_safetensors(st)
+    elif index.exists():  # sharded: the index maps every tensor to its shard file
         try:
-            sd = load_file(str(st))
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-            raise CheckpointError(f"{st}: cannot read safetensors file ({e})") from None
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+            raise CheckpointError(f"{index}: not a safetensors index (no weight_map)") from None
+        sd = {}
+        for shard in shards:
+            if not (hf_dir / shard).exists():
+                raise CheckpointError(f"{index} names the shard {shard}, which is missing")
+            sd.update(_read_safetensors(hf_dir / shard))
     elif binf.exists():
         try:
             import torch
@@ -156,10 +162,19 @@ def _read_state_dict(hf_dir: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{binf}: reading .bin checkpoints needs torch; convert to safetensors") from None
         sd = {k: v.float().numpy() for k, v in torch.load(binf, map_location="cpu", weights_only=True).items()}
     else:
-        raise CheckpointError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
+        raise CheckpointError(f"{hf_dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
     # Old TF-converted checkpoints use gamma/beta for LayerNorm.
     return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"):
             np.asarray(v, np.float32) for k, v in sd.items()}
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
 
 
 def params_from_state_dict(cfg: EncoderConfig, sd: dict[str, np.ndarray], *, seed: int = 0,
