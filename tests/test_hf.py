@@ -116,3 +116,10 @@ def test_sharded_safetensors(tmp_path):
                                atol=1e-5, rtol=0)
     (tmp_path / "sharded" / shards[-1]).unlink()
     _one_line_error(lambda: load_hf_dir(tmp_path / "sharded"), shards[-1], "missing")
+
+
+@pytest.mark.parametrize("extra,needle", [({"position_embedding_type": "relative_key"}, "relative_key"),
+                                          ({"problem_type": "multi_label_classification"}, "multi_label")])
+def test_unsupported_config_switches_are_refused_not_ignored(tmp_path, extra, needle):
+    save_tiny("bert", tmp_path, num_labels=3, **extra)
+    _one_line_error(lambda: load_hf_dir(tmp_path), needle, "not supported")

@@ -45,6 +45,12 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         raise CheckpointError(f"unsupported architecture model_type={hf_type!r}; supported: "
                               f"{sorted([*_PREFIX, *ALIASES])}")
     alias = hf_type if hf_type in ALIASES else None
+    pos = hf.get("position_embedding_type") or "absolute"
+    if pos != "absolute":  # relative_key(_query) would need the relative-distance embeddings: refuse, never ignore
+        raise CheckpointError(f"position_embedding_type={pos!r} is not supported (only 'absolute')")
+    if hf.get("problem_type") == "multi_label_classification":
+        raise CheckpointError("problem_type='multi_label_classification' is not supported (single-label "
+                              "classification or regression); its sigmoid targets would be explained as softmax")
     id2label = hf.get("id2label")
     num_labels = len(id2label) if id2label else hf.get("num_labels", 2)
     regression = hf.get("problem_type") == "regression" or num_labels == 1
