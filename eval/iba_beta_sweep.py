@@ -20,8 +20,9 @@ import jax
 import numpy as np
 from scipy.stats import spearmanr
 
-from jaxattr.attribution.iba import estimate_noise_stats, iba_beta_sweep, special_mask
+from jaxattr.attribution.iba import estimate_noise_stats, iba_beta_sweep
 from jaxattr.data import bucket_length, encode_texts, load_corpus, pad_batch
+from jaxattr.data.batch import special_mask
 from jaxattr.evaluation.degradation import TABLE_FRACTION, degradation_probs
 from jaxattr.models.loading import load_model
 

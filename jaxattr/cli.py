@@ -1,4 +1,5 @@
-"""The `jaxattr` command. Each subcommand lives in `jaxattr/commands/<name>.py` with two functions:
+"""The `jaxattr` command. Each subcommand lives in `jaxattr/commands/<name>.py` (the demo in `jaxattr/demo.py`)
+with two functions:
 `add_arguments(parser)` and `run(args) -> int`. Modules are imported lazily so `--help` is fast.
 
 User mistakes raise `jaxattr.errors.UserError`; they are printed as one line on stderr (exit 2).
@@ -24,8 +25,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+MODULES: dict[str, str] = {"demo": "jaxattr.demo"}  # the demo is its own layer; the rest are commands/
+
+
 def _module(name: str):
-    return importlib.import_module(f"jaxattr.commands.{name}")
+    return importlib.import_module(MODULES.get(name, f"jaxattr.commands.{name}"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -28,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from jaxattr.errors import UserError
+from jaxattr.models.loading import CHECKPOINT_MARKER, DEFAULT_CLASSIFIER, QUICK_CLASSIFIER, cache_root
+from jaxattr.models.loading import default_model_dir as default_model_dir
 
-CHECKPOINT_MARKER = "jaxattr.json"  # jaxattr.models.loading.CHECKPOINT_MARKER
 INFO_FILE = "demo.json"
 
 
@@ -53,38 +55,16 @@ class DemoConfig:
     seed: int = 0
 
 
-FULL = DemoConfig(name="default-classifier", train_examples=1600, max_length=48, batch_size=32,
+FULL = DemoConfig(name=DEFAULT_CLASSIFIER, train_examples=1600, max_length=48, batch_size=32,
                   learning_rate=1e-4, epochs=1, dev_examples=1000, explain=5, explain_max_tokens=24,
                   sig_steps=8, ig_steps=16, iba_layer=4, iba_beta=None)
-QUICK = DemoConfig(name="quick-classifier", train_examples=32, max_length=32, batch_size=16,
+QUICK = DemoConfig(name=QUICK_CLASSIFIER, train_examples=32, max_length=32, batch_size=16,
                    learning_rate=1e-4, epochs=1, dev_examples=32, explain=2, explain_max_tokens=16,
                    sig_steps=2, ig_steps=2, iba_layer=4, iba_beta=None)
 
 
 # ----------------------------------------------------------------------------------------------
 # Cache locations
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir`, else `$JAXATTR_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxattr`, else `~/.cache/jaxattr`."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("JAXATTR_CACHE_DIR"):
-        return Path(os.environ["JAXATTR_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "jaxattr"
-
-
-def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir: str | Path | None = None) -> Path:
-    """Directory of the demo's cached classifier (what `--model default` loads).
-
-    With `required=True` a missing classifier is a UserError telling the user to run `jaxattr demo`.
-    """
-    d = cache_root(cache_dir) / (QUICK if quick else FULL).name
-    if required and not (d / CHECKPOINT_MARKER).exists():
-        raise UserError(f"no default classifier in {d}: run `jaxattr demo` (or `make demo`) once to fine-tune "
-                        "and cache it, or pass --model with a checkpoint directory")
-    return d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,23 +228,27 @@ def degradation_plot(model: Any, examples: list[dict[str, Any]], results: dict[s
     """The IBA paper's degradation test over the explained tweets, a random ranking alongside
     (`jaxattr.evaluation.degradation`): `degradation.png`/`.md`/`.csv` in `out_dir`. Returns the plot
     and the area under each method's normalised curve (lower = the prediction collapses sooner)."""
-    from jaxattr.commands import evaluate as ev
+    from jaxattr.data.tokenize import bucket_length, pad_batch
+    from jaxattr.evaluation import degradation as dg
 
     results = dict(results)
     results["random"] = explain(model, examples, {"random": {}}, seed=seed)["random"]
-    records = []
+    batch = pad_batch(examples, bucket_length(max(len(ex["input_ids"]) for ex in examples)), model.pad_id)
+    fractions = tuple(dg.FRACTIONS) + (dg.TABLE_FRACTION,)
+    curves, at_table = {}, {}
     for m, rows in results.items():
-        batch, scores = ev._padded_batch(examples, [r["scores"] for r in rows], model.pad_id)
+        scores = np.zeros(batch["input_ids"].shape, np.float32)
+        for i, r in enumerate(rows):
+            scores[i, :len(r["scores"])] = r["scores"]
         target = np.asarray([r["target"] for r in rows], np.int32)
-        _, curves, p11 = ev.degradation_probs(model, batch, scores, target)
-        for i, ex in enumerate(examples):
-            records.append({"method": m, "id": ex["id"], "degradation_curve": [float(p) for p in curves[i]],
-                            "degradation_p11": float(p11[i])})
-    written = ev.write_degradation(records, list(results), out_dir,
-                                   title=f"{len(examples)} held-out tweets, MiniLM demo classifier")
-    if written is None:
-        raise UserError("the degradation test produced no curves")
-    return written[1], written[0]
+        _, p = dg.degradation_probs(model.params, model.cfg, batch, scores, target, fractions=fractions)
+        curves[m], at_table[m] = np.asarray(p[:, :-1]), np.asarray(p[:, -1])
+    res = dg.summarise(curves, at_table, dg.FRACTIONS)
+    labels = {m: m.upper() for m in results}
+    title = f"{len(examples)} held-out tweets, MiniLM demo classifier"
+    dg.write_table(res, str(out_dir), labels=labels, title=title)
+    png = Path(dg.plot_curves(res, str(out_dir / "degradation.png"), labels=labels, title=title))
+    return png, {m: r["auc_normalised"] for m, r in zip(res.mean_probs, dg.result_rows(res))}
 
 
 def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_dir: str | Path | None = None,
@@ -315,3 +299,25 @@ def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_di
     say(f"done in {time.time() - t0:.0f} s")
     return {"dev_accuracy": info["dev_accuracy"], "trained": trained, "results": results, "html": str(html),
             "plot": str(plot), "degradation_auc": auc, "model_dir": str(where)}
+
+
+# ----------------------------------------------------------------------------------------------
+# `jaxattr demo [--quick] [--cache-dir DIR] [--out DIR] [--retrain] [--no-color]`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny training run into a separate cache dir (CI: the full path, in seconds)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where the classifier is cached (default: $JAXATTR_CACHE_DIR, "
+                             "$XDG_CACHE_HOME/jaxattr or ~/.cache/jaxattr)")
+    parser.add_argument("--out", default=None, help="where the HTML report and plot go (default: CACHE/demo)")
+    parser.add_argument("--retrain", action="store_true", help="fine-tune again even if a classifier is cached")
+    parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default: colours on a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`jaxattr demo` (the CLI's shell: cli.py finds it here)."""
+    run_demo(quick=args.quick, cache_dir=args.cache_dir, out_dir=args.out, retrain=args.retrain,
+             colour=False if args.no_color else None)
+    return 0

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxattr.attribution.baselines import delete_tokens
+from jaxattr.data.batch import delete_tokens
 from jaxattr.errors import UserError
 from jaxattr.evaluation.faithfulness import (
     METRICS,

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxattr.data.batch import special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import classify, embed, run_layers, word_embeddings
@@ -86,23 +87,6 @@ class IBAOutput(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------
 # Batch helpers
-
-
-def special_mask(batch: Mapping[str, Any]) -> Array:
-    """True on special tokens ([CLS], [SEP], ...) of valid positions.
-
-    Uses `special_tokens_mask` if present, else `word_ids < 0` (`pad_batch` output), else the first and
-    the last valid position.
-    """
-    mask = jnp.asarray(batch["attention_mask"]).astype(bool)
-    if "special_tokens_mask" in batch:
-        return jnp.asarray(batch["special_tokens_mask"]).astype(bool) & mask
-    if "word_ids" in batch:
-        return (jnp.asarray(batch["word_ids"]) < 0) & mask
-    t = mask.shape[-1]
-    last = jnp.sum(mask, axis=-1, keepdims=True) - 1
-    pos = jnp.arange(t)
-    return ((pos == 0) | (pos == last)) & mask
 
 
 def resolve_target(batch: Mapping[str, Any], target: Any, logits: Array) -> Array:

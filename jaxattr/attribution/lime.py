@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxattr.attribution.baselines import delete_tokens
-from jaxattr.attribution.iba import _example_keys, special_mask
+from jaxattr.attribution.iba import _example_keys
+from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattr.attribution.baselines import delete_tokens
-from jaxattr.attribution.iba import special_mask
+from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs

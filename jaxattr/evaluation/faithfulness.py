@@ -24,7 +24,7 @@ Definitions (DESIGN.md §3 SIG; the DIG/tint experiment code; ferret for AOPC), 
 All metrics are per example (arrays of shape ``[B]``); the papers report the mean over examples.
 
 Vectorisation: every perturbation of every example is built as one ``[B·P, T]`` batch by pure jnp
-functions (`topk_masks`, `replace_tokens`, and `jaxattr.attribution.baselines.delete_tokens`), then run
+functions (`topk_masks`, `replace_tokens`, and `jaxattr.data.batch.delete_tokens`), then run
 through the encoder in fixed-size chunks under one `jit` per (chunk, bucket length) shape.
 """
 
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattr.attribution.baselines import delete_tokens
+from jaxattr.data.batch import delete_tokens
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, predict_probs

@@ -17,6 +17,8 @@ from jaxattr.models.encoder import Params
 from jaxattr.models.hf import load_hf_dir
 
 CHECKPOINT_MARKER = "jaxattr.json"  # present in every jaxattr checkpoint directory
+DEFAULT_CLASSIFIER = "default-classifier"  # what `jaxattr demo` fine-tunes and `--model default` loads
+QUICK_CLASSIFIER = "quick-classifier"  # `jaxattr demo --quick`
 VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                "tokenizer.model")  # at least one holds the vocabulary
 
@@ -103,6 +105,28 @@ def resolve_hub_name(name: str) -> Path:
         raise UserError(f"{hint} ({type(e).__name__})") from None
 
 
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir`, else `$JAXATTR_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxattr`, else `~/.cache/jaxattr`."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("JAXATTR_CACHE_DIR"):
+        return Path(os.environ["JAXATTR_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "jaxattr"
+
+
+def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """Directory of the demo's cached classifier (what `--model default` loads).
+
+    With `required=True` a missing classifier is a UserError telling the user to run `jaxattr demo`.
+    """
+    d = cache_root(cache_dir) / (QUICK_CLASSIFIER if quick else DEFAULT_CLASSIFIER)
+    if required and not (d / CHECKPOINT_MARKER).exists():
+        raise UserError(f"no default classifier in {d}: run `jaxattr demo` (or `make demo`) once to fine-tune "
+                        "and cache it, or pass --model with a checkpoint directory")
+    return d
+
+
 def load_model(spec: str | Path) -> Model:
     """`minilm`, `default` (the demo's fine-tuned classifier), a jaxattr checkpoint dir, a HF dir or a Hub
     name `ORG/NAME[@REVISION]` (resolved through the local HF cache; see `resolve_hub_name`)."""
@@ -110,8 +134,6 @@ def load_model(spec: str | Path) -> Model:
     if spec == "minilm":
         return load_minilm()
     if spec == "default":
-        from jaxattr.demo import default_model_dir  # the demo's cached classifier
-
         spec = str(default_model_dir(required=True))
     path = Path(spec)
     if is_hub_name(spec):
