@@ -121,7 +121,7 @@ def test_sufficiency_is_zero_when_k_rounds_to_zero(model_and_batch):
     got = faithfulness(params, cfg, short, np.asarray(scores)[:1], mask_id=MASK_ID,
                        metrics=("sufficiency", "comprehensiveness"))
     assert got["sufficiency"][0] == 0.0
-    assert got["comprehensiveness"][0] == 0.0  # nothing deleted either
+    assert abs(got["comprehensiveness"][0]) < 1e-6  # nothing deleted either (up to float32 rounding)
 
 
 def test_selection_and_deletion_by_hand():
