@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattr.data.batch import delete_tokens
+from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, predict_probs
@@ -52,23 +52,6 @@ AOPC_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11
 
 
 # ----------------------------------------------------------------------------- pure building blocks
-
-def special_mask(batch: Mapping[str, Any]) -> Array:
-    """[B, T] bool: valid tokens that are special ([CLS]/[SEP]...).
-
-    Uses `word_ids` (-1 for special tokens and padding, as `jaxattr.data.tokenize` writes them) when
-    present, else an explicit `special_mask` entry, else treats the first and last valid token as special.
-    """
-    valid = jnp.asarray(batch["attention_mask"]).astype(bool)
-    if "special_mask" in batch:
-        return jnp.asarray(batch["special_mask"]).astype(bool) & valid
-    if "word_ids" in batch:
-        return (jnp.asarray(batch["word_ids"]) < 0) & valid
-    t = valid.shape[-1]
-    last = valid.sum(-1, keepdims=True) - 1
-    pos = jnp.arange(t)
-    return valid & ((pos == 0) | (pos == last))
-
 
 def token_ranks(scores: Array, candidates: Array) -> Array:
     """Rank of every position by descending score among `candidates` (0 = top); non-candidates rank last.
