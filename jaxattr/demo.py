@@ -228,27 +228,18 @@ def degradation_plot(model: Any, examples: list[dict[str, Any]], results: dict[s
     """The IBA paper's degradation test over the explained tweets, a random ranking alongside
     (`jaxattr.evaluation.degradation`): `degradation.png`/`.md`/`.csv` in `out_dir`. Returns the plot
     and the area under each method's normalised curve (lower = the prediction collapses sooner)."""
-    from jaxattr.data.tokenize import bucket_length, pad_batch
-    from jaxattr.evaluation import degradation as dg
+    from jaxattr.evaluation import harness
 
     results = dict(results)
     results["random"] = explain(model, examples, {"random": {}}, seed=seed)["random"]
-    batch = pad_batch(examples, bucket_length(max(len(ex["input_ids"]) for ex in examples)), model.pad_id)
-    fractions = tuple(dg.FRACTIONS) + (dg.TABLE_FRACTION,)
-    curves, at_table = {}, {}
+    records = []
     for m, rows in results.items():
-        scores = np.zeros(batch["input_ids"].shape, np.float32)
-        for i, r in enumerate(rows):
-            scores[i, :len(r["scores"])] = r["scores"]
-        target = np.asarray([r["target"] for r in rows], np.int32)
-        _, p = dg.degradation_probs(model.params, model.cfg, batch, scores, target, fractions=fractions)
-        curves[m], at_table[m] = np.asarray(p[:, :-1]), np.asarray(p[:, -1])
-    res = dg.summarise(curves, at_table, dg.FRACTIONS)
-    labels = {m: m.upper() for m in results}
+        vals = harness.example_metrics(model, examples, rows, metrics=[], degradation=True)
+        records += [{"id": ex["id"], "method": m, **v} for ex, v in zip(examples, vals)]
+    df = harness.records_frame(records)
     title = f"{len(examples)} held-out tweets, MiniLM demo classifier"
-    dg.write_table(res, str(out_dir), labels=labels, title=title)
-    png = Path(dg.plot_curves(res, str(out_dir / "degradation.png"), labels=labels, title=title))
-    return png, {m: r["auc_normalised"] for m, r in zip(res.mean_probs, dg.result_rows(res))}
+    _, png = harness.write_degradation(df, out_dir, title=title, labels={m: m.upper() for m in results})
+    return png, harness.degradation_auc(df)
 
 
 def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_dir: str | Path | None = None,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxattr import cli
-from jaxattr.commands import evaluate as ev
+from jaxattr.evaluation import harness as ev
 from jaxattr.models import Model, init_params, load_model, load_tokenizer, minilm_dir, tiny_config
 
 WORDS = ["good", "bad", "great", "awful", "car", "road", "drive", "fine", "slow", "fast", "the", "a", "is"]
@@ -78,24 +78,27 @@ def test_harness_end_to_end_and_resume(tiny_setup, capsys):
     from jaxattr.evaluation.faithfulness import faithfulness
 
     model = load_model(tiny_setup["ckpt"])
-    examples, _ = ev.load_examples(model, tiny_setup["two"], examples=20, max_length=32)
+    examples = ev.load_examples(model, tiny_setup["two"], examples=20, max_length=32)
     sig_recs = {r["id"]: r for r in recs if r["method"] == "sig"}
     for ex in examples[:6]:
         res = attribute_examples(model.params, model.cfg, [ex], "sig", {"steps": 4, "baseline": "mask"},
                                  mask_id=model.mask_id, pad_id=model.pad_id)[0]
-        batch, scores = ev._padded_batch([ex], [res["scores"]], model.pad_id)
+        batch, scores = ev.padded_scores([ex], [res["scores"]], model.pad_id)
         want = faithfulness(model.params, model.cfg, batch, scores, mask_id=model.mask_id)
         for c in ("log_odds", "comprehensiveness", "sufficiency", "aopc_sufficiency"):
             assert sig_recs[ex["id"]][c] == pytest.approx(float(want[c][0]), abs=1e-5), c
 
     # Resume: a killed run (last records lost, the last line torn) is completed without redoing
     # finished pairs: the kept records are untouched and the lost ones come back.
-    lines = (out / "per_example.jsonl").read_text().splitlines()
+    store = out / "records_lime.jsonl"
+    lines = store.read_text().splitlines()
     keep = len(lines) - 6
-    (out / "per_example.jsonl").write_text("\n".join(lines[:keep]) + "\n" + lines[keep][:20])
+    store.write_text("\n".join(lines[:keep]) + "\n" + lines[keep][:20])
     assert cli.main(argv) == 0
-    after = ev.read_records(out / "per_example.jsonl")  # the torn line is skipped
-    assert after[:keep] == recs[:keep] and len(after) == len(recs)
+    after = [json.loads(x) for x in store.read_text().splitlines()]  # the torn line was cut off
+    assert after[:keep] == [json.loads(x) for x in lines[:keep]] and len(after) == len(lines)
+    after = [json.loads(x) for x in (out / "per_example.jsonl").read_text().splitlines()]
+    assert len(after) == len(recs)
     assert {(r["method"], r["id"]) for r in after} == {(r["method"], r["id"]) for r in recs}
     with (out / "attribution_table.csv").open() as f:
         summary2 = {r["method"]: r for r in csv.DictReader(f)}
@@ -121,8 +124,8 @@ def test_model_object_is_usable_directly(tiny_setup):
     """Library use without the CLI: `evaluate()` on a Model and examples, a subset of metrics."""
     model = load_model(tiny_setup["ckpt"])
     assert isinstance(model, Model)
-    examples, names = ev.load_examples(model, tiny_setup["two"], examples=5, max_length=32)
-    assert names == ("neg", "pos")
-    res = ev.evaluate(model, examples, ["gradxinput"], tiny_setup["dir"] / "lib", metrics=["comprehensiveness"],
-                      degradation=False, say=lambda s: None)
-    assert res["summary"][0]["examples"] == 5 and np.isfinite(res["summary"][0]["comprehensiveness"])
+    examples = ev.load_examples(model, tiny_setup["two"], examples=5, max_length=32)
+    df = ev.evaluate(model, examples, ["gradxinput"], ["comprehensiveness"], out=tiny_setup["dir"] / "lib",
+                     progress=False)
+    summary = ev.summarise(df)
+    assert summary["examples"][0] == 5 and np.isfinite(summary["comprehensiveness"][0])

@@ -5,9 +5,10 @@ Attributions come from the registered methods through the batched driver (IBA wi
 --noise`, IG with `--ig-steps` (paper: 10), LIME with `--lime-samples` (paper: 100), random) and are
 kept in `DIR/scores_<method>.jsonl` — a rerun resumes them. Then every (example, deletion step) runs as
 one vectorised batch per length bucket and the command writes `DIR/degradation.md`, `.csv` (mean target
-probability and normalised drop per step, absolute drop at 11%) and `DIR/degradation.png`.
-With `--noise dataset` the per-layer noise statistics are estimated over the input (Welford) and kept in
-`DIR/noise_stats.npz`. `eval/degradation.py` is the same program.
+probability and normalised drop per step, absolute drop at 11%), `DIR/degradation.png` and the curves
+`DIR/per_example.csv`. With `--noise dataset` the per-layer noise statistics are estimated over the input
+(Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.harness.run_degradation_test`;
+`eval/degradation.py` is the same program.
 """
 
 from __future__ import annotations
@@ -17,16 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxattr.errors import UserError
-
-LABELS = {"iba": "IBA", "ig": "IG", "lime": "LIME", "random": "Random", "sig": "SIG", "gradxinput": "Grad×Input",
-          "saliency": "Saliency", "gradientshap": "GradientShap", "ig_ref": "IG (class 0, as the reference)",
-          "lime_ref": "LIME (class 1, as the reference)"}
-# The IBA reference code's comparators: its IG explains softmax[:, 0] and its LIME label 1 (the
-# `explain_instance` default) whatever the target; the curves still read the target's probability.
-COMPARATORS: dict[str, tuple[str, int]] = {"ig_ref": ("ig", 0), "lime_ref": ("lime", 1)}
+from jaxattr.evaluation import harness
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,131 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="recompute stored attributions")
 
 
-def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
-    from jaxattr.data.datasets import CORPORA, load_input_dataset, tokenize_dataset
-
-    split = args.split or ("test" if args.input in CORPORA else None)
-    ds = load_input_dataset(args.input, split, limit=args.limit, text_column=args.text_column,
-                            label_column=args.label_column if args.target == "gold" else None,
-                            label_names=model.cfg.label_names)
-    return tokenize_dataset(ds, model.tokenizer, max_length=min(args.max_length, model.cfg.max_length))
+def examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
+    """The tokenised `--input` rows of a parsed command line."""
+    return harness.load_input_examples(model, args.input, split=args.split, limit=args.limit,
+                                       text_column=args.text_column, label_column=args.label_column,
+                                       need_labels=args.target == "gold", max_length=args.max_length)
 
 
-def _options(args: argparse.Namespace, method: str, out: Path, model: Any, examples: list) -> dict[str, Any]:
-    if method == "iba":
-        layer = args.layer
-        if layer is not None and layer != "all":
-            try:
-                layer = int(layer)
-            except ValueError:
-                raise UserError(f"--layer must be a block index or 'all', not {layer!r}") from None
-        opts = {"layer": layer, "beta": args.beta, "noise": args.noise}
-        if args.noise == "dataset":
-            opts["noise_stats"] = str(_noise_stats(model, examples, out / "noise_stats.npz"))
-        return opts
-    if method == "ig":
-        return {"steps": args.ig_steps}
-    if method == "lime":
-        return {"samples": args.lime_samples}
-    return {}
-
-
-def _noise_stats(model: Any, examples: list, path: Path) -> Path:
-    from jaxattr.attribution.iba import estimate_noise_stats, save_noise_stats
-    from jaxattr.data.tokenize import bucket_length, pad_batch
-
-    if not path.exists():
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-
-        def batches():
-            for s in range(0, len(order), 32):
-                part = [examples[i] for i in order[s:s + 32]]
-                yield pad_batch(part, bucket_length(max(len(e["input_ids"]) for e in part)), model.pad_id)
-
-        save_noise_stats(str(path), estimate_noise_stats(model.params, model.cfg, batches()))
-    return path
-
-
-def run_degradation(model: Any, examples: list[dict[str, Any]], methods: list[str], out: Path,
+def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], out: Path,
                     args: argparse.Namespace) -> tuple[Any, list[str]]:
-    """Attributions (resumable) then the vectorised degradation test; returns (result, written files)."""
-    from tqdm.auto import tqdm
-
-    from jaxattr.attribution import registry
-    from jaxattr.attribution.driver import Driver
-    from jaxattr.attribution.results import ResultWriter, read_results
-    from jaxattr.data.tokenize import bucket_length, pad_batch
-    from jaxattr.evaluation.degradation import (
-        TABLE_FRACTION,
-        degradation_probs,
-        grid_fractions,
-        plot_curves,
-        summarise,
-        write_table,
-    )
-
-    fractions = grid_fractions(getattr(args, "grid", "reference"))
-
-    for m in methods:
-        registry.get(COMPARATORS.get(m, (m,))[0])  # unknown names fail before any work
-    by_id = {ex["id"]: ex for ex in examples}
-    scores: dict[str, dict[Any, dict[str, Any]]] = {}
-    for m in methods:
-        reg, explain = COMPARATORS.get(m, (m, args.target))
-        if reg != m and model.cfg.num_labels <= explain:
-            raise UserError(f"{m} explains class {explain} as the reference does; the model has {model.cfg.num_labels}")
-        path = out / f"scores_{m}.jsonl"
-        driver = Driver(model.params, model.cfg, reg, _options(args, reg, out, model, examples),
-                        mask_id=model.mask_id, pad_id=model.pad_id, output="prob",
-                        tokens_per_batch=args.tokens_per_batch, seed=args.seed)
-        with ResultWriter(path, overwrite=args.overwrite) as writer:
-            todo = [ex for ex in examples if not writer.is_done(ex["id"])]
-            with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
-                      disable=not todo) as bar:
-                for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
-                    writer.write(chunk)
-        rows = [r for r in read_results(path) if r["id"] in by_id]
-        layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
-        for layer in layers:  # IBA with --layer all: one curve per layer
-            name = m if len(layers) == 1 else f"{m}@{layer}"
-            scores[name] = {r["id"]: r for r in rows if r.get("layer") == layer}
-    fr = tuple(fractions) + (TABLE_FRACTION,)
-    ids = sorted(by_id, key=lambda i: len(by_id[i]["input_ids"]))
-    curves: dict[str, list[np.ndarray]] = {k: [] for k in scores}
-    for s in range(0, len(ids), 32):
-        part = [by_id[i] for i in ids[s:s + 32]]
-        batch = pad_batch(part, bucket_length(max(len(e["input_ids"]) for e in part)), model.pad_id)
-        for name, recs in scores.items():
-            sc = np.zeros(batch["input_ids"].shape, np.float32)
-            for j, ex in enumerate(part):
-                sc[j, :len(recs[ex["id"]]["scores"])] = recs[ex["id"]]["scores"]
-            # the curve reads the evaluation target, which a reference comparator need not have explained
-            target = np.asarray([recs[ex["id"]]["gold" if args.target == "gold" else "prediction"]
-                                 for ex in part], np.int32)
-            curves[name].append(degradation_probs(model.params, model.cfg, batch, sc, target, fractions=fr)[1])
-    allc = {k: np.concatenate(v) for k, v in curves.items()}
-    per_example = _write_per_example(out / "per_example.csv", ids, allc, by_id, fractions)
-    res = summarise({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)
-    labels = {k: LABELS.get(k.split("@")[0], k) + (f" (layer {k.split('@')[1]})" if "@" in k else "") for k in allc}
-    title = f"Degradation test: {model.source}, {len(examples)} examples, target {args.target}"
-    md, csv = write_table(res, str(out), labels=labels, title=title)
-    png = plot_curves(res, str(out / "degradation.png"), labels=labels, title="Degradation test")
-    return res, [md, csv, png, per_example]
-
-
-def _write_per_example(path: Path, ids: list, curves: dict[str, np.ndarray], by_id: dict, fractions) -> str:
-    """One row per (example, method): the target probability after each deletion step (column p_0 is the
-    original input), so reports can bootstrap and pair methods on the same examples."""
-    import csv
-
-    cols = [f"p_{i}" for i in range(len(fractions) + 1)]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "method", "tokens", *cols, "p_table"])
-        for name, c in curves.items():
-            for i, row in zip(ids, c):
-                w.writerow([i, name, len(by_id[i]["input_ids"]), *(f"{v:.6g}" for v in row)])
-    return str(path)
+    """`harness.run_degradation_test` with the options of a parsed command line."""
+    return harness.run_degradation_test(model, exs, methods, out, target=args.target, layer=args.layer,
+                                        beta=args.beta, noise=args.noise, grid=getattr(args, "grid", "reference"),
+                                        ig_steps=args.ig_steps, lime_samples=args.lime_samples,
+                                        tokens_per_batch=args.tokens_per_batch, seed=args.seed,
+                                        overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = with_dtype(load_model(args.model), args.dtype)
-    examples = _examples(args, model)
-    _, files = run_degradation(model, examples, methods, out, args)
+    _, files = run_degradation(model, examples(args, model), methods, out, args)
     print(f"jaxattr degradation: wrote {', '.join(files)}", file=sys.stderr)
     print(Path(files[0]).read_text())
     return 0
