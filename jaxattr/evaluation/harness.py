@@ -283,17 +283,20 @@ def stored_records(out: str | Path, methods: Iterable[str] | None = None) -> lis
     return list(seen.values())
 
 
-def _import_legacy(out: Path, method: str) -> None:
-    """Seed `records_<method>.jsonl` from a `per_example.jsonl` of the old harness (its only store), once."""
-    legacy, path = out / "per_example.jsonl", records_path(out, method)
-    if path.exists() or not legacy.exists() or any(out.glob("records_*.jsonl")):
+def _import_legacy(out: Path) -> None:
+    """Seed `records_<method>.jsonl` from a `per_example.jsonl` of the old harness (its only store; the last
+    record of a pair won), once: a directory with any records file is not legacy."""
+    legacy = out / "per_example.jsonl"
+    if not legacy.exists() or any(out.glob("records_*.jsonl")):
         return
-    latest = {json.dumps(r["id"]): r for r in _read_jsonl(legacy) if r.get("method") == method}
-    if latest:
-        from jaxattr.attribution.results import ResultWriter
+    from jaxattr.attribution.results import ResultWriter
 
-        with ResultWriter(path) as w:
-            w.write(latest.values())
+    latest: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in _read_jsonl(legacy):
+        latest.setdefault(r["method"], {})[json.dumps(r["id"])] = r
+    for method, recs in latest.items():
+        with ResultWriter(records_path(out, method)) as w:
+            w.write(recs.values())
 
 
 def _write_per_example(out: Path) -> Path:
@@ -355,8 +358,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         outp = Path(out)
         outp.mkdir(parents=True, exist_ok=True)
         _check_settings(outp, {**opts, "target": target, "seed": seed})
-        for m in methods:
-            _import_legacy(outp, m)
+        _import_legacy(outp)
         stored = {(r["method"], json.dumps(r["id"])): r for r in stored_records(outp, methods)}
     rows: list[dict[str, Any]] = []
     for name in methods:
