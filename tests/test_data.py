@@ -220,3 +220,20 @@ def test_empty_text_is_a_user_error(tokenizer):
     ds = datasets.Dataset.from_dict({"text": ["fine", "  "], "label": [0, 1]})
     with pytest.raises(UserError, match="row 1"):
         tokenize_dataset(ds, tokenizer)
+
+
+def test_table_keeps_input_ids_and_refuses_duplicates_and_non_utf8(tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": "x7", "text": "good"}\n{"id": "x3", "text": "bad"}\n')
+    ds = load_table(path, label_column=None)
+    assert list(ds["id"]) == ["x7", "x3"]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n')
+    with pytest.raises(UserError, match="duplicate id 1"):
+        load_table(dup, label_column=None)
+    with pytest.raises(UserError, match="no id column 'key'"):
+        load_table(path, label_column=None, id_column="key")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text\n\"caf\xe9 ok\"\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_table(latin, label_column=None)

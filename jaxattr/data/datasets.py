@@ -176,6 +176,24 @@ def _column(table: Any, name: str, path: Path, role: str) -> list[Any]:
     return table.column(name).to_pylist()
 
 
+def _check_ids(ids: list[Any], where: str) -> datasets.Value:
+    """The input's own example ids: all integers or all strings, none missing, none repeated."""
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in ids):
+        kind = datasets.Value("int64")
+    elif all(isinstance(v, str) and v for v in ids):
+        kind = datasets.Value("string")
+    else:
+        bad = next(i for i, v in enumerate(ids) if not isinstance(v, (str, int, np.integer)) or v == "")
+        raise UserError(f"{where}: id of row {bad} is {ids[bad]!r}; ids must be all integers or all non-empty "
+                        f"strings")
+    first: dict[Any, int] = {}
+    for i, v in enumerate(ids):
+        if v in first:
+            raise UserError(f"{where}: duplicate id {v!r} (rows {first[v]} and {i}); ids must be unique")
+        first[v] = i
+    return kind
+
+
 def _encode_labels(values: list[Any], label_names: Sequence[str] | None,
                    where: str) -> tuple[list[Any], datasets.features.features.FeatureType]:
     """Map raw label values to ids (or floats for regression) and the matching feature type."""
@@ -205,11 +223,14 @@ def _encode_labels(values: list[Any], label_names: Sequence[str] | None,
 
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str | None = "label",
-               text_pair_column: str | None = None, label_names: Sequence[str] | None = None) -> datasets.Dataset:
-    """A local CSV / JSONL / Parquet file as a Dataset with columns `text` [, `text_pair`] [, `label`].
+               text_pair_column: str | None = None, label_names: Sequence[str] | None = None,
+               id_column: str | None = "id") -> datasets.Dataset:
+    """A local CSV / JSONL / Parquet file as a Dataset with columns `text` [, `text_pair`] [, `label`] [, `id`].
 
     String labels map to ids in the order of `label_names` (default: sorted unique labels); integer
     labels are ids; other numbers are regression targets. `label_column=None` reads unlabelled text.
+    `id_column` (default `id`, used when the file has it) holds the input's own example ids, kept in
+    every result so results join back to the data; without it the row number is the id.
     """
     path = Path(path)
     table = _read_table(path)
@@ -220,8 +241,14 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str | 
         feats["text_pair"] = datasets.Value("string")
     for key in list(cols):
         for i, t in enumerate(cols[key]):
+            if isinstance(t, bytes):
+                raise UserError(f"{path}: row {i} of column {key!r} is not UTF-8 text; re-save the file as UTF-8 "
+                                f"(e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix})")
             if not isinstance(t, str) or not t.strip():
                 raise UserError(f"{path}: row {i} has an empty or non-text {key!r} value ({t!r})")
+    if id_column is not None and (id_column in table.column_names or id_column != "id"):
+        cols["id"] = _column(table, id_column, path, "id")
+        feats["id"] = _check_ids(cols["id"], str(path))
     if label_column is not None:
         cols["label"], feats["label"] = _encode_labels(_column(table, label_column, path, "label"),
                                                        label_names, str(path))
@@ -248,7 +275,7 @@ def _from_hub(spec: str, split: str | None, text_column: str, label_column: str 
             if k is not None and k not in ds.column_names:
                 raise UserError(f"dataset {name!r}: no {role} column {k!r}; columns are {ds.column_names}")
         ds = ds.rename_columns(mapping)
-        keep = [c for c in ("text", "text_pair", "label") if c in ds.column_names]
+        keep = [c for c in ("text", "text_pair", "label", "id") if c in ds.column_names]
         return ds.select_columns(keep)
 
     if isinstance(loaded, datasets.DatasetDict):
@@ -258,7 +285,8 @@ def _from_hub(spec: str, split: str | None, text_column: str, label_column: str 
 
 def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, text_column: str = "text",
                       label_column: str | None = "label", text_pair_column: str | None = None,
-                      label_names: Sequence[str] | None = None) -> datasets.Dataset | datasets.DatasetDict:
+                      label_names: Sequence[str] | None = None,
+                      id_column: str | None = "id") -> datasets.Dataset | datasets.DatasetDict:
     """One string for any data source: a corpus name, a local table, or `hf:NAME[:CONFIG]`.
 
     Returns a Dataset when `split` is given or the source is a single file, else a DatasetDict.
@@ -278,20 +306,20 @@ def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, tex
         if split is not None:
             raise UserError(f"{path}: a local file has no splits (asked for {split!r})")
         return load_table(path, text_column=text_column, label_column=label_column,
-                          text_pair_column=text_pair_column, label_names=label_names)
+                          text_pair_column=text_pair_column, label_names=label_names, id_column=id_column)
     raise UserError(f"dataset {spec!r} is not a corpus ({', '.join(CORPORA)}), an existing file, or hf:NAME[:CONFIG]")
 
 
 def load_input_dataset(spec: str, split: str | None = None, *, limit: int | None = None,
                        text_column: str = "text", label_column: str | None = "label",
                        text_pair_column: str | None = None,
-                       label_names: Sequence[str] | None = None) -> datasets.Dataset:
+                       label_names: Sequence[str] | None = None, id_column: str | None = "id") -> datasets.Dataset:
     """`load_dataset_spec` for a command's `--input`: one split, its first `limit` rows (None or 0: all).
 
     A source with splits but no `split` chosen, or an empty result, is a one-line UserError.
     """
     ds = load_dataset_spec(spec, split=split, text_column=text_column, label_column=label_column,
-                           text_pair_column=text_pair_column, label_names=label_names)
+                           text_pair_column=text_pair_column, label_names=label_names, id_column=id_column)
     if isinstance(ds, datasets.DatasetDict):
         raise UserError(f"{spec} has splits {list(ds)}; choose one with --split")
     if limit:
@@ -313,7 +341,8 @@ def label_names_of(ds: datasets.Dataset) -> tuple[str, ...] | None:
 
 def tokenize_dataset(ds: datasets.Dataset, tokenizer: Any, max_length: int = 512,
                      chunk_size: int = 2048) -> list[Example]:
-    """`encode_texts` over a dataset: one dict per row with `label` (-1 when unlabelled) and `id` (row index).
+    """`encode_texts` over a dataset: one dict per row with `label` (-1 when unlabelled) and `id` (the
+    dataset's `id` column, else the row index).
 
     Over-long rows are truncated to `max_length` tokens (with one warning). Shows progress on large sets.
     """
@@ -324,6 +353,7 @@ def tokenize_dataset(ds: datasets.Dataset, tokenizer: Any, max_length: int = 512
     texts = list(ds["text"])  # datasets 4 returns lazy Column objects
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     labels = list(ds["label"]) if "label" in ds.column_names else [-1] * len(texts)
+    ids = list(ds["id"]) if "id" in ds.column_names else list(range(len(texts)))
     for col, values in (("text", texts), ("text_pair", pairs or [])):
         for i, t in enumerate(values):
             if not isinstance(t, str) or not t.strip():
@@ -336,7 +366,7 @@ def tokenize_dataset(ds: datasets.Dataset, tokenizer: Any, max_length: int = 512
                                  None if pairs is None else pairs[s:s + chunk_size], max_length=max_length)
             for j, ex in enumerate(chunk):
                 ex["label"] = labels[s + j]
-                ex["id"] = s + j
+                ex["id"] = ids[s + j]
             out.extend(chunk)
             bar.update(len(chunk))
     return out
