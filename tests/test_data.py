@@ -231,6 +231,9 @@ def test_table_keeps_input_ids_and_refuses_duplicates_and_non_utf8(tmp_path):
     dup.write_text('{"id": 1, "text": "good"}\n{"id": 1, "text": "bad"}\n')
     with pytest.raises(UserError, match="duplicate id 1"):
         load_table(dup, label_column=None)
+    dup.write_text('{"id": 1, "text": "good"}\n{"id": "b", "text": "bad"}\n')
+    with pytest.raises(UserError, match="row 1"):
+        load_table(dup, label_column=None)
     with pytest.raises(UserError, match="no id column 'key'"):
         load_table(path, label_column=None, id_column="key")
     latin = tmp_path / "latin.csv"

@@ -183,7 +183,8 @@ def _check_ids(ids: list[Any], where: str) -> datasets.Value:
     elif all(isinstance(v, str) and v for v in ids):
         kind = datasets.Value("string")
     else:
-        bad = next(i for i, v in enumerate(ids) if not isinstance(v, (str, int, np.integer)) or v == "")
+        bad = next((i for i, v in enumerate(ids) if not isinstance(v, (str, int, np.integer)) or v == ""),
+                   next(i for i, v in enumerate(ids) if type(v) is not type(ids[0])))  # else a mix of kinds
         raise UserError(f"{where}: id of row {bad} is {ids[bad]!r}; ids must be all integers or all non-empty "
                         f"strings")
     first: dict[Any, int] = {}
