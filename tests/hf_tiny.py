@@ -13,7 +13,8 @@ import torch
 import transformers
 
 VOCAB = 100
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert")
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "camembert")
+TOKEN_TYPES = ("bert", "electra", "albert")  # families whose tiny configs have two token types
 ROBERTA_LAYOUT = ("roberta", "xlm-roberta", "camembert")  # positions from pad_token_id + 1, no token types
 WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "self", "driving", "i", "you",
          "it", "is", "not", "very", "news", "sport", "##s", "##ing", "##ed", "!", ".", ",", "?"]
@@ -40,6 +41,10 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
         return transformers.ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2,
                                           num_attention_heads=4, intermediate_size=37, type_vocab_size=2,
                                           **common)
+    if family == "albert":  # factorised embeddings; 3 blocks sharing 2 parameter groups (0, 0, 1)
+        return transformers.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                                         num_hidden_groups=2, num_attention_heads=4, intermediate_size=37,
+                                         type_vocab_size=2, hidden_act="gelu_new", **common)
     raise ValueError(family)
 
 
@@ -90,7 +95,7 @@ def random_batch(family: str, lengths=(16, 9, 5, 12), length: int = 16, seed: in
     for i, n in enumerate(lengths):
         ids[i, :n] = rng.integers(3, VOCAB, n)
         mask[i, :n] = 1
-        if family in ("bert", "electra"):
+        if family in TOKEN_TYPES:
             types[i, n // 2:n] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
@@ -98,7 +103,7 @@ def random_batch(family: str, lengths=(16, 9, 5, 12), length: int = 16, seed: in
 def hf_logits(model: torch.nn.Module, batch: dict[str, np.ndarray], family: str) -> np.ndarray:
     kwargs = {"input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
               "attention_mask": torch.tensor(batch["attention_mask"], dtype=torch.long)}
-    if family in ("bert", "electra"):
+    if family in TOKEN_TYPES:
         kwargs["token_type_ids"] = torch.tensor(batch["token_type_ids"], dtype=torch.long)
     with torch.no_grad():
         return model(**kwargs).logits.numpy()

@@ -44,7 +44,7 @@ import optax
 from jaxattr.data.batch import special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import classify, embed, run_layers, word_embeddings
+from jaxattr.models.encoder import classify, embed, layer_params, run_layers, word_embeddings
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -232,7 +232,7 @@ def _iba_layer(params, cfg, input_ids, attention_mask, token_type_ids, special, 
 
 def _one_block(params, cfg, p, hid, mask):
     one = {"layers": jax.tree.map(lambda a: a[None], p)}
-    return run_layers(one, cfg, hid, mask, start=0, stop=1).hidden
+    return run_layers(one, cfg.unshared(), hid, mask, start=0, stop=1).hidden
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "steps", "samples", "noise"))
@@ -247,7 +247,7 @@ def _iba_all(params, cfg, input_ids, attention_mask, token_type_ids, special, ta
         nxt = _one_block(params, cfg, p, hid, mask)
         return nxt, nxt
 
-    last, hs = jax.lax.scan(collect, h0, params["layers"])
+    last, hs = jax.lax.scan(collect, h0, layer_params(params, cfg))
     hiddens = jnp.concatenate([h0[None], hs])  # [L+1, B, T, H]
     if target is None:
         target = jnp.argmax(classify(params, cfg, last[:, 0]), axis=-1).astype(jnp.int32)
@@ -262,7 +262,7 @@ def _iba_all(params, cfg, input_ids, attention_mask, token_type_ids, special, ta
                 hh = jax.lax.cond(i >= layer, lambda v: _one_block(params, cfg, p, v, mask_rep), lambda v: v, hh)
                 return hh, None
 
-            out, _ = jax.lax.scan(body, hid, (params["layers"], jnp.arange(n_layers)))
+            out, _ = jax.lax.scan(body, hid, (layer_params(params, cfg), jnp.arange(n_layers)))
             return classify(params, cfg, out[:, 0])
 
         mu, sigma = _noise_moments(x, valid, noise, layer, prev, stats)
@@ -396,7 +396,7 @@ def hidden_states(params: Params, cfg: EncoderConfig, input_ids: Array, attentio
         nxt = _one_block(params, cfg, p, hid, attention_mask)
         return nxt, nxt
 
-    _, hs = jax.lax.scan(collect, h0, params["layers"])
+    _, hs = jax.lax.scan(collect, h0, layer_params(params, cfg))
     return jnp.concatenate([h0[None], hs])
 
 

@@ -1,4 +1,4 @@
-"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT and ELECTRA.
+"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT, ELECTRA and ALBERT.
 
 The config is hashable so it can be a static argument of `jax.jit`. Families differ only in a few
 switches (position-id scheme, token types, classification head, embedding projection); the encoder
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-Family = Literal["bert", "roberta", "distilbert", "electra"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra")
+Family = Literal["bert", "roberta", "distilbert", "electra", "albert"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra", "albert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +24,9 @@ class EncoderConfig:
     family: Family = "bert"
     vocab_size: int = 30522
     hidden_size: int = 768
-    embedding_size: int | None = None  # ELECTRA-small: 128 projected to hidden_size; None = hidden_size
+    embedding_size: int | None = None  # ELECTRA-small, ALBERT: projected to hidden_size; None = hidden_size
     num_layers: int = 12
+    num_layer_groups: int | None = None  # ALBERT: blocks share the parameters of this many groups
     num_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
@@ -49,12 +50,29 @@ class EncoderConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.problem_type == "regression" and self.num_labels != 1:
             raise ValueError("a regression head has num_labels == 1")
+        if self.num_layer_groups is not None and not 1 <= self.num_layer_groups <= self.num_layers:
+            raise ValueError(f"num_layer_groups {self.num_layer_groups} must lie in 1..num_layers")
         if self.label_names is not None and len(self.label_names) != self.num_labels:
             raise ValueError(f"{len(self.label_names)} label names for {self.num_labels} labels")
 
     @property
     def emb_size(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether a dense layer maps the embeddings to hidden_size (ALBERT always has one)."""
+        return self.family == "albert" or self.emb_size != self.hidden_size
+
+    @property
+    def num_param_layers(self) -> int:
+        """Entries on the stacked layer axis of the parameters (ALBERT: one per shared group)."""
+        return self.num_layer_groups or self.num_layers
+
+    @property
+    def layer_groups(self) -> tuple[int, ...]:
+        """The parameter entry each block 1..L uses (ALBERT's int(i / (L / groups)); else block i)."""
+        return tuple(int(i / (self.num_layers / self.num_param_layers)) for i in range(self.num_layers))
 
     @property
     def head_dim(self) -> int:
@@ -70,6 +88,10 @@ class EncoderConfig:
         if self.family == "roberta":
             return self.max_position_embeddings - self.pad_token_id - 1
         return self.max_position_embeddings
+
+    def unshared(self) -> EncoderConfig:
+        """This config for parameters already expanded to one entry per block (`encoder.layer_params`)."""
+        return self if self.num_layer_groups is None else self.replace(num_layer_groups=None)
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return dataclasses.replace(self, **changes)

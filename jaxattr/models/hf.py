@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt")
-_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra"}
+_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra", "albert": "albert"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
          "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification",
+         "albert": "AlbertForSequenceClassification",
          "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification"}
 # HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
 ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}
@@ -68,18 +69,24 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
             num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
             dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1),
             classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels)
-    emb = hf.get("embedding_size") if family == "electra" else None
+    emb = hf.get("embedding_size") if family in ("electra", "albert") else None
+    groups, classifier_dropout = None, hf.get("classifier_dropout")
+    if family == "albert":
+        if hf.get("inner_group_num", 1) != 1:
+            raise CheckpointError(f"inner_group_num={hf['inner_group_num']} is not supported (only 1: one block "
+                                  "per layer group)")
+        groups, classifier_dropout = hf.get("num_hidden_groups", 1), hf.get("classifier_dropout_prob", 0.1)
     return EncoderConfig(
         family=family, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
         embedding_size=emb if emb and emb != hf["hidden_size"] else None,
-        num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+        num_layers=hf["num_hidden_layers"], num_layer_groups=groups, num_heads=hf["num_attention_heads"],
         intermediate_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
         type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         hidden_act=hf.get("hidden_act", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
         num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
-        classifier_dropout_rate=hf.get("classifier_dropout"), label_names=labels, hf_model_type=alias)
+        classifier_dropout_rate=classifier_dropout, label_names=labels, hf_model_type=alias)
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
@@ -103,8 +110,11 @@ def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
                     "hidden_act": cfg.hidden_act, "hidden_dropout_prob": cfg.dropout_rate,
                     "attention_probs_dropout_prob": cfg.attention_dropout_rate,
                     "classifier_dropout": cfg.classifier_dropout_rate}
-    if cfg.family == "electra":
+    if cfg.family in ("electra", "albert"):
         out["embedding_size"] = cfg.emb_size
+    if cfg.family == "albert":
+        out |= {"num_hidden_groups": cfg.num_param_layers, "inner_group_num": 1,
+                "classifier_dropout_prob": out.pop("classifier_dropout") or cfg.dropout_rate}
     return out
 
 
@@ -119,26 +129,33 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
         yield "embeddings.token_type_embeddings.weight", ("embeddings", "token_type", "embedding"), False
     yield "embeddings.LayerNorm.weight", ("embeddings", "norm", "scale"), False
     yield "embeddings.LayerNorm.bias", ("embeddings", "norm", "bias"), False
-    if cfg.emb_size != cfg.hidden_size:
-        yield "embeddings_project.weight", ("embeddings", "project", "kernel"), True
-        yield "embeddings_project.bias", ("embeddings", "project", "bias"), False
+    if cfg.projects_embeddings:
+        name = "encoder.embedding_hidden_mapping_in" if cfg.family == "albert" else "embeddings_project"
+        yield name + ".weight", ("embeddings", "project", "kernel"), True
+        yield name + ".bias", ("embeddings", "project", "bias"), False
     if cfg.family == "distilbert":
         names = {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
                  "attn_out": "attention.out_lin", "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1",
                  "ffn_out": "ffn.lin2", "out_norm": "output_layer_norm"}
         layer_fmt = "transformer.layer.{i}."
+    elif cfg.family == "albert":
+        names = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
+                 "attn_out": "attention.dense", "attn_norm": "attention.LayerNorm", "ffn_in": "ffn",
+                 "ffn_out": "ffn_output", "out_norm": "full_layer_layer_norm"}
+        layer_fmt = "encoder.albert_layer_groups.{i}.albert_layers.0."
     else:
         names = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
                  "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
                  "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "out_norm": "output.LayerNorm"}
         layer_fmt = "encoder.layer.{i}."
-    for i in range(cfg.num_layers):
+    for i in range(cfg.num_param_layers):
         for ours, theirs in names.items():
             is_norm = ours.endswith("norm")
             base = layer_fmt.format(i=i) + theirs
             yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
             yield base + ".bias", ("layers", i, ours, "bias"), False
-    head = {"bert": ("pooler.dense", "@classifier"), "roberta": ("@classifier.dense", "@classifier.out_proj"),
+    head = {"bert": ("pooler.dense", "@classifier"), "albert": ("pooler", "@classifier"),
+            "roberta": ("@classifier.dense", "@classifier.out_proj"),
             "electra": ("@classifier.dense", "@classifier.out_proj"),
             "distilbert": ("@pre_classifier", "@classifier")}[cfg.family]
     for ours, theirs in zip(("dense", "out"), head):
@@ -261,7 +278,7 @@ def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = N
     head_keys = [k for k in sd if k.startswith(("classifier.", "pre_classifier."))]
     if num_labels is not None and head_keys:
         # A new head size: drop the old output layer so it is initialised fresh.
-        out = {"bert": "classifier.", "distilbert": "classifier."}.get(cfg.family, "classifier.out_proj.")
+        out = "classifier.out_proj." if cfg.family in ("roberta", "electra") else "classifier."
         sd = {k: v for k, v in sd.items() if not k.startswith(out) or v.shape[0] == cfg.num_labels}
     return cfg, params_from_state_dict(cfg, sd, seed=seed, source=str(hf_dir))
 

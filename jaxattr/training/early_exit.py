@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import embed, run_layers, word_embeddings
+from jaxattr.models.encoder import embed, layer_params, run_layers, word_embeddings
 
 Array = jax.Array
 PyTree = Any
@@ -84,7 +84,7 @@ def split_layers(tree: PyTree, num_layers: int) -> list[PyTree]:
 
 def _block_step(layer_p: PyTree, exit_p: PyTree, hidden: Array, mask: Array, state: PyTree, n: Array,
                 rule_args: PyTree, *, cfg: EncoderConfig, rule: ExitRule) -> tuple[Array, PyTree, Array, Array]:
-    out = run_layers({"layers": layer_p}, cfg, hidden, mask, start=0, stop=1)
+    out = run_layers({"layers": layer_p}, cfg.unshared(), hidden, mask, start=0, stop=1)
     exit_n = jax.tree.map(lambda x: x[0], exit_p)
     state, done, output = rule(exit_n, out.cls[0], state, n, rule_args, cfg)
     return out.hidden, state, done, output
@@ -122,7 +122,7 @@ def run_early_exit(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[st
     if b == 0:
         raise ValueError("empty batch")
     num_layers = cfg.num_layers
-    layers = layers if layers is not None else split_layers(encoder_params["layers"], num_layers)
+    layers = layers if layers is not None else split_layers(layer_params(encoder_params, cfg), num_layers)
     exits = exits if exits is not None else split_layers(exit_params, num_layers)
     top = max(b, max_batch or b)
     sizes = batch_sizes(top, granularity) if compact else [b]
@@ -170,7 +170,7 @@ def run_one_by_one(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[st
                    rule: ExitRule, init_state: PyTree, rule_args: PyTree = None) -> ExitResult:
     """The batch-size-1 reference (what DeeBERT/PABEE code does): each example alone, same rule."""
     b = np.asarray(batch["input_ids"]).shape[0]
-    layers = split_layers(encoder_params["layers"], cfg.num_layers)
+    layers = split_layers(layer_params(encoder_params, cfg), cfg.num_layers)
     exits = split_layers(exit_params, cfg.num_layers)
     results = []
     for i in range(b):
