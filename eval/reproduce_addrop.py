@@ -9,7 +9,9 @@ stopping with patience 2, the best dev checkpoint tested on the test tweets. Var
 AD-DROP (GA attribution, pseudo labels, p = 0.3, q = 0.2, cross-tuning), RD (random dropping of p·q of the
 keys, cross-tuning) and AD-DROP without cross-tuning. Runs go in priority order (every seed of plain and
 AD-DROP first, then the ablations, then the next size); each is resumable and skipped once finished, so an
-interrupted job continues and the report (`OUT/README.md`, `OUT/runs.csv`) covers what has finished.
+interrupted job continues and the report (`OUT/README.md`, `OUT/runs.csv`, rewritten after each run) covers
+what has finished. Rows of an earlier `OUT/runs.csv` whose run directories are gone (a new checkout) are
+kept as measured, and their dev accuracies still pick the learning rate, so only the missing runs train.
 Each variant's test accuracy is paired with plain fine-tuning on the same seed (same data order and
 initialisation): mean difference, bootstrap CI and Wilcoxon over seeds.
 """
@@ -56,47 +58,77 @@ def train_one(d: Path, overrides: list[str]) -> dict:
     return json.loads((d / "results.json").read_text())
 
 
+def _key(size: int, lr: float | str, variant: str, seed: int) -> tuple[int, str, str, int]:
+    return int(size), f"{float(lr):g}", variant, int(seed)
+
+
+def recorded(out: Path) -> dict[tuple[int, str, str, int], dict]:
+    """The rows of an earlier report's runs.csv, by (size, lr, variant, seed)."""
+    f = out / "runs.csv"
+    if not f.exists():
+        return {}
+    rows = {}
+    with open(f, newline="") as fh:
+        for r in csv.DictReader(fh):
+            row = {k: (v if k in ("lr", "variant") else float(v) if v not in ("", "None") else None)
+                   for k, v in r.items()}
+            for k in ("size", "seed", "steps", "best_step"):
+                row[k] = int(row[k])
+            rows[_key(row["size"], row["lr"], row["variant"], row["seed"])] = row
+    return rows
+
+
 def pick_lr(work: Path, args: argparse.Namespace, size: int) -> float:
     """The learning rate whose plain run (first seed) has the best dev accuracy (the reference's search)."""
     lrs = [float(x) for x in args.lrs.split(",")]
     if len(lrs) == 1:
         return lrs[0]
-    dev = {}
+    dev, old = {}, recorded(Path(args.out))
     for lr in lrs:
-        r = train_one(work / f"n{size}" / f"lr{lr:g}" / "plain" / f"seed{args.seeds[0]}",
-                      [*common(args, size, args.seeds[0], lr), *VARIANTS["plain"]])
-        dev[lr] = r["dev"]["accuracy"]
+        d = work / f"n{size}" / f"lr{lr:g}" / "plain" / f"seed{args.seeds[0]}"
+        prior = old.get(_key(size, lr, "plain", args.seeds[0]))
+        if prior is not None and not (d / "results.json").exists():
+            dev[lr] = prior["dev_accuracy"]
+            continue
+        dev[lr] = train_one(d, [*common(args, size, args.seeds[0], lr), *VARIANTS["plain"]])["dev"]["accuracy"]
     return max(dev, key=dev.get)
 
 
 def run_all(work: Path, args: argparse.Namespace) -> None:
+    out = Path(args.out)
     for size in args.sizes:
         lr = pick_lr(work, args, size)
         groups = [["plain", "addrop"], *[[v] for v in args.variants if v not in ("plain", "addrop")]]
         for group in groups:
             for seed in args.seeds:
                 for v in group:
-                    if v in args.variants:
-                        train_one(work / f"n{size}" / f"lr{lr:g}" / v / f"seed{seed}",
-                                  [*common(args, size, seed, lr), *VARIANTS[v]])
+                    d = work / f"n{size}" / f"lr{lr:g}" / v / f"seed{seed}"
+                    if v not in args.variants or (_key(size, lr, v, seed) in recorded(out)
+                                                  and not (d / "results.json").exists()):
+                        continue
+                    fresh = not (d / "results.json").exists()
+                    train_one(d, [*common(args, size, seed, lr), *VARIANTS[v]])
+                    if fresh:
+                        report(work, out, args)
 
 
-def collect(work: Path) -> list[dict]:
-    rows = []
+def collect(work: Path, out: Path) -> list[dict]:
+    """Every finished run under `work`, plus the recorded rows of `out/runs.csv` it does not have."""
+    rows = recorded(out)
     for f in sorted(work.glob("n*/lr*/*/seed*/results.json")):
         r = json.loads(f.read_text())
         size, lr, variant, seed = f.parts[-5][1:], f.parts[-4][2:], f.parts[-3], int(f.parts[-2][4:])
-        rows.append({"size": int(size), "lr": lr, "variant": variant, "seed": seed,
-                     "dev_accuracy": r["dev"]["accuracy"],
-                     "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"].get("f1"),
-                     "steps": r["steps"], "best_step": r["best_step"], "train_seconds": r["train_seconds"]})
-    return rows
+        rows[_key(size, lr, variant, seed)] = {
+            "size": int(size), "lr": lr, "variant": variant, "seed": seed, "dev_accuracy": r["dev"]["accuracy"],
+            "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"].get("f1"), "steps": r["steps"],
+            "best_step": r["best_step"], "train_seconds": r["train_seconds"]}
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3]))]
 
 
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     import jax
 
-    rows = collect(work)
+    rows = collect(work, out)
     out.mkdir(parents=True, exist_ok=True)
     if rows:
         with open(out / "runs.csv", "w", newline="") as f:
