@@ -75,27 +75,33 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def part_report(name: str, recs: dict[str, dict], wall: dict) -> list[str]:
-    common = sorted(set.intersection(*(set(v) for v in recs.values())), key=str)
-    n = len(common)
-    lines = [f"### {name}: {n} examples every method has ({wall['seconds'] / 60:.0f} min)", "",
+    """Every method that has as many examples as IG on their common examples; a method run on fewer (SIG
+    with the pad baseline is twice the cost) gets its own row and its pairing with IG on its own examples."""
+    full = len(recs.get("ig", max(recs.values(), key=len)))
+    main = [m for m in recs if len(recs[m]) >= full]
+    common = sorted(set.intersection(*(set(recs[m]) for m in main)), key=str)
+    lines = [f"### {name}: {len(common)} examples every method has ({wall['seconds'] / 60:.0f} min)", "",
              "| Method | " + " | ".join(label for _, label, _ in METRICS) + " | paper (SST-2, DistilBERT) |",
              "|---|" + "---:|" * (len(METRICS) + 1)]
     for m in [k for k in LABELS if k in recs]:
-        cells = [str(bootstrap_mean(np.array([recs[m][i][k] for i in common]))) for k, _, _ in METRICS]
+        ids = common if m in main else sorted(set(recs[m]) & set(common), key=str)
+        cells = [str(bootstrap_mean(np.array([recs[m][i][k] for i in ids]))) for k, _, _ in METRICS]
         paper = PAPER.get("sig" if m == "sig" else m)
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {' / '.join(map(str, paper)) if paper else ''} |")
+        label = LABELS[m] if m in main else f"{LABELS[m]} ({len(ids)} of the examples)"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(map(str, paper)) if paper else ''} |")
     if "ig" in recs:
         lines += ["", "| Paired on the same examples | " + " | ".join(label for _, label, _ in METRICS) + " |",
                   "|---|" + "---:|" * len(METRICS)]
         for m in ("sig", "sig_pad"):
             if m in recs:
+                ids = sorted(set(recs[m]) & set(common), key=str)
                 cells = []
                 for k, _, sign in METRICS:
-                    pd = paired_difference(np.array([recs[m][i][k] for i in common]),
-                                           np.array([recs["ig"][i][k] for i in common]))
+                    pd = paired_difference(np.array([recs[m][i][k] for i in ids]),
+                                           np.array([recs["ig"][i][k] for i in ids]))
                     better = {"a > b": 1, "a < b": -1}.get(pd.verdict, 0) * sign
                     cells.append(f"{pd} — {({1: LABELS[m] + ' better', -1: 'IG better'}).get(better, 'unresolved')}")
-                lines.append(f"| {LABELS[m]} − IG | " + " | ".join(cells) + " |")
+                lines.append(f"| {LABELS[m]} − IG (n = {len(ids)}) | " + " | ".join(cells) + " |")
     lines += ["", "Commands:", "", "```", *wall["commands"], "```", ""]
     return lines
 
