@@ -80,7 +80,8 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
             "token_type_ids": np.asarray(tt, np.int32),
             "word_ids": word_ids,
             "tokens": tokenizer.convert_ids_to_tokens(ids),
-            "words": [sources[s][a:b] for s, a, b in spans],
+            # SentencePiece (`▁`) offsets include the space before a word: the word is the text without it
+            "words": [sources[s][a:b].strip() for s, a, b in spans],
         })
     return out
 
