@@ -137,3 +137,40 @@ def test_errors_are_one_line_exit_2_and_keep_results(model_dir, table, tmp_path,
     if case in ("splits", "no_rows"):
         assert {"splits": "choose one with --split", "no_rows": "no examples"}[case] in err, err
     assert out.read_bytes() == before
+
+
+def test_records_say_what_made_them_and_resume_checks_input_and_settings(model_dir, tmp_path, capsys):
+    """OUT.meta.json names method, options, model and version; a resume whose texts moved under the same
+    ids, or whose method options changed, is refused in one line (exit 2) and the file is kept."""
+    out = tmp_path / "out.jsonl"
+    run = lambda *texts, steps=4: attribute(model_dir, "--method", "ig", "--steps", steps, "--out", out,
+                                            *[a for t in texts for a in ("--text", t)])
+    assert run(TEXTS[0], TEXTS[1]) == 0
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["format"] == "jaxattr-results" and meta["jaxattr"] and meta["model"]
+    assert meta["settings"]["method"] == "ig" and meta["settings"]["options"]["steps"] == 4
+    before = out.read_bytes()
+    assert all(len(r["input_sha"]) == 16 for r in read_results(out))
+    assert run(TEXTS[0], TEXTS[1], TEXTS[2]) == 0  # same texts under the same ids, one more: resumes
+    assert out.read_bytes().startswith(before) and len(read_results(out)) == 3
+    capsys.readouterr()
+    grown = out.read_bytes()
+    assert run(TEXTS[1], TEXTS[0]) == 2  # re-ordered: id 0 now names another text
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another text" in err
+    assert run(TEXTS[0], TEXTS[1], steps=8) == 2  # other options
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "options" in err and "--overwrite" in err
+    assert out.read_bytes() == grown
+
+
+def test_id_column_keeps_the_inputs_ids(model_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"key": f"x{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:3])))
+    out = tmp_path / "o.jsonl"
+    assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "key", "--out", out) == 0
+    assert [r["id"] for r in read_results(out)] == ["x0", "x1", "x2"]
+    capsys.readouterr()
+    assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "nope", "--out",
+                     tmp_path / "p.jsonl") == 2
+    assert "nope" in capsys.readouterr().err

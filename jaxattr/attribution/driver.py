@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxattr.attribution import registry
 from jaxattr.attribution.gradients import Rows, quadrature, row_contributions, row_logits
+from jaxattr.attribution.results import input_digest
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
@@ -178,7 +179,7 @@ class Driver:
         if self.spec.kind != "paths":
             partial = None
         if partial is not None:
-            partial.bind(self.partial_settings())
+            partial.bind(self.settings())
             keep = {_partial_key(ex.get("id", i)) for i, ex in enumerate(examples)}
             for key in [k for k in partial.entries if k not in keep]:
                 partial.drop(key)
@@ -198,9 +199,9 @@ class Driver:
             else:
                 yield from self._run_batch(examples, targets, idx, length, progress)
 
-    def partial_settings(self) -> dict[str, Any]:
-        """What partial sums depend on besides the example: method, options, output and the model
-        (config, and a CRC of its small tensors: biases, norms, the head's bias)."""
+    def settings(self) -> dict[str, Any]:
+        """What the records and partial sums depend on besides the example: method, options, output and
+        the model (config, and a CRC of its small tensors: biases, norms, the head's bias)."""
         leaves = jax.tree_util.tree_leaves(self.params)
         crc = 0
         for x in leaves:
@@ -484,7 +485,8 @@ class Driver:
         scores = np.asarray(scores, np.float64)
         words = list(ex.get("words", []))
         ws = word_scores(scores, np.asarray(ex["word_ids"]), len(words))
-        return {"id": ex.get("id", index), "tokens": list(ex["tokens"]), "scores": [float(x) for x in scores],
+        return {"id": ex.get("id", index), "input_sha": input_digest(ex), "tokens": list(ex["tokens"]),
+                "scores": [float(x) for x in scores],
                 "words": words, "word_scores": [float(x) for x in ws], "target": int(target),
                 "prob": float(prob), "delta": delta, "prediction": int(prediction),
                 **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0

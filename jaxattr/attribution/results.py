@@ -1,8 +1,11 @@
 """Resumable result files: one record per example (JSONL, or Parquet when the name ends in .parquet).
 
-Record: {"id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta"} (+ "layer" for
-methods that explain several layers). `ResultWriter.done` holds the ids already written, so a re-run
-skips them.
+Record: {"id", "input_sha", "tokens", "scores", "words", "word_scores", "target", "prob", "delta"} (+ "layer"
+for methods that explain several layers). `ResultWriter.pending(examples)` gives the examples not yet
+written, so a re-run skips the others; it keys them on the id *and* `input_sha` (`input_digest`: a hash
+of the token ids), so a re-ordered, filtered or edited input never pairs an old record with a new text.
+`ResultWriter.bind(settings)` writes `OUT.meta.json` (method, options, output, model, jaxattr version): a
+results file says what made it, and resuming it with other settings is refused.
 
 * JSONL: records are appended, then flushed and fsync'ed after every chunk (`write`), so a kill loses
   at most the chunk in flight. A torn last line (killed mid-write) is cut off when the file is
@@ -21,10 +24,12 @@ skips them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,23 @@ from jaxattr.errors import UserError
 log = logging.getLogger(__name__)
 
 FIELDS: tuple[str, ...] = ("id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta")
+
+
+def input_digest(example: Mapping[str, Any]) -> str:
+    """A short hash of the token (and segment) ids an example runs on: what resume checks besides the id."""
+    h = hashlib.sha1(np.asarray(example["input_ids"], np.int32).tobytes())
+    if example.get("token_type_ids") is not None:
+        h.update(np.asarray(example["token_type_ids"], np.int32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxattr")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _key(record: Mapping[str, Any]) -> str:
@@ -64,12 +86,15 @@ class ResultWriter:
             raise UserError(f"output directory {self.path.parent} does not exist")
         self.parts = self.path.with_name(self.path.name + ".parts")
         self.partial = PartialSums(self.path.with_name(self.path.name + ".partial.json"))
+        self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         if overwrite:
             self.path.unlink(missing_ok=True)
             shutil.rmtree(self.parts, ignore_errors=True)
             self.partial.path.unlink(missing_ok=True)
+            self.meta_path.unlink(missing_ok=True)
         self.done: set[str] = set()
         self.ids_done: set[Any] = set()
+        self.digests: dict[str, str | None] = {}  # id -> input_sha of its stored record
         self._fh = None
         self._n_parts = 0
         if self.parquet:
@@ -81,6 +106,7 @@ class ResultWriter:
     def _seen(self, record: Mapping[str, Any]) -> None:
         self.done.add(_key(record))
         self.ids_done.add(json.dumps(record["id"]))
+        self.digests[json.dumps(record["id"])] = record.get("input_sha")
 
     def _open_jsonl(self) -> None:
         if self.path.exists():
@@ -120,9 +146,38 @@ class ResultWriter:
                 self._n_parts = max(self._n_parts, int(p.stem.split("-")[1]) + 1)
 
     # ------------------------------------------------------------------------------------------
+    def bind(self, settings: Mapping[str, Any], *, model: str | None = None) -> None:
+        """Record what makes the records (method, options, output, model) in OUT.meta.json; a file that
+        holds records made with other settings is refused (resuming would mix two runs in one file)."""
+        settings = _plain(settings)
+        if self.ids_done and self.meta_path.exists():
+            try:
+                old = json.loads(self.meta_path.read_text(encoding="utf-8"))["settings"]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                old = None
+            if isinstance(old, dict) and old != settings:
+                diff = sorted(k for k in set(settings) | set(old) if settings.get(k) != old.get(k))
+                raise UserError(f"{self.path} holds records made with another {', '.join(diff)} "
+                                f"({self.meta_path.name}); use --overwrite or another --out")
+        meta = {"format": "jaxattr-results", "jaxattr": _version(), "model": model, "settings": settings,
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        _atomic_write(self.meta_path, json.dumps(meta, indent=1))
+
     def is_done(self, example_id: Any) -> bool:
         """Whether an example id has records in the file (all its layers are written together)."""
         return json.dumps(example_id) in self.ids_done
+
+    def pending(self, examples: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The examples without records; an id whose record ran on other token ids is a UserError."""
+        todo = []
+        for ex in examples:
+            key = json.dumps(ex["id"])
+            if key not in self.ids_done:
+                todo.append(ex)
+            elif self.digests.get(key) not in (None, input_digest(ex)):
+                raise UserError(f"{self.path}: example {ex['id']!r} was written for another text (the input was "
+                                "edited, re-ordered or filtered since); use --overwrite or another --out")
+        return todo
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append a chunk of records durably (flush + fsync); returns how many were new."""

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="split of a corpus / hub dataset (train, dev, test)")
     parser.add_argument("--text-column", default="text", help="column with the text (default: text)")
     parser.add_argument("--pair-column", default=None, help="column with a second segment (sentence pairs)")
+    parser.add_argument("--id-column", default="id",
+                        help="column with the examples' own ids, kept in the records (default: id when the input "
+                             "has it, else the row number); duplicate ids are refused")
     parser.add_argument("--label-column", default=None,
                         help="column with gold labels (default: 'label' when --target gold)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
@@ -108,7 +111,8 @@ def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
 
     label_col = args.label_column or ("label" if args.target == "gold" else None)
     ds = load_input_dataset(args.input, args.split, limit=args.limit, text_column=args.text_column,
-                            label_column=label_col, text_pair_column=args.pair_column, label_names=cfg.label_names)
+                            label_column=label_col, text_pair_column=args.pair_column, label_names=cfg.label_names,
+                            id_column=args.id_column)
     if "label" in ds.column_names and cfg.problem_type != "regression":
         bad = [x for x in ds["label"] if x is not None and not -1 <= int(x) < cfg.num_labels]
         if bad:
@@ -153,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
                     output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
                     seed=args.seed)
     with ResultWriter(args.out, overwrite=args.overwrite) as writer:
-        todo = [ex for ex in examples if not writer.is_done(ex["id"])]
+        writer.bind({**driver.settings(), "target": args.target, "seed": args.seed}, model=model.source)
+        todo = writer.pending(examples)
         skipped = len(examples) - len(todo)
         if skipped:
             print(f"jaxattr attribute: {skipped} of {len(examples)} examples already in {args.out}; resuming",

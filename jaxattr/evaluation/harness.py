@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxattr.attribution.results import input_digest
 from jaxattr.errors import LazyModule, UserError
 
 pd = LazyModule("pandas", "evaluation tables (jaxattr.evaluation.evaluate / summarise)")
@@ -363,6 +364,10 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     rows: list[dict[str, Any]] = []
     for name in methods:
         prior = [stored.get((name, json.dumps(ex["id"]))) for ex in exs]
+        for ex, r in zip(exs, prior):
+            if r is not None and r.get("input_sha") not in (None, input_digest(ex)):
+                raise UserError(f"{records_path(outp, name)}: example {ex['id']!r} was written for another text "
+                                "(the input was edited, re-ordered or filtered since); use another --out")
         rows += [dict(r) for r in prior if r is not None]
         todo = [ex for ex, r in zip(exs, prior) if r is None]
         if todo and compute:
@@ -396,6 +401,8 @@ def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping
     driver = Driver(model.params, model.cfg, reg, options, mask_id=model.mask_id, pad_id=model.pad_id,
                     tokens_per_batch=tokens_per_batch, seed=seed)
     writer = ResultWriter(records_path(out, name)) if out is not None else None
+    if writer is not None:
+        writer.bind({**driver.settings(), "target": target, "seed": seed}, model=model.source)
     rows: list[dict[str, Any]] = []
     with writer if writer is not None else nullcontext(), \
             tqdm(total=len(todo), unit="ex", desc=name, disable=not progress) as bar:
@@ -408,7 +415,8 @@ def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping
             seconds = (time.perf_counter() - t0) / len(part)
             got = [res[json.dumps(ex["id"])] for ex in part]
             vals = example_metrics(model, part, got, metrics=faith, degradation=degradation)
-            recs = [{"id": ex["id"], "target": int(r["target"]), "prob": float(r["prob"]), "seconds": seconds,
+            recs = [{"id": ex["id"], "input_sha": r["input_sha"], "target": int(r["target"]),
+                     "prob": float(r["prob"]), "seconds": seconds,
                      "tokens": len(ex["input_ids"]), "scores": [float(x) for x in r["scores"]], **v,
                      "method": name} for ex, r, v in zip(part, got, vals)]
             if writer is not None:
@@ -644,7 +652,8 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
         driver = Driver(model.params, model.cfg, reg, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                         output="prob", tokens_per_batch=tokens_per_batch, seed=seed)
         with ResultWriter(path, overwrite=overwrite) as writer:
-            todo = [ex for ex in examples if not writer.is_done(ex["id"])]
+            writer.bind({**driver.settings(), "target": explain, "seed": seed}, model=model.source)
+            todo = writer.pending(examples)
             with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
                       disable=not (todo and progress)) as bar:
                 for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
