@@ -174,3 +174,16 @@ def test_id_column_keeps_the_inputs_ids(model_dir, tmp_path, capsys):
     assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "nope", "--out",
                      tmp_path / "p.jsonl") == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_text_pair(model_dir, tmp_path, capsys):
+    out = tmp_path / "pair.jsonl"
+    assert attribute(model_dir, "--method", "ig", "--steps", "4", "--text", TEXTS[0], "--text-pair", TEXTS[2],
+                     "--out", out) == 0
+    (rec,) = read_results(out)
+    assert rec["words"] == TEXTS[0].split() + TEXTS[2].split()
+    assert rec["tokens"].count("[SEP]") == 2 and abs(rec["delta"]) < 1e-3
+    capsys.readouterr()
+    assert attribute(model_dir, "--method", "ig", "--text", TEXTS[0], "--text", TEXTS[1], "--text-pair", TEXTS[2],
+                     "--out", tmp_path / "bad.jsonl") == 2
+    assert "one pair per text" in capsys.readouterr().err

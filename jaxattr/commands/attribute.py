@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="a text to explain (repeat for several)")
     src.add_argument("--input", help="a CSV/JSONL/Parquet file, or a corpus name (with --split)")
+    parser.add_argument("--text-pair", action="append", default=None,
+                        help="second segment of the --text before it (sentence-pair models; once per --text)")
     parser.add_argument("--split", default=None, help="split of a corpus / hub dataset (train, dev, test)")
     parser.add_argument("--text-column", default="text", help="column with the text (default: text)")
     parser.add_argument("--pair-column", default=None, help="column with a second segment (sentence pairs)")
@@ -98,12 +100,16 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
     cfg = model.cfg
+    if args.text_pair is not None and args.text is None:
+        raise UserError("--text-pair goes with --text; for a file give --pair-column")
     if args.text is not None:
         from jaxattr.data.tokenize import encode_texts
 
         if args.target == "gold":
             raise UserError("--target gold needs labels: use --input with a label column")
-        exs = encode_texts(model.tokenizer, args.text, max_length=cfg.max_length)
+        if args.text_pair is not None and len(args.text_pair) != len(args.text):
+            raise UserError(f"{len(args.text)} --text but {len(args.text_pair)} --text-pair; give one pair per text")
+        exs = encode_texts(model.tokenizer, args.text, args.text_pair, max_length=cfg.max_length)
         for i, ex in enumerate(exs):
             ex["id"] = i
         return exs[:args.limit] if args.limit else exs
