@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,23 +184,25 @@ def use_colour(stream: Any = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
 
 
-def highlight(words: Sequence[str], scores: Sequence[float], top: int = 3, colour: bool = False) -> str:
-    """The words with the `top` highest-scoring (most evidence for the explained class) marked: green
-    background on a terminal, `[word]` otherwise; the lowest-scoring (evidence against) red / `{word}`
-    when its score is negative."""
-    s = np.asarray(scores, np.float64)
+def highlight(rec: Mapping[str, Any], top: int = 3, colour: bool = False) -> str:
+    """The record's text (original spelling and spacing, `viz.html.text_pieces`) with the `top`
+    highest-scoring words (most evidence for the explained class) marked: green background on a
+    terminal, `[word]` otherwise; the lowest-scoring (evidence against) red / `{word}` when negative."""
+    from jaxattr.viz.html import text_pieces
+
+    s = np.asarray(rec["word_scores"], np.float64)
     order = np.argsort(-s, kind="stable")
     best = {int(i) for i in order[:top] if s[i] > 0}
     worst = {int(order[-1])} if len(s) and s[order[-1]] < 0 and int(order[-1]) not in best else set()
     out = []
-    for i, w in enumerate(words):
-        if i in best:
-            out.append(f"\x1b[1;30;42m{w}\x1b[0m" if colour else f"[{w}]")
-        elif i in worst:
-            out.append(f"\x1b[1;37;41m{w}\x1b[0m" if colour else f"{{{w}}}")
+    for piece, k in text_pieces(rec):
+        if k in best:
+            out.append(f"\x1b[1;30;42m{piece}\x1b[0m" if colour else f"[{piece}]")
+        elif k in worst:
+            out.append(f"\x1b[1;37;41m{piece}\x1b[0m" if colour else f"{{{piece}}}")
         else:
-            out.append(w)
-    return " ".join(out)
+            out.append(piece)
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +278,7 @@ def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_di
         say(f"#{i + 1} predicted {names[r0['target']]} (p={r0['prob']:.2f}), gold {names[gold]}: {text!r}")
         for m, rows in results.items():
             r = rows[i]
-            say(f"  {m.upper():>4}: {highlight(r['words'], r['word_scores'], colour=colour)}")
+            say(f"  {m.upper():>4}: {highlight(r, colour=colour)}")
 
     out = Path(out_dir) if out_dir is not None else cache_root(cache_dir) / ("demo-quick" if quick else "demo")
     out.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,11 @@ def test_text_records_and_html(model_dir, tmp_path, capsys):
         assert 0 < r["prob"] < 1 and abs(r["delta"]) < 1e-3
     assert recs[1]["words"][1] == "zebra"
     page = html.read_text()
-    assert "legend" in page and "##b" in page and "prediction" in page and "target" in page
+    assert "legend" in page and "prediction" in page and "target" in page and "##b" not in page
+    assert ">zebra</span> <span" in page  # the word view: original words, original spacing
+    assert attribute(model_dir, "--method", "sig", "--steps", "4", "--text", TEXTS[1], "--out", tmp_path / "t.jsonl",
+                     "--html", html, "--html-view", "tokens") == 0
+    assert "##b" in html.read_text()
 
 
 def _interrupt_after(monkeypatch, n_writes: int):

@@ -53,9 +53,13 @@ def test_cache_dir_follows_xdg(tmp_path, monkeypatch):
 
 
 def test_highlight_marks_top_words():
-    words = ["self", "driving", "cars", "are", "terrible"]
-    scores = [0.1, -0.5, 0.3, 0.0, 2.0]
-    assert highlight(words, scores, top=2) == "self {driving} [cars] are [terrible]"
-    coloured = highlight(words, scores, top=1, colour=True)
+    text = "self-driving cars  are terrible!"
+    rec = {"words": ["self", "-", "driving", "cars", "are", "terrible", "!"], "text": text,
+           "word_spans": [[0, 0, 4], [0, 4, 5], [0, 5, 12], [0, 13, 17], [0, 19, 22], [0, 23, 31], [0, 31, 32]],
+           "word_scores": [0.1, 0.0, -0.5, 0.3, 0.0, 2.0, 0.0]}
+    assert highlight(rec, top=2) == "self-{driving} [cars]  are [terrible]!"  # the text's own spacing
+    no_spans = {"words": ["self", "driving"], "word_scores": [1.0, -1.0]}
+    assert highlight(no_spans, top=1) == "[self] {driving}"
+    coloured = highlight(rec, top=1, colour=True)
     assert "\x1b[1;30;42mterrible\x1b[0m" in coloured and "\x1b[1;37;41mdriving\x1b[0m" in coloured
     assert "[" not in coloured.replace("\x1b[", "")

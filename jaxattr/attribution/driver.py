@@ -489,6 +489,7 @@ class Driver:
                 "scores": [float(x) for x in scores],
                 "words": words, "word_scores": [float(x) for x in ws], "target": int(target),
                 "prob": float(prob), "delta": delta, "prediction": int(prediction),
+                **{k: ex[k] for k in ("text", "text_pair", "word_spans") if k in ex},
                 **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0
                    and self.cfg.problem_type != "regression" else {})}
 

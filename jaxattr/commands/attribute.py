@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="logit", choices=("logit", "prob"),
                         help="explained output: the target's logit (default, as the SIG reference) or probability")
     parser.add_argument("--html", default=None, help="also write an HTML report here")
+    parser.add_argument("--html-view", default="words", choices=("words", "tokens"),
+                        help="the report shows the original text coloured by word (default) or the word pieces")
     parser.add_argument("--tokens-per-batch", type=int, default=8192,
                         help="memory bound: rows x sequence length per device and chunk (default 8192)")
     parser.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all)")
@@ -181,6 +183,6 @@ def run(args: argparse.Namespace) -> int:
 
         write_report(args.html, read_results(args.out), title=f"{args.method} attributions",
                      method=f"method {args.method} {options} on {model.source}",
-                     label_names=model.cfg.label_names)
+                     label_names=model.cfg.label_names, level=args.html_view)
         print(f"jaxattr attribute: report in {args.html}", file=sys.stderr)
     return 0

@@ -33,12 +33,40 @@ def bucket_length(n: int, buckets: Sequence[int] = BUCKETS) -> int:
     raise UserError(f"{n} tokens exceed the largest bucket {max(buckets)}")
 
 
+def _strip_span(text: str, segment: int, start: int, end: int) -> list[int]:
+    """A word's [segment, start, end] without surrounding whitespace (SentencePiece offsets include the
+    space before a word: the word is the text without it)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return [segment, start, end]
+
+
+def _merge_blank_words(spans: list[list[int]], word_ids: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """Give a whitespace-only "word" (byte-level BPE makes one of the second of two spaces) to the next
+    word of its segment (else the previous one): a word is never blank, and no piece loses its word."""
+    kept = [k for k, (_, a, b) in enumerate(spans) if b > a]
+    if len(kept) == len(spans):
+        return spans, word_ids
+    new = {k: i for i, k in enumerate(kept)}
+    for k, (seg, _, _) in enumerate(spans):
+        if k not in new:
+            after = [j for j in kept if j > k and spans[j][0] == seg]
+            before = [j for j in kept if j < k and spans[j][0] == seg]
+            new[k] = new[after[0]] if after else new[before[-1]] if before else -1
+    remap = np.vectorize(lambda w: new[int(w)] if w >= 0 else -1, otypes=[np.int32])
+    return [spans[k] for k in kept], remap(word_ids) if len(word_ids) else word_ids
+
+
 def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                  max_length: int = 512) -> list[Example]:
     """Tokenise texts (and optional second segments); over-long inputs are truncated with a warning.
 
     Returns one dict per text: `input_ids`, `token_type_ids`, `word_ids` (int32 arrays of the token
-    length), `tokens` and `words` (lists of str). Words of the second segment follow the first's.
+    length), `tokens` and `words` (lists of str), `word_spans` ([segment, start, end] character offsets
+    of each word in `text` (segment 0) or `text_pair` (1), so a view can show the original spelling and
+    spacing) and the texts. Words of the second segment follow the first's.
     """
     texts = list(texts)
     if pairs is not None and len(pairs) != len(texts):
@@ -75,13 +103,16 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | No
             spans[k][2] = offsets[j][1]
             word_ids[j] = k
         tt = enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)
+        spans, word_ids = _merge_blank_words([_strip_span(sources[s], s, a, b) for s, a, b in spans], word_ids)
         out.append({
             "input_ids": np.asarray(ids, np.int32),
             "token_type_ids": np.asarray(tt, np.int32),
             "word_ids": word_ids,
             "tokens": tokenizer.convert_ids_to_tokens(ids),
-            # SentencePiece (`▁`) offsets include the space before a word: the word is the text without it
-            "words": [sources[s][a:b].strip() for s, a, b in spans],
+            "words": [sources[s][a:b] for s, a, b in spans],
+            "word_spans": spans,
+            "text": texts[i],
+            **({"text_pair": pairs[i]} if pairs is not None else {}),
         })
     return out
 
