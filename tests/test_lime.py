@@ -58,3 +58,28 @@ def test_random_baseline_and_registry(tiny_bert):
     assert not np.array_equal(a, c)
     assert np.all(a[0, 1:5] > 0) and a[0, 0] == 0 and a[0, 5] == 0 and np.all(a[1, 3:] == 0)
     assert {"iba", "lime", "random"} <= set(registry.names())
+
+
+def test_lime_over_words_deletes_whole_words_and_fits_their_coefficients(tiny_bert):
+    """unit="word": the features are words (the lime package's text features); each sample deletes whole
+    words, and the pieces of a word share its sklearn ridge coefficient equally."""
+    cfg, params = tiny_bert
+    rng = np.random.default_rng(1)
+    n = 9
+    ids = rng.integers(5, 100, (1, n)).astype(np.int32)
+    word_ids = np.asarray([[-1, 0, 0, 1, 2, 2, 2, 3, -1]], np.int32)  # 4 words of 2, 1, 3, 1 pieces
+    batch = {"input_ids": ids, "attention_mask": np.ones((1, n), np.int32), "word_ids": word_ids}
+    out = lime(params, cfg, batch, key=jax.random.key(3), samples=16, unit="word")
+    keep = np.asarray(out.features[0])[:, :4]  # [S, words]
+    fwd = jax.jit(lambda x: forward(params, cfg, x, jnp.ones_like(x)).logits)
+    y = []
+    for s in range(keep.shape[0]):
+        kept = [ids[0, 0], *[ids[0, j] for j in range(1, n - 1) if keep[s, word_ids[0, j]]], ids[0, n - 1]]
+        y.append(float(jax.nn.softmax(fwd(np.asarray(kept, np.int32)[None])[0])[out.target[0]]))
+    np.testing.assert_allclose(np.asarray(out.probs[0]), y, rtol=1e-5, atol=1e-6)
+    dist = pairwise_distances(keep.astype(float), np.ones((1, 4)), metric="cosine").ravel() * 100
+    ridge = Ridge(alpha=1.0).fit(keep.astype(float), y, sample_weight=np.sqrt(np.exp(-(dist**2) / KERNEL_WIDTH**2)))
+    scores = np.asarray(out.scores[0])
+    per_word = np.asarray([scores[word_ids[0] == k].sum() for k in range(4)])
+    np.testing.assert_allclose(per_word, ridge.coef_, rtol=1e-3, atol=1e-5)
+    assert scores[1] == scores[2] and scores[0] == scores[-1] == 0

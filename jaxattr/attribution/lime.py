@@ -10,6 +10,10 @@ and sample weights, fitted to the target-class probability — done here in clos
 samples run as one batch of forwards (in `chunk`-row pieces under `lax.map`), then a batched solve.
 With all features kept by `feature_selection="auto"` (more than 6 features → "highest_weights" on all
 of them), the package's coefficients are exactly this ridge fit.
+
+`unit="word"` makes the words the features, as the lime package's own text explainer does (it splits
+on words): a sample deletes all pieces of a chosen word, and each piece gets its word's coefficient
+divided by the word's piece count, so the record's word scores are the words' coefficients.
 """
 
 from __future__ import annotations
@@ -70,27 +74,44 @@ def weighted_ridge(x: Array, y: Array, w: Array, alpha: float = RIDGE_ALPHA) -> 
     return coef, ym - xm @ coef
 
 
+def _word_features(batch: Mapping[str, Any], tokens: Array) -> tuple[Array, Array, Array]:
+    """(word ids clipped to >= 0 [B, T], word feature mask [B, T] (slot k = word k), pieces per word [B, T])."""
+    from jaxattr.attribution.sig import unit_ids
+
+    wid = jnp.where(tokens, unit_ids(batch, "word"), -1)
+    slots = jnp.arange(wid.shape[-1])
+    count = jnp.sum(wid[:, None, :] == slots[None, :, None], axis=-1)  # [B, T]: pieces of word k
+    return jnp.maximum(wid, 0), count > 0, count
+
+
 def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Array, samples: int = 100,
-         target: Any = None, chunk: int | None = None) -> LimeOutput:
+         target: Any = None, chunk: int | None = None, unit: str = "token") -> LimeOutput:
     """LIME scores for a padded batch: `samples` deletions per example, a weighted ridge fit per example.
 
     `target`: None (predicted class) or class indices [B]; `key`: one key or one per example; `chunk`:
-    rows per forward piece (None = all B·S at once). Pure and jit-able (`samples`, `chunk` static).
+    rows per forward piece (None = all B·S at once); `unit`: "token" (every piece a feature) or "word".
+    Pure and jit-able (`samples`, `chunk`, `unit` static). `features` in the output are the units'.
     """
+    if unit not in ("token", "word"):
+        raise UserError(f"LIME unit must be 'token' or 'word', not {unit!r}")
     if cfg.problem_type != "classification":
         raise UserError("LIME here explains a class probability: it needs a classification head")
     if samples < 2:
         raise UserError(f"LIME needs at least 2 samples, not {samples}")
     mask = jnp.asarray(batch["attention_mask"]).astype(bool)
     b, t = mask.shape
-    features = mask & ~special_mask(batch)
+    tokens = mask & ~special_mask(batch)
+    features = tokens
+    if unit == "word":
+        wid, features, pieces = _word_features(batch, tokens)
     keys = _example_keys(key, b)
-    keep = jax.vmap(lambda k, f: lime_samples(k, f, samples))(keys, features)  # [B, S, T]
+    keep = jax.vmap(lambda k, f: lime_samples(k, f, samples))(keys, features)  # [B, S, T] over units
+    token_keep = keep if unit == "token" else jnp.take_along_axis(keep, wid[:, None, :], axis=-1) | ~tokens[:, None]
     rep = lambda a: jnp.repeat(jnp.asarray(a), samples, axis=0)
     flat = {"input_ids": rep(batch["input_ids"]), "attention_mask": rep(batch["attention_mask"])}
     if batch.get("token_type_ids") is not None:
         flat["token_type_ids"] = rep(batch["token_type_ids"])
-    drop = (features[:, None] & ~keep).reshape(b * samples, t)
+    drop = (tokens[:, None] & ~token_keep).reshape(b * samples, t)
     rows = delete_tokens(flat, drop)
     probs = predict_probs(params, cfg, rows, chunk).reshape(b, samples, -1)
     if target is None or (isinstance(target, str) and target == "predicted"):
@@ -100,6 +121,10 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     y = jnp.take_along_axis(probs, tgt[:, None, None], axis=-1)[..., 0]  # [B, S]
     w = jax.vmap(kernel_weights)(keep, features)
     coef, intercept = jax.vmap(weighted_ridge)(keep.astype(jnp.float32), y, w)
+    if unit == "word":
+        per_piece = coef / jnp.maximum(pieces, 1)
+        return LimeOutput(jnp.where(tokens, jnp.take_along_axis(per_piece, wid, axis=-1), 0.0), intercept, tgt,
+                          keep, y)
     return LimeOutput(jnp.where(features, coef, 0.0), intercept, tgt, keep, y)
 
 
@@ -109,8 +134,10 @@ def _register() -> None:
     def check(o: Mapping[str, Any]) -> None:
         if not isinstance(o["samples"], int) or o["samples"] < 2:
             raise UserError(f"--samples must be an integer >= 2, not {o['samples']!r}")
+        if o["unit"] not in ("token", "word"):
+            raise UserError(f"--unit must be token or word for LIME, not {o['unit']!r}")
 
-    register(MethodSpec(name="lime", fn=lime, options={"samples": 100}, cost=lambda o: o["samples"],
+    register(MethodSpec(name="lime", fn=lime, options={"samples": 100, "unit": "token"}, cost=lambda o: o["samples"],
                         validate=check, description="LIME: token deletions, lime's kernel, weighted ridge"))
 
 

@@ -26,7 +26,8 @@ METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--baseline": ("baseline", str, "IG/SIG/GradientShap baseline: mask (default), pad or zero"),
     "--integration": ("method", str, "quadrature: gausslegendre (default), riemann_left/right/middle/trapezoid, "
                                      "captum_trapezoid (Captum's weights)"),
-    "--unit": ("unit", str, "SIG unit: token (as tint, default) or word (all word pieces of a word at once)"),
+    "--unit": ("unit", str, "SIG/LIME unit: token (default; as tint) or word (all pieces of a word at once; "
+                            "LIME: words are the features, as the lime package)"),
     "--samples": ("samples", int, "noise samples (GradientShap: 20; IBA: 10)"),
     "--stdev": ("stdev", float, "GradientShap input noise standard deviation (default 0)"),
     "--layer": ("layer", str, "IBA layer: a block index >= 0 (0 = embeddings) or 'all'"),
