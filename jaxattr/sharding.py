@@ -17,9 +17,10 @@ from jax.sharding import PartitionSpec as P
 DATA = "data"
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A mesh with one named axis `data` over the first `num_devices` devices (default: all)."""
-    devices = jax.devices()
+def make_mesh(num_devices: int | None = None, *, local: bool = False) -> Mesh:
+    """A mesh with one named axis `data` over the first `num_devices` devices (default: all); `local`:
+    this process's devices only (attribution jobs: every process runs its own examples)."""
+    devices = jax.local_devices() if local else jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices, {len(devices)} available")
@@ -50,6 +51,10 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 def maybe_initialize_distributed() -> bool:
     """Initialise multi-host JAX when launched with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES set."""
     if os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
+        from jax._src import distributed
+
+        if distributed.global_state.client is not None:  # already initialised (a second command in-process)
+            return True
         jax.distributed.initialize(
             coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(os.environ["JAX_NUM_PROCESSES"]),

@@ -131,9 +131,9 @@ class Driver:
         if tokens_per_batch < 1:
             raise UserError(f"tokens per batch must be >= 1, not {tokens_per_batch}")
         self.tokens_per_batch = int(tokens_per_batch)
-        if devices is not None and not 1 <= devices <= len(jax.devices()):
-            raise UserError(f"asked for {devices} devices, {len(jax.devices())} available")
-        self.mesh = make_mesh(devices)
+        if devices is not None and not 1 <= devices <= len(jax.local_devices()):
+            raise UserError(f"asked for {devices} devices, {len(jax.local_devices())} available")
+        self.mesh = make_mesh(devices, local=True)  # several processes: each runs its own examples
         self.ndev = self.mesh.size
         self.buckets = tuple(buckets)
         self.seed = seed

@@ -140,12 +140,33 @@ def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, mo
           f"{', ...' if len(full) > 5 else ''})", file=sys.stderr)
 
 
+def _run_processes(args: argparse.Namespace, driver: Any, examples: list[dict[str, Any]], settings: dict[str, Any],
+                   source: str) -> int:
+    """This process's share of a multi-process job (`jaxattr.attribution.multihost`); progress on process 0."""
+    from tqdm.auto import tqdm
+
+    from jaxattr.attribution import multihost
+
+    rank, n = multihost.process()
+    with tqdm(unit="row", desc=f"{args.method} (process 0 of {n})", dynamic_ncols=True, disable=rank != 0) as bar:
+        def attribute(chunk, writer):
+            bar.total = (bar.total or 0) + sum(driver.work(ex) for ex in chunk)
+            yield from driver.run(chunk, args.target, progress=bar, partial=writer.partial)
+
+        return multihost.run_sharded(args.out, examples, driver.work, attribute, settings, model=source,
+                                     overwrite=args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="jaxattr attribute: warning: %(message)s")
     _setup_devices(args.devices)
     from tqdm.auto import tqdm
 
+    from jaxattr.attribution import multihost
+    from jaxattr.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.results import ResultWriter, read_results
@@ -165,20 +186,26 @@ def run(args: argparse.Namespace) -> int:
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
                     output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
                     seed=args.seed)
-    with ResultWriter(args.out, overwrite=args.overwrite) as writer:
-        writer.bind({**driver.settings(), "target": args.target, "seed": args.seed}, model=model.source)
-        todo = writer.pending(examples)
-        skipped = len(examples) - len(todo)
-        if skipped:
-            print(f"jaxattr attribute: {skipped} of {len(examples)} examples already in {args.out}; resuming",
-                  file=sys.stderr)
-        written = 0
-        with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=f"{args.method}",
-                  dynamic_ncols=True, disable=not todo) as bar:
-            for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
-                written += writer.write(chunk)
-                bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
+    settings = {**driver.settings(), "target": args.target, "seed": args.seed}
+    if multihost.process()[1] > 1:
+        written = _run_processes(args, driver, examples, settings, model.source)
+    else:
+        with ResultWriter(args.out, overwrite=args.overwrite) as writer:
+            writer.bind(settings, model=model.source)
+            todo = writer.pending(examples)
+            skipped = len(examples) - len(todo)
+            if skipped:
+                print(f"jaxattr attribute: {skipped} of {len(examples)} examples already in {args.out}; resuming",
+                      file=sys.stderr)
+            written = 0
+            with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=f"{args.method}",
+                      dynamic_ncols=True, disable=not todo) as bar:
+                for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
+                    written += writer.write(chunk)
+                    bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)
+    if multihost.process()[0] != 0:
+        return 0
     if args.html:
         from jaxattr.viz.html import write_report
 

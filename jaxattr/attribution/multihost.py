@@ -1,0 +1,167 @@
+"""Attribution jobs over several processes (hosts): one output file, every id once, in input order.
+
+Launched as N processes of the same command (`jax.distributed.initialize` from `JAX_COORDINATOR_ADDRESS` /
+`JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, `jaxattr.sharding.maybe_initialize_distributed`), the processes
+exchange work **through files, not collectives**: examples are independent, so no array ever crosses hosts,
+and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesystem every host sees.
+
+1. Every process reads which ids OUT and the shard files already hold (a barrier after the reading,
+   so that nobody writes before everybody has read), and the pending examples are cut, in input order,
+   into `CHUNKS_PER_PROCESS x N` chunks of about equal cost (`Driver.work`: rows, so a 512-token SIG
+   example weighs ~400 tweets).
+2. Each process claims the next unclaimed chunk (an `O_EXCL` file in `OUT.shards/claims/`), runs it on
+   its local devices and appends its records to its own shard file (`ResultWriter`: durable per chunk,
+   resumable) until no chunk is left. A slow host thus delays the others by at most its last chunk.
+3. After a barrier, process 0 merges OUT and every shard into OUT (atomically; ids once, input order),
+   then removes the shards. Progress is shown by process 0 (its own share of the rows).
+
+A killed process stalls the others at the next barrier (the JAX coordinator's timeout ends the job);
+relaunching the job continues from OUT plus the shards: records already written are neither lost nor
+redone, and the claims of the killed launch are discarded (process 0 clears them before the first read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxattr.attribution.results import ResultWriter, read_results
+
+CHUNKS_PER_PROCESS = 8
+BARRIER_TIMEOUT_MS = 24 * 3600 * 1000  # a barrier waits for the slowest host's last chunk
+
+
+def process() -> tuple[int, int]:
+    """(this process's index, number of processes)."""
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+_BARRIERS = [0]  # barriers passed by this process: every process passes the same sequence
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches `name` (the coordinator's key-value barrier; no device collective)."""
+    from jax._src import distributed
+
+    if process()[1] > 1:
+        _BARRIERS[0] += 1
+        distributed.global_state.client.wait_at_barrier(f"{name}-{_BARRIERS[0]}", BARRIER_TIMEOUT_MS)
+
+
+def shard_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".shards")
+
+
+def _shard_files(out: Path) -> list[Path]:
+    return sorted(shard_dir(out).glob("proc-*.jsonl"))
+
+
+def done_ids(out: str | Path) -> set[str]:
+    """JSON-encoded ids with records in OUT or any shard file (read-only)."""
+    out = Path(out)
+    ids = set()
+    for path in ([out] if out.exists() else []) + _shard_files(out):
+        ids.update(json.dumps(r["id"]) for r in read_results(path))
+    return ids
+
+
+def check_settings(out: str | Path, settings: Mapping[str, Any]) -> None:
+    """The UserError `ResultWriter.bind` would raise, raised by every process alike before any barrier (a
+    process that failed alone would leave the others waiting): OUT or a shard made with other settings."""
+    from jaxattr.attribution.results import _plain
+    from jaxattr.errors import UserError
+
+    out, want = Path(out), _plain(settings)
+    for path in ([out] if out.exists() else []) + _shard_files(out):
+        meta = path.with_name(path.name + ".meta.json")
+        try:
+            old = json.loads(meta.read_text(encoding="utf-8"))["settings"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(old, dict) and old != want:
+            diff = sorted(k for k in set(want) | set(old) if want.get(k) != old.get(k))
+            raise UserError(f"{path} holds records made with another {', '.join(diff)}; use --overwrite or "
+                            "another --out")
+
+
+def cost_chunks(examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
+                n: int) -> list[list[Mapping[str, Any]]]:
+    """Cut `examples` (kept in order) into at most `n` contiguous chunks of about equal total cost."""
+    if not examples:
+        return []
+    w = np.cumsum([max(1, int(cost(ex))) for ex in examples], dtype=np.float64)
+    cut = np.searchsorted(w, w[-1] * np.arange(1, n) / n, side="left") + 1
+    bounds = [0, *sorted(set(int(c) for c in cut if 0 < c < len(examples))), len(examples)]
+    return [list(examples[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _claim(claims: Path, k: int) -> bool:
+    try:
+        os.close(os.open(claims / f"chunk-{k:06d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
+                attribute: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
+                settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False) -> int:
+    """Run `attribute(chunk, writer)` (yielding record lists) over this process's claimed chunks of the
+    pending examples, then merge into OUT (process 0). Returns how many records this process wrote."""
+    out = Path(out)
+    rank, n = process()
+    shards, claims = shard_dir(out), shard_dir(out) / "claims"
+    if not overwrite:
+        check_settings(out, settings)
+    barrier("jaxattr-start")
+    if rank == 0:
+        if overwrite:
+            out.unlink(missing_ok=True)
+            shutil.rmtree(shards, ignore_errors=True)
+        shutil.rmtree(claims, ignore_errors=True)
+        claims.mkdir(parents=True)
+    barrier("jaxattr-cleared")
+    seen = done_ids(out)
+    barrier("jaxattr-read")  # nobody writes before everybody has read
+    pending = [ex for ex in examples if json.dumps(ex["id"]) not in seen]
+    written = 0
+    with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
+        writer.bind(settings, model=model)
+        for k, chunk in enumerate(cost_chunks(pending, cost, CHUNKS_PER_PROCESS * n)):
+            if _claim(claims, k):
+                for records in attribute(chunk, writer):
+                    written += writer.write(records)
+    barrier("jaxattr-done")
+    if rank == 0:
+        merge(out, examples, settings, model=model)
+    barrier("jaxattr-merged")
+    return written
+
+
+def merge(out: Path, examples: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], *,
+          model: str | None = None) -> None:
+    """OUT := OUT's records and every shard's, each key once, in input order (ids not among `examples`
+    after), written atomically in OUT's format; then the shards go."""
+    order = {json.dumps(ex["id"]): i for i, ex in enumerate(examples)}
+    records: dict[str, dict[str, Any]] = {}
+    for path in ([out] if out.exists() else []) + _shard_files(out):
+        for r in read_results(path):
+            records.setdefault(json.dumps([r["id"], r.get("layer")]), r)
+    ranked = sorted(records.values(), key=lambda r: (order.get(json.dumps(r["id"]), len(order)),))
+    tmp = out.with_name(out.name + ".merging" + out.suffix)
+    tmp.unlink(missing_ok=True)
+    with ResultWriter(tmp) as writer:
+        writer.bind(settings, model=model)
+        writer.write(ranked)
+    os.replace(tmp, out)
+    os.replace(tmp.with_name(tmp.name + ".meta.json"), out.with_name(out.name + ".meta.json"))
+    shutil.rmtree(shard_dir(out), ignore_errors=True)
