@@ -120,7 +120,9 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict)
     drops = {m: c["curve"][:, 0] - c["table"] for m, c in curves.items()}
     auc = normalised_auc(curves)
     n = len(next(iter(drops.values())))
-    lines = [f"### {name}: {n} examples, target {'gold' if 'gold' in name else 'predicted'} "
+    argv = wall.get("argv", [])
+    target = argv[argv.index("--target") + 1] if "--target" in argv else "predicted"
+    lines = [f"### {name}: {n} examples, target {target} "
              f"({wall.get('seconds', 0) / 60:.0f} min)", "",
              f"| Method | drop@1/9 ↑ mean [95% CI] | AUC(d) ↓ | paper ({col}) |", "|---|---:|---:|---:|"]
     for m in sorted(drops, key=lambda k: -drops[k].mean()):
@@ -135,6 +137,17 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict)
                 pd = paired_difference(drops["iba"], drops[m])
                 verdict = {"a > b": "IBA better", "a < b": f"{NAMES.get(m, m)} better"}.get(pd.verdict, "unresolved")
                 lines.append(f"| IBA − {NAMES.get(m, m)} | {pd} | {verdict} |")
+    per_layer = sorted(m for m in drops if m.startswith("iba@"))
+    if per_layer:  # the layer study: every block against the default one (round(0.75 L)), paired
+        ref = f"iba@{round(0.75 * len(per_layer))}"
+        lines += ["", f"| Paired: IBA after block k − after block {ref[4:]} (the default) | mean difference "
+                  "[95% CI] (Wilcoxon p) | verdict |", "|---|---:|---|"]
+        for m in per_layer:
+            if m != ref:
+                pd = paired_difference(drops[m], drops[ref])
+                verdict = {"a > b": f"block {m[4:]} better", "a < b": f"block {ref[4:]} better"}.get(
+                    pd.verdict, "unresolved")
+                lines.append(f"| block {m[4:]} − block {ref[4:]} | {pd} | {verdict} |")
     lines += ["", f"Command: `jaxattr degradation {' '.join(wall.get('argv', []))}`; curves: "
               f"[`{name}/degradation.png`]({name}/degradation.png), per example: `{name}/per_example.csv`.", ""]
     return lines
