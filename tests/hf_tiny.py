@@ -13,7 +13,7 @@ import torch
 import transformers
 
 VOCAB = 100
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert")
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert", "modernbert")
 ROBERTA_LAYOUT = ("roberta", "xlm-roberta", "camembert")  # positions from pad_token_id + 1, no token types
 WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "self", "driving", "i", "you",
          "it", "is", "not", "very", "news", "sport", "##s", "##ing", "##ed", "!", ".", ",", "?"]
@@ -40,6 +40,12 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
         return transformers.ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2,
                                           num_attention_heads=4, intermediate_size=37, type_vocab_size=2,
                                           **common)
+    if family == "modernbert":  # 3 layers: global, local, global; the 8-token window binds on 16 tokens
+        extra.setdefault("classifier_pooling", "cls")
+        return transformers.ModernBertConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+            global_attn_every_n_layers=2, local_attention=8, pad_token_id=0, bos_token_id=2, cls_token_id=2,
+            eos_token_id=3, sep_token_id=3, **common)
     raise ValueError(family)
 
 
