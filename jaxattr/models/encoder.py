@@ -214,7 +214,7 @@ def init_params(cfg: EncoderConfig, key: Array) -> Params:
     h = jnp.zeros((1, 2, cfg.hidden_size), cfg.compute_dtype)
     layer_init = lambda k: layer_cls(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True)["params"]
     layers = jax.vmap(layer_init)(jax.random.split(k_layers, cfg.num_layers))
-    head = head_module(cfg).init(k_head, jnp.zeros((1, cfg.hidden_size)))["params"]
+    head = head_module(cfg).init(k_head, h, jnp.ones((1, 2), jnp.int32))["params"]
     return {"embeddings": emb, "layers": layers, "head": head}
 
 
