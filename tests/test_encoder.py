@@ -116,10 +116,13 @@ def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only):
     assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
 
 
-def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models):
+@pytest.mark.parametrize("family", ["roberta", "modernbert"])
+def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models, family):
     """Past the CPU kernel's short length (remat on): the [CLS]-only last block changes nothing the
     head sees, with an attention bias on the last block and under dropout too."""
-    _, cfg, params = tiny_models["roberta"]
+    _, cfg, params = tiny_models[family]
+    if family == "modernbert":  # dropout on (the tiny HF config has none), so the dropout branch runs
+        cfg = cfg.replace(dropout_rate=0.1, attention_dropout_rate=0.1)
     rng = np.random.default_rng(5)
     b, t = 3, 48
     mask = np.ones((b, t), np.int32)
