@@ -239,9 +239,9 @@ def embed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask
           rng: Array | None = None) -> Array:
     """Hidden state entering block 1 (embedding output, [B, T, H]) from word embeddings."""
     rngs = None if deterministic else {"dropout": rng}
-    return modules(cfg)[0](cfg).apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
-                                 position_ids(cfg, attention_mask), token_type_ids,
-                                 deterministic=deterministic, rngs=rngs)
+    module = modules(cfg)[0](cfg)
+    return module.apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
+                        position_ids(cfg, attention_mask), token_type_ids, deterministic=deterministic, rngs=rngs)
 
 
 class LayersOutput(NamedTuple):
