@@ -13,7 +13,7 @@ import torch
 import transformers
 
 VOCAB = 100
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "camembert")
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "camembert", "modernbert")
 TOKEN_TYPES = ("bert", "electra", "albert")  # families whose tiny configs have two token types
 ROBERTA_LAYOUT = ("roberta", "xlm-roberta", "camembert")  # positions from pad_token_id + 1, no token types
 WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "self", "driving", "i", "you",
@@ -45,6 +45,12 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
         return transformers.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=3,
                                          num_hidden_groups=2, num_attention_heads=4, intermediate_size=37,
                                          type_vocab_size=2, hidden_act="gelu_new", **common)
+    if family == "modernbert":  # 3 layers: global, local, global; the 8-token window binds on 16 tokens
+        extra.setdefault("classifier_pooling", "cls")
+        return transformers.ModernBertConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+            global_attn_every_n_layers=2, local_attention=8, pad_token_id=0, bos_token_id=2, cls_token_id=2,
+            eos_token_id=3, sep_token_id=3, **common)
     raise ValueError(family)
 
 

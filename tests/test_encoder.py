@@ -116,10 +116,13 @@ def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only):
     assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
 
 
-def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models):
+@pytest.mark.parametrize("family", ["roberta", "modernbert"])
+def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models, family):
     """Past the CPU kernel's short length (remat on): the [CLS]-only last block changes nothing the
     head sees, with an attention bias on the last block and under dropout too."""
-    _, cfg, params = tiny_models["roberta"]
+    _, cfg, params = tiny_models[family]
+    if family == "modernbert":  # dropout on (the tiny HF config has none), so the dropout branch runs
+        cfg = cfg.replace(dropout_rate=0.1, attention_dropout_rate=0.1)
     rng = np.random.default_rng(5)
     b, t = 3, 48
     mask = np.ones((b, t), np.int32)
@@ -231,6 +234,103 @@ def test_attn_bias_masking_a_key_equals_attention_mask(tiny_models):
     batch = random_batch("bert", lengths=(8, 8), length=8, seed=4)
     bias = np.zeros((cfg.num_layers, 2, 1, 8, 8), np.float32)
     bias[..., 3] = mask_value(jnp.float32)  # every query ignores key 3 in every layer
+    masked = dict(batch, attention_mask=batch["attention_mask"].copy())
+    masked["attention_mask"][:, 3] = 0
+    np.testing.assert_allclose(_ours(cfg, params, batch, attn_bias=jnp.asarray(bias)), _ours(cfg, params, masked),
+                               atol=1e-6)
+
+
+# ModernBERT: mean pooling, bias switches, block types by absolute index ------------------------------------------
+
+MEAN_BIASED = dict(classifier_pooling="mean", norm_bias=True, attention_bias=True, mlp_bias=True, classifier_bias=True)
+
+
+@pytest.fixture(scope="module")
+def modernbert_mean(tmp_path_factory):
+    """A tiny ModernBERT that mean-pools, with every bias switch on (the default tiny one has none)."""
+    d = tmp_path_factory.mktemp("modernbert-mean")
+    model = save_tiny("modernbert", d, seed=2, **MEAN_BIASED)
+    cfg, params = load_hf_dir(d)
+    return model, cfg, params
+
+
+@pytest.mark.parametrize("cls_only", [False, True])
+def test_modernbert_mean_pooling_matches_hf(modernbert_mean, cls_only):
+    """Masked mean of final_norm(hidden) over valid tokens; cls_only falls back to the full last block."""
+    model, cfg, params = modernbert_mean
+    assert cfg.classifier_pooling == "mean" and cfg.norm_bias and cfg.mlp_bias and not cfg.head_reads_cls_only
+    batch = random_batch("modernbert", seed=7)
+    theirs = hf_logits(model, batch, "modernbert")
+    out = forward_batch(params, cfg, batch, cls_only=cls_only)
+    assert out.hidden.shape == (4, 16, cfg.hidden_size)  # every row: the head reads them all
+    assert np.ptp(theirs, axis=0).max() > 0.1
+    np.testing.assert_allclose(np.asarray(out.logits), theirs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="mean pooling"):
+        classify(params, cfg, out.hidden[:, 0])  # one vector cannot be mean-pooled
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_modernbert_grad_wrt_word_embeddings_matches_torch(tiny_models, modernbert_mean, pooling):
+    """IG/SIG's intervention point: gradients w.r.t. word embeddings (positions implicit in RoPE)."""
+    model, cfg, params = tiny_models["modernbert"] if pooling == "cls" else modernbert_mean
+    batch = random_batch("modernbert", seed=1)
+    we = word_embeddings(params, cfg, batch["input_ids"])
+    f = lambda w: forward(params, cfg, None, batch["attention_mask"], word_embeds=w, cls_only=True).logits[:, 1].sum()
+    g = np.asarray(jax.jit(jax.grad(f))(we))
+    t_we = torch.tensor(np.asarray(we), requires_grad=True)
+    model(inputs_embeds=t_we, attention_mask=torch.tensor(batch["attention_mask"])).logits[:, 1].sum().backward()
+    expected = t_we.grad.numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(g, expected, atol=1e-5 * np.abs(expected).max() + 1e-7)
+    assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
+
+
+def test_modernbert_blocks_keep_their_type_in_slices(tiny_models):
+    """Block i run alone (layer_offset=i) or in a slice behaves as in the full stack: local windows
+    and RoPE theta follow the absolute index; running block 1 as if it were block 0 differs."""
+    _, cfg, params = tiny_models["modernbert"]
+    batch = random_batch("modernbert", seed=3)
+    mask = batch["attention_mask"]
+    h = embed(params, cfg, word_embeddings(params, cfg, batch["input_ids"]), mask)
+    whole = run_layers(params, cfg, h, mask)
+    hid = h
+    for i in range(cfg.num_layers):
+        one = {"layers": jax.tree.map(lambda a, i=i: a[i:i + 1], params["layers"])}
+        nxt = run_layers(one, cfg, hid, mask, start=0, stop=1, layer_offset=i).hidden
+        if i == 1:
+            wrong = run_layers(one, cfg, hid, mask, start=0, stop=1).hidden
+            assert np.abs(np.asarray(wrong - nxt)).max() > 1e-2
+        hid = nxt
+    np.testing.assert_allclose(np.asarray(hid), np.asarray(whole.hidden), atol=1e-6)
+    low = run_layers(params, cfg, h, mask, stop=2)
+    high = run_layers(params, cfg, low.hidden, mask, start=2)
+    np.testing.assert_allclose(np.asarray(high.hidden), np.asarray(whole.hidden), atol=1e-6)
+    ref = forward_batch(params, cfg, batch)
+    np.testing.assert_allclose(np.asarray(classify(params, cfg, high.hidden, mask)), np.asarray(ref.logits), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(classify(params, cfg, high.hidden[:, 0])), np.asarray(ref.logits), atol=1e-6)
+    for layer in range(cfg.num_layers + 1):
+        out = forward_batch(params, cfg, batch, after_layer=(layer, lambda x: x))
+        np.testing.assert_allclose(np.asarray(out.logits), np.asarray(ref.logits), atol=2e-6, rtol=0)
+
+
+def test_modernbert_attention_maps_respect_the_window(tiny_models):
+    """return_attention: local blocks (1) put no mass beyond local_attention // 2; global ones (0, 2) do."""
+    _, cfg, params = tiny_models["modernbert"]
+    batch = random_batch("modernbert", lengths=(16, 16), seed=4)
+    attn = np.asarray(forward_batch(params, cfg, batch, return_attention=True).attention)
+    assert attn.shape == (3, 2, cfg.num_heads, 16, 16)
+    far = np.abs(np.arange(16)[:, None] - np.arange(16)[None]) > cfg.local_attention // 2
+    assert attn[1][..., far].max() == 0.0
+    assert attn[0][..., far].max() > 1e-3 and attn[2][..., far].max() > 1e-3
+    np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_attn_bias_masking_a_key_equals_attention_mask_all_layouts(tiny_models, family):
+    _, cfg, params = tiny_models[family]
+    batch = random_batch(family, lengths=(8, 8), length=8, seed=4)
+    bias = np.zeros((cfg.num_layers, 2, 1, 8, 8), np.float32)
+    bias[..., 3] = mask_value(jnp.float32)
     masked = dict(batch, attention_mask=batch["attention_mask"].copy())
     masked["attention_mask"][:, 3] = 0
     np.testing.assert_allclose(_ours(cfg, params, batch, attn_bias=jnp.asarray(bias)), _ours(cfg, params, masked),

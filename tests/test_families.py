@@ -101,3 +101,29 @@ def test_dact_and_deebert_exits(family_model):
     r = deebert.init_params(cfg, params, jax.random.key(3))
     ramps = deebert.ramp_logits(r, cfg, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert ramps.shape == (cfg.num_layers, 3, cfg.num_labels) and np.isfinite(np.asarray(ramps)).all()
+
+
+def test_modernbert_block_index_survives_block_by_block_runs(tmp_path):
+    """Early exit and IBA run one block at a time: each must still get its absolute index (ModernBERT's
+    global/local type and RoPE theta), so both reproduce forward's per-block [CLS] states."""
+    from jaxattr.attribution.iba import hidden_states
+    from jaxattr.training import early_exit
+
+    save_tiny("modernbert", tmp_path)
+    cfg, params = load_hf_dir(tmp_path)
+    batch = random_batch("modernbert", lengths=(16, 9, 12))
+    ref = forward(params, cfg, batch["input_ids"], batch["attention_mask"])
+    hs = hidden_states(params, cfg, batch["input_ids"], batch["attention_mask"])
+    np.testing.assert_allclose(np.asarray(hs[1:, :, 0]), np.asarray(ref.cls), atol=1e-5)
+    exits = {"_": jnp.zeros((cfg.num_layers, 1))}
+    res = early_exit.run_early_exit(params, cfg, batch, exits, early_exit.never_exit_rule, {"_": np.zeros(3)})
+    np.testing.assert_allclose(res.output, np.asarray(ref.cls[-1]), atol=1e-5)
+
+
+def test_deebert_refuses_a_mean_pooling_head(tmp_path):
+    from jaxattr.errors import UserError
+
+    save_tiny("modernbert", tmp_path, classifier_pooling="mean")
+    cfg, params = load_hf_dir(tmp_path)
+    with pytest.raises(UserError, match="mean-pooling"):
+        deebert.init_params(cfg, params, jax.random.key(0))

@@ -123,3 +123,27 @@ def test_sharded_safetensors(tmp_path):
 def test_unsupported_config_switches_are_refused_not_ignored(tmp_path, extra, needle):
     save_tiny("bert", tmp_path, num_labels=3, **extra)
     _one_line_error(lambda: load_hf_dir(tmp_path), needle, "not supported")
+
+
+def test_modernbert_legacy_config_keys_and_refusals(tmp_path):
+    """Hub configs from before transformers v5 carry global_attn_every_n_layers and global/local_rope_theta
+    instead of layer_types/rope_parameters; unsupported layer patterns and RoPE scalings are refused."""
+    from jaxattr.models.hf import config_from_hf
+
+    legacy = {"model_type": "modernbert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "intermediate_size": 37, "global_attn_every_n_layers": 3,
+              "global_rope_theta": 1234.0, "local_rope_theta": 99.0, "local_attention": 16}
+    cfg = config_from_hf(legacy)
+    assert (cfg.global_attn_every_n_layers, cfg.global_rope_theta, cfg.local_rope_theta) == (3, 1234.0, 99.0)
+    assert cfg.local_attention == 16 and not cfg.norm_bias and cfg.classifier_pooling == "cls"
+    v5 = dict(legacy, layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5.0},
+                               "sliding_attention": {"rope_type": "default", "rope_theta": 7.0}})
+    cfg = config_from_hf(v5)
+    assert (cfg.global_attn_every_n_layers, cfg.global_rope_theta, cfg.local_rope_theta) == (3, 5.0, 7.0)
+    odd = dict(v5, layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+    (tmp_path / "config.json").write_text(json.dumps(odd))
+    _one_line_error(lambda: load_hf_dir(tmp_path), "layer_types", "not supported")
+    scaled = dict(legacy, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    (tmp_path / "config.json").write_text(json.dumps(scaled))
+    _one_line_error(lambda: load_hf_dir(tmp_path), "rope_scaling", "not supported")

@@ -218,11 +218,12 @@ def _iba_layer(params, cfg, input_ids, attention_mask, token_type_ids, special, 
     mask_rep = _rep(mask, samples)
 
     def rest_logits(hid):
-        return classify(params, cfg, run_layers(params, cfg, hid, mask_rep, start=layer, cls_only=True).hidden[:, 0])
+        out = run_layers(params, cfg, hid, mask_rep, start=layer, cls_only=True).hidden
+        return classify(params, cfg, out, mask_rep)
 
     if target is None:
         full = run_layers(params, cfg, x, mask, start=layer, cls_only=True).hidden
-        target = jnp.argmax(classify(params, cfg, full[:, 0]), axis=-1).astype(jnp.int32)
+        target = jnp.argmax(classify(params, cfg, full, mask), axis=-1).astype(jnp.int32)
     mu, sigma = _noise_moments(x, valid, noise, layer, prev, stats)
     capacity, ces, kls = _optimise(rest_logits, x, valid, mu, sigma, target, keys, beta, lr, steps, samples,
                                    cfg.compute_dtype)
@@ -230,9 +231,10 @@ def _iba_layer(params, cfg, input_ids, attention_mask, token_type_ids, special, 
     return IBAOutput(scores, capacity, raw, target, jnp.asarray(layer, jnp.int32), ces, kls)
 
 
-def _one_block(params, cfg, p, hid, mask):
+def _one_block(params, cfg, p, hid, mask, index):
+    """Block `index` (0-based, absolute: ModernBERT's block type depends on it) with its params `p`."""
     one = {"layers": jax.tree.map(lambda a: a[None], p)}
-    return run_layers(one, cfg.unshared(), hid, mask, start=0, stop=1).hidden
+    return run_layers(one, cfg.unshared(), hid, mask, start=0, stop=1, layer_offset=index).hidden
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "steps", "samples", "noise"))
@@ -243,14 +245,14 @@ def _iba_all(params, cfg, input_ids, attention_mask, token_type_ids, special, ta
     n_layers = cfg.num_layers
     h0 = embed(params, cfg, word_embeddings(params, cfg, input_ids), mask, token_type_ids)
 
-    def collect(hid, p):
-        nxt = _one_block(params, cfg, p, hid, mask)
+    def collect(hid, xs):
+        nxt = _one_block(params, cfg, xs[0], hid, mask, xs[1])
         return nxt, nxt
 
-    last, hs = jax.lax.scan(collect, h0, layer_params(params, cfg))
+    last, hs = jax.lax.scan(collect, h0, (layer_params(params, cfg), jnp.arange(n_layers)))
     hiddens = jnp.concatenate([h0[None], hs])  # [L+1, B, T, H]
     if target is None:
-        target = jnp.argmax(classify(params, cfg, last[:, 0]), axis=-1).astype(jnp.int32)
+        target = jnp.argmax(classify(params, cfg, last, mask), axis=-1).astype(jnp.int32)
     mask_rep = _rep(mask, samples)
 
     def per_layer(_, layer):
@@ -259,11 +261,11 @@ def _iba_all(params, cfg, input_ids, attention_mask, token_type_ids, special, ta
         def rest_logits(hid):
             def body(hh, xs):
                 p, i = xs
-                hh = jax.lax.cond(i >= layer, lambda v: _one_block(params, cfg, p, v, mask_rep), lambda v: v, hh)
+                hh = jax.lax.cond(i >= layer, lambda v: _one_block(params, cfg, p, v, mask_rep, i), lambda v: v, hh)
                 return hh, None
 
             out, _ = jax.lax.scan(body, hid, (layer_params(params, cfg), jnp.arange(n_layers)))
-            return classify(params, cfg, out[:, 0])
+            return classify(params, cfg, out, mask_rep)
 
         mu, sigma = _noise_moments(x, valid, noise, layer, prev, stats)
         capacity, ces, kls = _optimise(rest_logits, x, valid, mu, sigma, target, keys, beta, lr, steps, samples,
@@ -392,11 +394,11 @@ def hidden_states(params: Params, cfg: EncoderConfig, input_ids: Array, attentio
     """Every hidden state [L+1, B, T, H]: the embedding output, then each block's output."""
     h0 = embed(params, cfg, word_embeddings(params, cfg, input_ids), attention_mask, token_type_ids)
 
-    def collect(hid, p):
-        nxt = _one_block(params, cfg, p, hid, attention_mask)
+    def collect(hid, xs):
+        nxt = _one_block(params, cfg, xs[0], hid, attention_mask, xs[1])
         return nxt, nxt
 
-    _, hs = jax.lax.scan(collect, h0, layer_params(params, cfg))
+    _, hs = jax.lax.scan(collect, h0, (layer_params(params, cfg), jnp.arange(cfg.num_layers)))
     return jnp.concatenate([h0[None], hs])
 
 

@@ -127,7 +127,7 @@ def load_checkpoint(ckpt_dir: str | Path, expect: EncoderConfig | None = None) -
     cfg = read_checkpoint_config(ckpt_dir)
     if expect is not None:
         diff = config_diff(cfg, expect, ignore=("dtype", "dropout_rate", "attention_dropout_rate",
-                                                "classifier_dropout_rate"))
+                                                "classifier_dropout_rate", "embedding_dropout_rate"))
         if diff:
             raise CheckpointMismatch(f"{ckpt_dir}: checkpoint config differs from the expected one: {'; '.join(diff)}")
     params_dir = ckpt_dir / PARAMS_DIR

@@ -1,8 +1,10 @@
-"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT, ELECTRA and ALBERT.
+"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT and
+ModernBERT.
 
 The config is hashable so it can be a static argument of `jax.jit`. Families differ only in a few
 switches (position-id scheme, token types, classification head, embedding projection); the encoder
-code path is shared.
+code path is shared. ModernBERT's block (pre-norm, RoPE, GeGLU, alternating global/local attention)
+lives in `jaxattr.models.modernbert`; the fields marked "ModernBERT" are read by that family alone.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-Family = Literal["bert", "roberta", "distilbert", "electra", "albert"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra", "albert")
+Family = Literal["bert", "roberta", "distilbert", "electra", "albert", "modernbert"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra", "albert", "modernbert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,18 @@ class EncoderConfig:
     dtype: str = "float32"  # compute dtype; parameters are always float32
     label_names: tuple[str, ...] | None = None
     hf_model_type: str | None = None  # HF model_type of an alias (xlm-roberta, camembert: RoBERTa's layout)
+    # ModernBERT only (the defaults are the BERT layout's, or HF's ModernBERT defaults where BERT has no such thing)
+    global_attn_every_n_layers: int = 1  # block i (0-based) attends globally iff i % n == 0, else locally
+    local_attention: int = 128  # local window, in tokens: a query sees keys within local_attention // 2 either side
+    global_rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    classifier_pooling: Literal["cls", "mean"] = "cls"  # "mean": masked mean of the final-normed hidden state
+    classifier_activation: str = "gelu"
+    norm_bias: bool = True  # LayerNorms with a bias
+    attention_bias: bool = True  # Wqkv and the attention output projection with biases
+    mlp_bias: bool = True  # GeGLU Wi / Wo with biases
+    classifier_bias: bool = True  # head.dense with a bias
+    embedding_dropout_rate: float | None = None  # None = dropout_rate
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -54,6 +68,12 @@ class EncoderConfig:
             raise ValueError(f"num_layer_groups {self.num_layer_groups} must lie in 1..num_layers")
         if self.label_names is not None and len(self.label_names) != self.num_labels:
             raise ValueError(f"{len(self.label_names)} label names for {self.num_labels} labels")
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling {self.classifier_pooling!r}: use 'cls' or 'mean'")
+        if self.classifier_pooling == "mean" and self.family != "modernbert":
+            raise ValueError("classifier_pooling='mean' is ModernBERT's; the other families read [CLS]")
+        if self.global_attn_every_n_layers < 1:
+            raise ValueError(f"global_attn_every_n_layers must be >= 1, not {self.global_attn_every_n_layers}")
 
     @property
     def emb_size(self) -> int:
@@ -77,6 +97,12 @@ class EncoderConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def head_reads_cls_only(self) -> bool:
+        """Whether the classification head reads the [CLS] row alone (not mean pooling): then the last
+        block may compute that row only (`cls_only`)."""
+        return self.classifier_pooling == "cls"
 
     @property
     def compute_dtype(self) -> Any:
@@ -120,7 +146,7 @@ def tiny_config(family: Family = "bert", **overrides: Any) -> EncoderConfig:
     """A 2-layer, hidden-32 config for tests."""
     base = dict(
         family=family, vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
-        max_position_embeddings=64, type_vocab_size=0 if family == "distilbert" else 2,
+        max_position_embeddings=64, type_vocab_size=0 if family in ("distilbert", "modernbert") else 2,
         pad_token_id=1 if family == "roberta" else 0,
     )
     base.update(overrides)

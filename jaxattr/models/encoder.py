@@ -1,4 +1,4 @@
-"""A pure-functional BERT-family encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT) in Flax Linen.
+"""A pure-functional BERT-family encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, ModernBERT) in Flax.
 
 Parameters are a plain pytree `{"embeddings", "layers", "head"}` with the layer parameters stacked on
 a leading axis, so a range of layers is a slice (ALBERT's blocks share parameters: `layer_params`
@@ -19,6 +19,11 @@ Intervention points (all optional):
   * every block's [CLS] state is returned (DACT, DeeBERT).
 
 Layers are counted like the papers: block 1..L; "after layer 0" is the embedding output.
+
+ModernBERT brings its own embeddings, block and head (`jaxattr.models.modernbert`, picked by
+`modules(cfg)`) behind the same interfaces: its positions are rotary (implicit in attention, so
+`word_embeds` carry no position), a block's global/local type follows its absolute index (passed
+through the scan), and its head pools the final-normed hidden state (`classify` takes that state).
 """
 
 from __future__ import annotations
@@ -106,16 +111,37 @@ class Embeddings(nn.Module):
         return x
 
 
+def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array, attn_perturb: Array | None,
+           return_attention: bool, deterministic: bool, cls_only: bool) -> tuple[Array, Array | None]:
+    """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
+
+    `bias` is added to the scaled scores, `attn_perturb` to the probabilities; called from inside a
+    block's compact method (its attention dropout is a submodule of that block)."""
+    # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
+    needs_probs = cls_only or return_attention or attn_perturb is not None or (
+        not deterministic and cfg.attention_dropout_rate > 0)
+    if not needs_probs:  # fused attention when nobody needs the probabilities
+        return attention(q, k, v, bias), None
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
+    if attn_perturb is not None:
+        probs = probs + attn_perturb
+    dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v), probs
+
+
 class Layer(nn.Module):
-    """One post-LayerNorm transformer block (the layout shared by all four families)."""
+    """One post-LayerNorm transformer block (the layout shared by BERT, RoBERTa, DistilBERT, ELECTRA)."""
 
     cfg: EncoderConfig
 
     @nn.compact
     def __call__(self, h: Array, key_bias: Array, attn_bias: Array | None, attn_perturb: Array | None,
-                 return_attention: bool, deterministic: bool, cls_only: bool = False) -> tuple[Array, Array | None]:
+                 return_attention: bool, deterministic: bool, cls_only: bool = False,
+                 index: Array | int = 0) -> tuple[Array, Array | None]:
         """`cls_only`: queries, output and feed-forward for position 0 alone (keys and values still
-        come from every position): the block's [CLS] state, all a classification head reads."""
+        come from every position): the block's [CLS] state, all a classification head reads.
+        `index`, the block's absolute 0-based index, does not matter to this layout (ModernBERT's does)."""
         cfg = self.cfg
         b = h.shape[0]
         hq = h[:, :1] if cls_only else h
@@ -130,19 +156,7 @@ class Layer(nn.Module):
         bias = key_bias[:, None, None, :]
         if attn_bias is not None:
             bias = bias + attn_bias
-        # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
-        needs_probs = cls_only or return_attention or attn_perturb is not None or (
-            not deterministic and cfg.attention_dropout_rate > 0)
-        probs = None
-        if needs_probs:
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-            probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
-            if attn_perturb is not None:
-                probs = probs + attn_perturb
-            dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-            ctx = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
-        else:  # fused attention when nobody needs the probabilities
-            ctx = attention(q, k, v, bias)
+        ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only)
         ctx = ctx.reshape(b, tq, cfg.hidden_size)
         a = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "attn_out")(ctx), deterministic=deterministic)
         h = _layer_norm(cfg, "attn_norm")(hq + a)
@@ -153,16 +167,19 @@ class Layer(nn.Module):
 
 
 class Head(nn.Module):
-    """Sequence classification / regression head on the [CLS] vector, per family as in HF."""
+    """Sequence classification / regression head on the [CLS] vector, per family as in HF.
+
+    `x`: the [CLS] vectors [B, H] or the last hidden state [B, T, H] (its row 0 is read)."""
 
     cfg: EncoderConfig
 
     @nn.compact
-    def __call__(self, cls: Array, deterministic: bool = True) -> Array:
+    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
         cfg = self.cfg
         rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
         drop = nn.Dropout(rate)
-        x = cls
+        if x.ndim == 3:
+            x = x[:, 0]
         if cfg.family in ("roberta", "electra"):
             x = drop(x, deterministic=deterministic)
         x = _dense(cfg.hidden_size, cfg, "dense")(x)
@@ -172,6 +189,20 @@ class Head(nn.Module):
         return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
 
 
+def modules(cfg: EncoderConfig) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    """(Embeddings, Layer, Head) classes of `cfg`'s family: ModernBERT has its own, the rest share these."""
+    if cfg.family == "modernbert":
+        from jaxattr.models import modernbert  # imports this module's helpers
+
+        return modernbert.Embeddings, modernbert.Layer, modernbert.Head
+    return Embeddings, Layer, Head
+
+
+def head_module(cfg: EncoderConfig) -> nn.Module:
+    """The classification head module of `cfg`'s family (DeeBERT's off-ramps are copies of it)."""
+    return modules(cfg)[2](cfg)
+
+
 # ----------------------------------------------------------------------------------------------
 # Pure functions over the parameter pytree.
 
@@ -179,12 +210,13 @@ class Head(nn.Module):
 def init_params(cfg: EncoderConfig, key: Array) -> Params:
     """Random parameters (BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm)."""
     k_emb, k_layers, k_head = jax.random.split(key, 3)
+    emb_cls, layer_cls, _ = modules(cfg)
     ids = jnp.zeros((1, 2), jnp.int32)
-    emb = Embeddings(cfg).init(k_emb, ids, method=Embeddings.init_all)["params"]
+    emb = emb_cls(cfg).init(k_emb, ids, method=emb_cls.init_all)["params"]
     h = jnp.zeros((1, 2, cfg.hidden_size), cfg.compute_dtype)
-    layer_init = lambda k: Layer(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True)["params"]
+    layer_init = lambda k: layer_cls(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True)["params"]
     layers = jax.vmap(layer_init)(jax.random.split(k_layers, cfg.num_param_layers))
-    head = Head(cfg).init(k_head, jnp.zeros((1, cfg.hidden_size)))["params"]
+    head = head_module(cfg).init(k_head, h, jnp.ones((1, 2), jnp.int32))["params"]
     return {"embeddings": emb, "layers": layers, "head": head}
 
 
@@ -206,8 +238,10 @@ def position_ids(cfg: EncoderConfig, attention_mask: Array) -> Array:
 
 
 def word_embeddings(params: Params, cfg: EncoderConfig, input_ids: Array) -> Array:
-    """The word-embedding rows for `input_ids` ([B, T, E]): the space IG and SIG interpolate in."""
-    return Embeddings(cfg).apply({"params": params["embeddings"]}, input_ids, method=Embeddings.words)
+    """The word-embedding rows for `input_ids` ([B, T, E]): the space IG and SIG interpolate in
+    (positions are added by `embed`, or with RoPE enter in attention: never interpolated)."""
+    emb_cls = modules(cfg)[0]
+    return emb_cls(cfg).apply({"params": params["embeddings"]}, input_ids, method=emb_cls.words)
 
 
 def embed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask: Array,
@@ -215,9 +249,9 @@ def embed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask
           rng: Array | None = None) -> Array:
     """Hidden state entering block 1 (embedding output, [B, T, H]) from word embeddings."""
     rngs = None if deterministic else {"dropout": rng}
-    return Embeddings(cfg).apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
-                                 position_ids(cfg, attention_mask), token_type_ids,
-                                 deterministic=deterministic, rngs=rngs)
+    module = modules(cfg)[0](cfg)
+    return module.apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
+                        position_ids(cfg, attention_mask), token_type_ids, deterministic=deterministic, rngs=rngs)
 
 
 class LayersOutput(NamedTuple):
@@ -229,29 +263,35 @@ class LayersOutput(NamedTuple):
 def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask: Array, *,
                start: int = 0, stop: int | None = None, attn_bias: Array | None = None,
                attn_perturb: Array | None = None, return_attention: bool = False,
-               deterministic: bool = True, rng: Array | None = None, cls_only: bool = False) -> LayersOutput:
+               deterministic: bool = True, rng: Array | None = None, cls_only: bool = False,
+               layer_offset: Array | int = 0) -> LayersOutput:
     """Run blocks start+1..stop (0-based slice [start, stop)) from `hidden`, under `lax.scan`.
 
     `attn_bias` and `attn_perturb` carry one entry per block in the slice ([n, B, heads|1, T, T]).
     `cls_only`: the slice's last block computes the [CLS] row alone (`hidden` is then [B, 1, H]),
-    which is all a classification head needs: the same logits for ~1/L fewer FLOPs.
+    which is all a classification head needs: the same logits for ~1/L fewer FLOPs. A head that
+    mean-pools (ModernBERT's "mean") reads every row: then the last block runs in full.
+    `layer_offset`: the absolute index of `params["layers"][0]` (may be traced), for callers that pass
+    a slice of the stack (early exit, IBA): a ModernBERT block's type depends on its absolute index.
     """
     stop = cfg.num_layers if stop is None else stop
     if not 0 <= start <= stop <= cfg.num_layers:
         raise ValueError(f"layer range [{start}, {stop}) is outside 0..{cfg.num_layers}")
     if cls_only and return_attention:
         raise ValueError("cls_only computes one query row in the last block: it cannot return attention maps")
+    cls_only = cls_only and cfg.head_reads_cls_only
     n = stop - start
     if n == 0:
         return LayersOutput(hidden, jnp.zeros((0,) + hidden[:, 0].shape, hidden.dtype), None)
     per_block = jax.tree.map(lambda p: p[start:stop], layer_params(params, cfg))
     key_bias = jnp.where(attention_mask.astype(bool), 0.0, mask_value(jnp.float32))
     rngs = jnp.zeros((n, 2), jnp.uint32) if deterministic else jax.random.split(rng, n)
-    model = Layer(cfg)
+    index = layer_offset + jnp.arange(start, stop, dtype=jnp.int32)
+    model = modules(cfg)[1](cfg)
 
     def block(h, xs, last):
-        p, bias, perturb, key = xs
-        h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic, last,
+        p, bias, perturb, key, i = xs
+        h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic, last, i,
                                rngs=None if deterministic else {"dropout": key})
         return h, (h[:, 0], probs if return_attention else None)
 
@@ -260,7 +300,7 @@ def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask
     # attribution gradients on CPU: recompute, store less
     wrap = (lambda f: jax.checkpoint(f, policy=policy)) if remat else (lambda f: f)
     body, final = wrap(functools.partial(block, last=False)), wrap(functools.partial(block, last=True))
-    xs = (per_block, attn_bias, attn_perturb, rngs)
+    xs = (per_block, attn_bias, attn_perturb, rngs, index)
     if not cls_only:
         hidden, (cls, attn) = jax.lax.scan(body, hidden, xs, unroll=True)
         return LayersOutput(hidden, cls, attn)
@@ -269,11 +309,14 @@ def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask
     return LayersOutput(hidden, jnp.concatenate([cls, cls_last[None]]), None)
 
 
-def classify(params: Params, cfg: EncoderConfig, cls: Array, *, deterministic: bool = True,
-             rng: Array | None = None) -> Array:
-    """Logits ([B, num_labels], float32) from the final [CLS] vector."""
+def classify(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask: Array | None = None, *,
+             deterministic: bool = True, rng: Array | None = None) -> Array:
+    """Logits ([B, num_labels], float32) from the last hidden state [B, T, H] (or [B, 1, H] after
+    `cls_only`) and its `attention_mask`, pooled as the family's head does; a [B, H] [CLS] vector
+    also works wherever the head reads [CLS] alone (mean pooling refuses it: it needs every row)."""
     rngs = None if deterministic else {"dropout": rng}
-    return Head(cfg).apply({"params": params["head"]}, cls, deterministic=deterministic, rngs=rngs)
+    return head_module(cfg).apply({"params": params["head"]}, hidden, attention_mask, deterministic=deterministic,
+                                  rngs=rngs)
 
 
 class EncoderOutput(NamedTuple):
@@ -294,7 +337,8 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
     `word_embeds` replaces the lookup of `input_ids` (which may then be None). `after_layer=(l, fn)`
     applies `fn` to the hidden state after block l (0 = embedding output) before block l+1 runs.
     `cls_only`: the last block computes only the [CLS] row the head reads (`hidden` is then
-    [B, 1, H]): the same logits and gradients for ~1/L fewer FLOPs (the attribution kernels use it).
+    [B, 1, H]): the same logits and gradients for ~1/L fewer FLOPs (the attribution kernels use it);
+    ignored when the head mean-pools (ModernBERT's classifier_pooling="mean").
     """
     if word_embeds is None:
         if input_ids is None:
@@ -323,7 +367,7 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
     attention = None
     if return_attention:
         attention = jnp.concatenate([o.attention for o in outs if o.attention is not None])
-    logits = classify(params, cfg, high.hidden[:, 0], deterministic=deterministic, rng=keys[2])
+    logits = classify(params, cfg, high.hidden, attention_mask, deterministic=deterministic, rng=keys[2])
     return EncoderOutput(logits, cls, high.hidden, attention)
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxattr.errors import UserError
+from jaxattr.models import modernbert
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, init_params
 
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt")
-_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra", "albert": "albert"}
+_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra", "albert": "albert",
+           "modernbert": "model"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
          "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification",
          "albert": "AlbertForSequenceClassification",
-         "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification"}
+         "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification",
+         "modernbert": "ModernBertForSequenceClassification"}
 # HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
 ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}
 
@@ -60,6 +63,13 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         if all(lab == f"LABEL_{i}" for i, lab in enumerate(labels)):
             labels = None
+    if family == "modernbert":
+        try:
+            kwargs = modernbert.config_kwargs(hf)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        return EncoderConfig(**kwargs, num_labels=1 if regression else num_labels, label_names=labels,
+                             problem_type="regression" if regression else "classification")
     if family == "distilbert":
         return EncoderConfig(
             family="distilbert", vocab_size=hf["vocab_size"], hidden_size=hf["dim"], num_layers=hf["n_layers"],
@@ -98,6 +108,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
               "id2label": {str(i): lab for i, lab in enumerate(labels)},
               "label2id": {lab: i for i, lab in enumerate(labels)},
               "problem_type": "regression" if cfg.problem_type == "regression" else "single_label_classification"}
+    if cfg.family == "modernbert":
+        return common | modernbert.to_hf(cfg)
     if cfg.family == "distilbert":
         return common | {"dim": cfg.hidden_size, "n_layers": cfg.num_layers, "n_heads": cfg.num_heads,
                          "hidden_dim": cfg.intermediate_size, "activation": cfg.hidden_act,
@@ -123,6 +135,9 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
 
     Layer paths carry the layer index as their second element; head names start with '@' (no prefix).
     """
+    if cfg.family == "modernbert":
+        yield from modernbert.name_table(cfg)
+        return
     yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
     yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
     if cfg.type_vocab_size:
@@ -211,7 +226,7 @@ def params_from_state_dict(cfg: EncoderConfig, sd: dict[str, np.ndarray], *, see
     for name, path, transpose in _name_table(cfg):
         key = name[1:] if name.startswith("@") else (prefix + name if has_prefix else name)
         if key not in sd:
-            if path[0] == "head":
+            if path[0] == "head" and path[1] != "final_norm":  # ModernBERT's final_norm is the encoder's
                 missing_head.append(key)
                 continue
             raise CheckpointError(f"{source}: tensor {key!r} is missing")

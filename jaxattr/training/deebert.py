@@ -2,8 +2,10 @@
 
 Off-ramp i (blocks 1..L-1) is DeeBERT's `BertHighway`: a pooler (dense + tanh) and a classifier on that
 block's [CLS] state, with dropout between; this is exactly the structure of the encoder's own
-classification head (`jaxattr.models.encoder.Head`, per family), so off-ramps reuse that module. Block
-L's exit is the model's final classifier itself, as in DeeBERT.
+classification head (`jaxattr.models.encoder.head_module`, per family), so off-ramps reuse that module.
+Block L's exit is the model's final classifier itself, as in DeeBERT. (ModernBERT: every exit normalises
+the [CLS] state with its own copy of final_norm; a mean-pooling head is refused, as its exits would not
+read the rows the model's head reads.)
 
 Training (DeeBERT's two stages, both through the training engine):
   stage 1: fine-tune the backbone and the final classifier (plain fine-tuning, `engine.default_loss_fn`);
@@ -30,7 +32,7 @@ import optax
 
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Head, forward
+from jaxattr.models.encoder import forward, head_module
 from jaxattr.training import early_exit
 
 Array = jax.Array
@@ -41,7 +43,9 @@ def init_ramps(cfg: EncoderConfig, key: Array) -> Params:
     """Fresh off-ramps for blocks 1..L-1 (BERT initialisation), stacked on a leading [L-1] axis."""
     if cfg.num_layers < 2:
         raise UserError("DeeBERT needs at least 2 layers (off-ramps sit after blocks 1..L-1)")
-    init = lambda k: Head(cfg).init(k, jnp.zeros((1, cfg.hidden_size)))["params"]
+    if not cfg.head_reads_cls_only:
+        raise UserError("DeeBERT's exits read each block's [CLS] state; a mean-pooling head is not supported")
+    init = lambda k: head_module(cfg).init(k, jnp.zeros((1, cfg.hidden_size)))["params"]
     return jax.vmap(init)(jax.random.split(key, cfg.num_layers - 1))
 
 
@@ -68,7 +72,7 @@ def ramp_logits(params: Params, cfg: EncoderConfig, input_ids: Array, attention_
             else jax.random.split(k_ramp, cfg.num_layers))
 
     def one(hp, c, k):
-        return Head(cfg).apply({"params": hp}, c, deterministic=deterministic,
+        return head_module(cfg).apply({"params": hp}, c, deterministic=deterministic,
                                rngs=None if deterministic else {"dropout": k})
 
     return jax.vmap(one)(heads, cls, keys)
@@ -118,7 +122,7 @@ def entropy(probs: Array) -> Array:
 def exit_rule(head: Params, cls: Array, state: Params, n: Array, rule_args: Params,
               cfg: EncoderConfig) -> tuple[Params, Array, Array]:
     """DeeBERT's rule for `early_exit.run_early_exit`: exit when the exit's entropy < threshold."""
-    probs = jax.nn.softmax(Head(cfg).apply({"params": head}, cls), axis=-1)
+    probs = jax.nn.softmax(head_module(cfg).apply({"params": head}, cls), axis=-1)
     return state, entropy(probs) < rule_args["threshold"], probs
 
 

@@ -84,7 +84,8 @@ def split_layers(tree: PyTree, num_layers: int) -> list[PyTree]:
 
 def _block_step(layer_p: PyTree, exit_p: PyTree, hidden: Array, mask: Array, state: PyTree, n: Array,
                 rule_args: PyTree, *, cfg: EncoderConfig, rule: ExitRule) -> tuple[Array, PyTree, Array, Array]:
-    out = run_layers({"layers": layer_p}, cfg.unshared(), hidden, mask, start=0, stop=1)
+    # n: the block index (ModernBERT's block type depends on it)
+    out = run_layers({"layers": layer_p}, cfg.unshared(), hidden, mask, start=0, stop=1, layer_offset=n)
     exit_n = jax.tree.map(lambda x: x[0], exit_p)
     state, done, output = rule(exit_n, out.cls[0], state, n, rule_args, cfg)
     return out.hidden, state, done, output
