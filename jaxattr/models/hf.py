@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxattr.errors import UserError
+from jaxattr.models import deberta
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, init_params
 
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt")
-_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra"}
+_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra",
+           "deberta-v2": "deberta"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
          "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification",
-         "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification"}
+         "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification",
+         "deberta-v2": "DebertaV2ForSequenceClassification"}
 # HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
 ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}
 
@@ -69,7 +72,14 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
             dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1),
             classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels)
     emb = hf.get("embedding_size") if family == "electra" else None
-    return EncoderConfig(
+    extra = {}
+    if family == deberta.FAMILY:
+        try:
+            extra = deberta.hf_fields(hf)
+        except deberta.UnsupportedSwitch as e:
+            raise CheckpointError(str(e)) from None
+        emb = extra.pop("embedding_size")
+    fields = dict(
         family=family, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
         embedding_size=emb if emb and emb != hf["hidden_size"] else None,
         num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
@@ -80,6 +90,7 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout_rate=hf.get("classifier_dropout"), label_names=labels, hf_model_type=alias)
+    return EncoderConfig(**(fields | extra))
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
@@ -105,6 +116,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
                     "classifier_dropout": cfg.classifier_dropout_rate}
     if cfg.family == "electra":
         out["embedding_size"] = cfg.emb_size
+    if cfg.family == deberta.FAMILY:
+        out = {k: v for k, v in out.items() if k != "classifier_dropout"} | deberta.hf_config(cfg)
     return out
 
 
@@ -113,6 +126,9 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
 
     Layer paths carry the layer index as their second element; head names start with '@' (no prefix).
     """
+    if cfg.family == deberta.FAMILY:
+        yield from _deberta_names(cfg)
+        return
     yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
     yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
     if cfg.type_vocab_size:
@@ -142,6 +158,41 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
             "electra": ("@classifier.dense", "@classifier.out_proj"),
             "distilbert": ("@pre_classifier", "@classifier")}[cfg.family]
     for ours, theirs in zip(("dense", "out"), head):
+        yield theirs + ".weight", ("head", ours, "kernel"), True
+        yield theirs + ".bias", ("head", ours, "bias"), False
+
+
+def _deberta_names(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool]]:
+    """`_name_table` for DeBERTa-v2/v3: optional absolute positions, a bias-free embed_proj, the shared
+    relative embeddings (+ LayerNorm) under encoder., per-layer *_proj names, the ContextPooler head."""
+    yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
+    if cfg.position_biased_input:
+        yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
+    if cfg.type_vocab_size:
+        yield "embeddings.token_type_embeddings.weight", ("embeddings", "token_type", "embedding"), False
+    if cfg.emb_size != cfg.hidden_size:
+        yield "embeddings.embed_proj.weight", ("embeddings", "project", "kernel"), True
+    yield "embeddings.LayerNorm.weight", ("embeddings", "norm", "scale"), False
+    yield "embeddings.LayerNorm.bias", ("embeddings", "norm", "bias"), False
+    if cfg.relative_attention:
+        yield "encoder.rel_embeddings.weight", ("relative", "embedding"), False
+        if cfg.norm_rel_ebd:
+            yield "encoder.LayerNorm.weight", ("relative", "norm", "scale"), False
+            yield "encoder.LayerNorm.bias", ("relative", "norm", "bias"), False
+    names = {"query": "attention.self.query_proj", "key": "attention.self.key_proj",
+             "value": "attention.self.value_proj", "attn_out": "attention.output.dense",
+             "attn_norm": "attention.output.LayerNorm", "ffn_in": "intermediate.dense", "ffn_out": "output.dense",
+             "out_norm": "output.LayerNorm"}
+    if cfg.relative_attention and not cfg.share_att_key:
+        names |= {"pos_key": "attention.self.pos_key_proj"} if "c2p" in cfg.pos_att_type else {}
+        names |= {"pos_query": "attention.self.pos_query_proj"} if "p2c" in cfg.pos_att_type else {}
+    for i in range(cfg.num_layers):
+        for ours, theirs in names.items():
+            is_norm = ours.endswith("norm")
+            base = f"encoder.layer.{i}.{theirs}"
+            yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
+            yield base + ".bias", ("layers", i, ours, "bias"), False
+    for ours, theirs in (("dense", "@pooler.dense"), ("out", "@classifier")):
         yield theirs + ".weight", ("head", ours, "kernel"), True
         yield theirs + ".bias", ("head", ours, "bias"), False
 
@@ -261,7 +312,8 @@ def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = N
     head_keys = [k for k in sd if k.startswith(("classifier.", "pre_classifier."))]
     if num_labels is not None and head_keys:
         # A new head size: drop the old output layer so it is initialised fresh.
-        out = {"bert": "classifier.", "distilbert": "classifier."}.get(cfg.family, "classifier.out_proj.")
+        out = {"bert": "classifier.", "distilbert": "classifier.",
+               "deberta-v2": "classifier."}.get(cfg.family, "classifier.out_proj.")
         sd = {k: v for k, v in sd.items() if not k.startswith(out) or v.shape[0] == cfg.num_labels}
     return cfg, params_from_state_dict(cfg, sd, seed=seed, source=str(hf_dir))
 
