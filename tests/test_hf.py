@@ -123,3 +123,28 @@ def test_sharded_safetensors(tmp_path):
 def test_unsupported_config_switches_are_refused_not_ignored(tmp_path, extra, needle):
     save_tiny("bert", tmp_path, num_labels=3, **extra)
     _one_line_error(lambda: load_hf_dir(tmp_path), needle, "not supported")
+
+
+@pytest.mark.parametrize("extra,needle", [({"conv_kernel_size": 3}, "conv_kernel_size"),
+                                          ({"relative_attention": False}, "relative_attention=False"),
+                                          ({"norm_rel_ebd": "layer_norm|other"}, "norm_rel_ebd"),
+                                          ({"pooler_hidden_act": "swish"}, "pooler_hidden_act")])
+def test_unsupported_deberta_switches_are_refused(tmp_path, extra, needle):
+    save_tiny("deberta-v2", tmp_path, **extra)  # the tiny model has no absolute positions
+    _one_line_error(lambda: load_hf_dir(tmp_path), needle, "not supported")
+
+
+@pytest.mark.parametrize("extra", [dict(position_biased_input=True, type_vocab_size=2, share_att_key=False,
+                                        pos_att_type=["c2p"]),
+                                   dict(share_att_key=False, pos_att_type=["p2c"], embedding_size=16)])
+def test_deberta_v2_layouts_export_to_hf(tmp_path, extra):
+    """v2-style (absolute positions, token types, separate pos_key_proj) and embed_proj/pos_query_proj."""
+    original = save_tiny("deberta-v2", tmp_path / "in", seed=2, **extra)
+    cfg, params = load_hf_dir(tmp_path / "in")
+    save_hf_dir(cfg, params, tmp_path / "out")
+    exported = transformers.DebertaV2ForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
+    batch = random_batch("deberta-v2", seed=3)
+    np.testing.assert_array_equal(hf_logits(exported, batch, "deberta-v2"), hf_logits(original, batch, "deberta-v2"))
+    assert set(exported.state_dict()) == set(original.state_dict())
+    for k, v in original.state_dict().items():
+        np.testing.assert_array_equal(exported.state_dict()[k].numpy(), v.numpy(), err_msg=k)

@@ -227,7 +227,7 @@ def hf_fields(hf: dict[str, Any]) -> dict[str, Any]:
     try:
         activation(act)
     except ValueError as e:
-        raise UnsupportedSwitch(f"pooler_hidden_act: {e}") from None
+        raise UnsupportedSwitch(f"pooler_hidden_act={act!r} is not supported ({e})") from None
     return {"relative_attention": relative, "position_buckets": int(hf.get("position_buckets", -1)),
             "max_relative_positions": int(hf.get("max_relative_positions", -1)),
             "pos_att_type": _pos_att_type(hf.get("pos_att_type")),
