@@ -276,3 +276,17 @@ def test_deberta_log_buckets_match_hf():
         x = torch.zeros(1, length, 1)
         theirs = build_relative_position(x, x, bucket_size=buckets, max_position=max_rel)[0].numpy()
         np.testing.assert_array_equal(deberta.relative_positions(cfg, length), theirs)
+
+
+def test_deberta_attention_maps_match_hf(tiny_models):
+    """return_attention gives HF's disentangled attention probabilities on every valid query row
+    (HF gives padded query rows a uniform row; ours attend to the valid keys: no logit sees either)."""
+    model, cfg, params = tiny_models["deberta-v2"]
+    batch = random_batch("deberta-v2", seed=9)
+    ours = np.asarray(forward_batch(params, cfg, batch, return_attention=True).attention)
+    with torch.no_grad():
+        theirs = model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                       attention_mask=torch.tensor(batch["attention_mask"]), output_attentions=True).attentions
+    for layer, att in enumerate(theirs):
+        for b, n in enumerate(batch["attention_mask"].sum(-1)):
+            np.testing.assert_allclose(ours[layer, b, :, :n], att.numpy()[b, :, :n], atol=1e-6)

@@ -236,6 +236,8 @@ def hf_fields(hf: dict[str, Any]) -> dict[str, Any]:
             "pooler_dropout_rate": float(hf.get("pooler_dropout", 0.0)),
             "pooler_hidden_act": act,
             "classifier_dropout_rate": hf.get("cls_dropout"),
+            # DebertaV2Config's own defaults (a config.json may omit a key left at its default)
+            "type_vocab_size": hf.get("type_vocab_size", 0), "layer_norm_eps": hf.get("layer_norm_eps", 1e-7),
             "embedding_size": hf.get("embedding_size") if hf.get("embedding_size", hidden) != hidden else None}
 
 

@@ -164,12 +164,12 @@ def _embeddings(cfg: EncoderConfig) -> nn.Module:
 
 def init_params(cfg: EncoderConfig, key: Array) -> Params:
     """Random parameters (BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm)."""
-    k_emb, k_layers, k_head, k_rel = jax.random.split(key, 4)
+    k_emb, k_layers, k_head = jax.random.split(key, 3)  # as before DeBERTa: other families' inits unchanged
     ids = jnp.zeros((1, 2), jnp.int32)
     module = _embeddings(cfg)
     emb = module.init(k_emb, ids, method=module.init_all)["params"]
     params = {"embeddings": emb}
-    relative = deberta.init_relative(cfg, k_rel) if cfg.family == deberta.FAMILY else None
+    relative = deberta.init_relative(cfg, jax.random.fold_in(key, 3)) if cfg.family == deberta.FAMILY else None
     if relative is not None:
         params["relative"] = relative
     rel = deberta.relative_table(params, cfg)

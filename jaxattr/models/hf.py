@@ -25,7 +25,7 @@ from jaxattr.models.encoder import Params, init_params
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt")
+                   "vocab.json", "merges.txt", "spm.model")
 _PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra",
            "deberta-v2": "deberta"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
