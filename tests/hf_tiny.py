@@ -13,8 +13,9 @@ import torch
 import transformers
 
 VOCAB = 100
-FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "camembert", "modernbert")
-TOKEN_TYPES = ("bert", "electra", "albert")  # families whose tiny configs have two token types
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "xlm-roberta", "camembert", "modernbert",
+            "deberta-v2")
+TOKEN_TYPES = ("bert", "electra", "albert", "deberta-v2")  # tiny configs with two token types (DeBERTa v3: none)
 ROBERTA_LAYOUT = ("roberta", "xlm-roberta", "camembert")  # positions from pad_token_id + 1, no token types
 WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "self", "driving", "i", "you",
          "it", "is", "not", "very", "news", "sport", "##s", "##ing", "##ed", "!", ".", ",", "?"]
@@ -51,6 +52,12 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
             hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
             global_attn_every_n_layers=2, local_attention=8, pad_token_id=0, bos_token_id=2, cls_token_id=2,
             eos_token_id=3, sep_token_id=3, **common)
+    if family == "deberta-v2":  # v3 layout; 8 buckets < 16 tokens, so the log buckets are exercised
+        deberta = dict(relative_attention=True, position_buckets=8, max_relative_positions=16,
+                       pos_att_type=["p2c", "c2p"], share_att_key=True, position_biased_input=False,
+                       type_vocab_size=0, norm_rel_ebd="layer_norm", pooler_hidden_act="gelu")
+        return transformers.DebertaV2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=37, **(deberta | common))
     raise ValueError(family)
 
 
@@ -101,7 +108,7 @@ def random_batch(family: str, lengths=(16, 9, 5, 12), length: int = 16, seed: in
     for i, n in enumerate(lengths):
         ids[i, :n] = rng.integers(3, VOCAB, n)
         mask[i, :n] = 1
-        if family in TOKEN_TYPES:
+        if family in TOKEN_TYPES:  # a DeBERTa without token types ignores them
             types[i, n // 2:n] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
@@ -109,7 +116,7 @@ def random_batch(family: str, lengths=(16, 9, 5, 12), length: int = 16, seed: in
 def hf_logits(model: torch.nn.Module, batch: dict[str, np.ndarray], family: str) -> np.ndarray:
     kwargs = {"input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
               "attention_mask": torch.tensor(batch["attention_mask"], dtype=torch.long)}
-    if family in TOKEN_TYPES:
+    if family in TOKEN_TYPES and (family != "deberta-v2" or model.config.type_vocab_size > 0):
         kwargs["token_type_ids"] = torch.tensor(batch["token_type_ids"], dtype=torch.long)
     with torch.no_grad():
         return model(**kwargs).logits.numpy()

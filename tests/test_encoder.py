@@ -13,12 +13,14 @@ from hf_tiny import FAMILIES, hf_logits, random_batch, save_tiny
 from jaxattr.data import bucket_length, encode_texts, pad_batch
 from jaxattr.models import (
     classify,
+    deberta,
     embed,
     forward,
     forward_batch,
     load_hf_dir,
     minilm_dir,
     run_layers,
+    tiny_config,
     word_embeddings,
 )
 from jaxattr.models.encoder import mask_value
@@ -93,10 +95,11 @@ def test_jit_vmap_and_eager_agree(tiny_models):
     np.testing.assert_allclose(vmapped, eager, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["bert", "deberta-v2"])
 @pytest.mark.parametrize("cls_only", [False, True])
-def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only):
-    model, cfg, params = tiny_models["bert"]
-    batch = random_batch("bert", seed=1)
+def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only, family):
+    model, cfg, params = tiny_models[family]
+    batch = random_batch(family, seed=1)
     we = word_embeddings(params, cfg, batch["input_ids"])
 
     def f(we):
@@ -116,10 +119,11 @@ def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only):
     assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
 
 
-@pytest.mark.parametrize("family", ["roberta", "modernbert"])
+@pytest.mark.parametrize("family", ["roberta", "modernbert", "deberta-v2"])
 def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models, family):
     """Past the CPU kernel's short length (remat on): the [CLS]-only last block changes nothing the
-    head sees, with an attention bias on the last block and under dropout too."""
+    head sees, with an attention bias on the last block and under dropout too (DeBERTa: with its
+    per-head relative-position bias through the kernel)."""
     _, cfg, params = tiny_models[family]
     if family == "modernbert":  # dropout on (the tiny HF config has none), so the dropout branch runs
         cfg = cfg.replace(dropout_rate=0.1, attention_dropout_rate=0.1)
@@ -177,7 +181,7 @@ def test_bf16_compute_is_close_to_fp32(tiny_models):
     assert err > 0  # it really computed in bf16
 
 
-@pytest.mark.parametrize("family", ["roberta", "electra"])
+@pytest.mark.parametrize("family", ["roberta", "electra", "deberta-v2"])
 def test_after_layer_identity_and_layer_slices_compose(tiny_models, family):
     _, cfg, params = tiny_models[family]
     batch = random_batch(family)
@@ -204,10 +208,11 @@ def test_after_layer_identity_and_layer_slices_compose(tiny_models, family):
     np.testing.assert_allclose(np.asarray(whole.cls), np.asarray(ref.cls), atol=1e-6)
 
 
-def test_attn_perturb_gradient_is_dF_dA(tiny_models):
+@pytest.mark.parametrize("family", ["bert", "deberta-v2"])
+def test_attn_perturb_gradient_is_dF_dA(tiny_models, family):
     """grad w.r.t. an additive perturbation of the attention probabilities vs a central finite difference."""
-    _, cfg, params = tiny_models["bert"]
-    batch = random_batch("bert", lengths=(8, 5), length=8, seed=2)
+    _, cfg, params = tiny_models[family]
+    batch = random_batch(family, lengths=(8, 5), length=8, seed=2)
     n_heads = cfg.num_heads
     shape = (cfg.num_layers, 2, n_heads, 8, 8)
 
@@ -229,9 +234,10 @@ def test_attn_perturb_gradient_is_dF_dA(tiny_models):
         np.testing.assert_allclose(float(jnp.vdot(g, v)), fd, rtol=2e-3, atol=2e-4)
 
 
-def test_attn_bias_masking_a_key_equals_attention_mask(tiny_models):
-    _, cfg, params = tiny_models["bert"]
-    batch = random_batch("bert", lengths=(8, 8), length=8, seed=4)
+@pytest.mark.parametrize("family", ["bert", "deberta-v2"])
+def test_attn_bias_masking_a_key_equals_attention_mask(tiny_models, family):
+    _, cfg, params = tiny_models[family]
+    batch = random_batch(family, lengths=(8, 8), length=8, seed=4)
     bias = np.zeros((cfg.num_layers, 2, 1, 8, 8), np.float32)
     bias[..., 3] = mask_value(jnp.float32)  # every query ignores key 3 in every layer
     masked = dict(batch, attention_mask=batch["attention_mask"].copy())
@@ -335,3 +341,51 @@ def test_attn_bias_masking_a_key_equals_attention_mask_all_layouts(tiny_models, 
     masked["attention_mask"][:, 3] = 0
     np.testing.assert_allclose(_ours(cfg, params, batch, attn_bias=jnp.asarray(bias)), _ours(cfg, params, masked),
                                atol=1e-6)
+
+
+# DeBERTa-v2/v3 switches beyond the v3 layout of hf_tiny (each against HF; lengths 16 and 48 > 8 buckets).
+DEBERTA_VARIANTS = {
+    "v2": dict(position_biased_input=True, type_vocab_size=2, share_att_key=False, pos_att_type=["c2p"]),
+    "p2c-proj": dict(share_att_key=False, pos_att_type=["p2c"], max_relative_positions=-1, norm_rel_ebd="none",
+                     embedding_size=16),
+    "unbucketed": dict(position_buckets=-1, max_relative_positions=6, pos_att_type="c2p|p2c"),
+    "absolute": dict(relative_attention=False, position_biased_input=True),
+}
+
+
+@pytest.mark.parametrize("variant", DEBERTA_VARIANTS)
+def test_deberta_variants_match_hf(tmp_path, variant):
+    model = save_tiny("deberta-v2", tmp_path, **DEBERTA_VARIANTS[variant])
+    cfg, params = load_hf_dir(tmp_path)
+    assert cfg.family == "deberta-v2"
+    for batch in (random_batch("deberta-v2", seed=7), random_batch("deberta-v2", (48, 30, 17), 48, seed=8)):
+        theirs = hf_logits(model, batch, "deberta-v2")
+        assert np.ptp(theirs, axis=0).max() > 0.1
+        for cls_only in (False, True):
+            np.testing.assert_allclose(_ours(cfg, params, batch, cls_only=cls_only), theirs, atol=1e-5, rtol=0)
+
+
+def test_deberta_log_buckets_match_hf():
+    """The static relative-position table against HF's own builder, up to a real v3 config's sizes."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    for buckets, max_rel, length in ((8, 16, 40), (256, 512, 512), (4, 64, 64), (-1, 16, 20)):
+        cfg = tiny_config("deberta-v2", relative_attention=True, type_vocab_size=0, position_biased_input=False,
+                          pos_att_type=("c2p", "p2c"), position_buckets=buckets, max_relative_positions=max_rel)
+        x = torch.zeros(1, length, 1)
+        theirs = build_relative_position(x, x, bucket_size=buckets, max_position=max_rel)[0].numpy()
+        np.testing.assert_array_equal(deberta.relative_positions(cfg, length), theirs)
+
+
+def test_deberta_attention_maps_match_hf(tiny_models):
+    """return_attention gives HF's disentangled attention probabilities on every valid query row
+    (HF gives padded query rows a uniform row; ours attend to the valid keys: no logit sees either)."""
+    model, cfg, params = tiny_models["deberta-v2"]
+    batch = random_batch("deberta-v2", seed=9)
+    ours = np.asarray(forward_batch(params, cfg, batch, return_attention=True).attention)
+    with torch.no_grad():
+        theirs = model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                       attention_mask=torch.tensor(batch["attention_mask"]), output_attentions=True).attentions
+    for layer, att in enumerate(theirs):
+        for b, n in enumerate(batch["attention_mask"].sum(-1)):
+            np.testing.assert_allclose(ours[layer, b, :, :n], att.numpy()[b, :, :n], atol=1e-6)

@@ -147,3 +147,46 @@ def test_modernbert_legacy_config_keys_and_refusals(tmp_path):
     scaled = dict(legacy, rope_scaling={"rope_type": "linear", "factor": 2.0})
     (tmp_path / "config.json").write_text(json.dumps(scaled))
     _one_line_error(lambda: load_hf_dir(tmp_path), "rope_scaling", "not supported")
+
+
+@pytest.mark.parametrize("extra,needle", [({"conv_kernel_size": 3}, "conv_kernel_size"),
+                                          ({"relative_attention": False}, "relative_attention=False"),
+                                          ({"norm_rel_ebd": "layer_norm|other"}, "norm_rel_ebd"),
+                                          ({"pooler_hidden_act": "swish"}, "pooler_hidden_act")])
+def test_unsupported_deberta_switches_are_refused(tmp_path, extra, needle):
+    save_tiny("deberta-v2", tmp_path, **extra)  # the tiny model has no absolute positions
+    _one_line_error(lambda: load_hf_dir(tmp_path), needle, "not supported")
+
+
+@pytest.mark.parametrize("extra", [dict(position_biased_input=True, type_vocab_size=2, share_att_key=False,
+                                        pos_att_type=["c2p"]),
+                                   dict(share_att_key=False, pos_att_type=["p2c"], embedding_size=16)])
+def test_deberta_v2_layouts_export_to_hf(tmp_path, extra):
+    """v2-style (absolute positions, token types, separate pos_key_proj) and embed_proj/pos_query_proj."""
+    original = save_tiny("deberta-v2", tmp_path / "in", seed=2, **extra)
+    cfg, params = load_hf_dir(tmp_path / "in")
+    save_hf_dir(cfg, params, tmp_path / "out")
+    exported = transformers.DebertaV2ForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
+    batch = random_batch("deberta-v2", seed=3)
+    np.testing.assert_array_equal(hf_logits(exported, batch, "deberta-v2"), hf_logits(original, batch, "deberta-v2"))
+    assert set(exported.state_dict()) == set(original.state_dict())
+    for k, v in original.state_dict().items():
+        np.testing.assert_array_equal(exported.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_deberta_v3_base_config_round_trips():
+    """microsoft/deberta-v3-base's config.json (its DeBERTa keys, as published) maps onto our switches,
+    a key left at DebertaV2Config's default takes that default, and config_to_hf gives the config back."""
+    from jaxattr.models.hf import config_from_hf, config_to_hf
+
+    v3 = {"model_type": "deberta-v2", "vocab_size": 128100, "hidden_size": 768, "num_hidden_layers": 12,
+          "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+          "relative_attention": True, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
+          "share_att_key": True, "pos_att_type": "p2c|c2p", "position_biased_input": False,
+          "max_relative_positions": -1, "pooler_dropout": 0, "pooler_hidden_act": "gelu"}
+    cfg = config_from_hf(v3)
+    assert (cfg.family, cfg.pos_att_type, cfg.position_buckets, cfg.norm_rel_ebd) == ("deberta-v2", ("c2p", "p2c"),
+                                                                                      256, True)
+    assert cfg.type_vocab_size == 0 and cfg.layer_norm_eps == 1e-7 and not cfg.position_biased_input
+    assert config_from_hf(config_to_hf(cfg)) == cfg
+    assert transformers.DebertaV2Config(**config_to_hf(cfg)).pos_att_type == ["c2p", "p2c"]

@@ -44,7 +44,7 @@ import optax
 from jaxattr.data.batch import special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import classify, embed, layer_params, run_layers, word_embeddings
+from jaxattr.models.encoder import classify, embed, layer_params, run_layers, shared_block_params, word_embeddings
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -232,8 +232,9 @@ def _iba_layer(params, cfg, input_ids, attention_mask, token_type_ids, special, 
 
 
 def _one_block(params, cfg, p, hid, mask, index):
-    """Block `index` (0-based, absolute: ModernBERT's block type depends on it) with its params `p`."""
-    one = {"layers": jax.tree.map(lambda a: a[None], p)}
+    """Block `index` (0-based, absolute: ModernBERT's block type depends on it) with its params `p`
+    (and the parameters every block shares: DeBERTa's relative embeddings)."""
+    one = {**shared_block_params(params), "layers": jax.tree.map(lambda a: a[None], p)}
     return run_layers(one, cfg.unshared(), hid, mask, start=0, stop=1, layer_offset=index).hidden
 
 

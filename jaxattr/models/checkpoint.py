@@ -28,7 +28,7 @@ VERSION = 1
 MARKER = "jaxattr.json"
 PARAMS_DIR = "params"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                    "vocab.json", "merges.txt")
+                    "vocab.json", "merges.txt", "spm.model")
 
 
 class CheckpointMismatch(UserError):

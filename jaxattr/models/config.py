@@ -1,5 +1,5 @@
-"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT and
-ModernBERT.
+"""Encoder configuration: one frozen dataclass covers BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT,
+DeBERTa-v2/v3 and ModernBERT.
 
 The config is hashable so it can be a static argument of `jax.jit`. Families differ only in a few
 switches (position-id scheme, token types, classification head, embedding projection); the encoder
@@ -15,8 +15,14 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-Family = Literal["bert", "roberta", "distilbert", "electra", "albert", "modernbert"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra", "albert", "modernbert")
+Family = Literal["bert", "roberta", "distilbert", "electra", "albert", "deberta-v2", "modernbert"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "distilbert", "electra", "albert", "deberta-v2", "modernbert")
+# DeBERTa-only switches (jaxattr/models/deberta.py) and the values every other family must leave them at
+DEBERTA_DEFAULTS: dict[str, Any] = {
+    "relative_attention": False, "position_buckets": -1, "max_relative_positions": -1, "pos_att_type": (),
+    "share_att_key": False, "norm_rel_ebd": False, "position_biased_input": True, "pooler_dropout_rate": 0.0,
+    "pooler_hidden_act": "gelu",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,16 @@ class EncoderConfig:
     mlp_bias: bool = True  # GeGLU Wi / Wo with biases
     classifier_bias: bool = True  # head.dense with a bias
     embedding_dropout_rate: float | None = None  # None = dropout_rate
+    # DeBERTa-v2/v3 (HF names): disentangled attention with log-bucketed relative positions
+    relative_attention: bool = False
+    position_buckets: int = -1  # <= 0: relative distances are not bucketed
+    max_relative_positions: int = -1  # < 1: max_position_embeddings
+    pos_att_type: tuple[str, ...] = ()  # subset of ("c2p", "p2c")
+    share_att_key: bool = False  # relative embeddings projected by the content query/key layers
+    norm_rel_ebd: bool = False  # LayerNorm on the relative embeddings (HF norm_rel_ebd="layer_norm")
+    position_biased_input: bool = True  # absolute position embeddings added to the input (v3: False)
+    pooler_dropout_rate: float = 0.0
+    pooler_hidden_act: str = "gelu"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -74,6 +90,12 @@ class EncoderConfig:
             raise ValueError("classifier_pooling='mean' is ModernBERT's; the other families read [CLS]")
         if self.global_attn_every_n_layers < 1:
             raise ValueError(f"global_attn_every_n_layers must be >= 1, not {self.global_attn_every_n_layers}")
+        if self.family != "deberta-v2":
+            changed = sorted(k for k, v in DEBERTA_DEFAULTS.items() if getattr(self, k) != v)
+            if changed:
+                raise ValueError(f"{changed} are DeBERTa switches; family {self.family!r} has none of them")
+        if not set(self.pos_att_type) <= {"c2p", "p2c"}:
+            raise ValueError(f"pos_att_type {self.pos_att_type} is not a subset of ('c2p', 'p2c')")
 
     @property
     def emb_size(self) -> int:
@@ -125,6 +147,7 @@ class EncoderConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["label_names"] = list(self.label_names) if self.label_names else None
+        d["pos_att_type"] = list(self.pos_att_type)
         return d
 
     @classmethod
@@ -136,6 +159,8 @@ class EncoderConfig:
         d = dict(d)
         if d.get("label_names") is not None:
             d["label_names"] = tuple(d["label_names"])
+        if "pos_att_type" in d:
+            d["pos_att_type"] = tuple(d["pos_att_type"])
         return cls(**d)
 
     def to_json(self) -> str:

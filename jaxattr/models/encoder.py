@@ -1,4 +1,5 @@
-"""A pure-functional BERT-family encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, ModernBERT) in Flax.
+"""A pure-functional BERT-family encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2/v3,
+ModernBERT) in Flax Linen.
 
 Parameters are a plain pytree `{"embeddings", "layers", "head"}` with the layer parameters stacked on
 a leading axis, so a range of layers is a slice (ALBERT's blocks share parameters: `layer_params`
@@ -17,6 +18,9 @@ Intervention points (all optional):
   * `attn_perturb`: an additive perturbation of the attention probabilities per layer; pass zeros and
     its gradient is dF/dA (AD-DROP's attribution);
   * every block's [CLS] state is returned (DACT, DeeBERT).
+
+DeBERTa's pieces (relative-position score terms, embeddings, pooler) live in deberta.py; its
+relative embeddings are shared by all blocks, in `params["relative"]`.
 
 Layers are counted like the papers: block 1..L; "after layer 0" is the embedding output.
 
@@ -37,42 +41,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxattr.models import deberta
 from jaxattr.models.attention import attention, cpu_gradient_policy
 from jaxattr.models.config import EncoderConfig
+from jaxattr.models.primitives import activation, mask_value
+from jaxattr.models.primitives import dense as _dense
+from jaxattr.models.primitives import layer_norm as _layer_norm
 
 Params = dict[str, Any]
 Array = jax.Array
-
-_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    # exact GELU through erf, as PyTorch computes it; jax.nn.gelu's erfc form costs ~10% more on CPU
-    "gelu": lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1 / math.sqrt(2)))),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-}
-
-
-def activation(name: str) -> Callable[[Array], Array]:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
-
-def mask_value(dtype: Any) -> float:
-    """A large negative number for additive masks: half the dtype's minimum, so two masks add safely."""
-    return float(jnp.finfo(dtype).min) / 2
-
-
-def _dense(features: int, cfg: EncoderConfig, name: str) -> nn.Dense:
-    return nn.Dense(
-        features, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-        kernel_init=nn.initializers.normal(0.02), name=name,
-    )
-
-
-def _layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name)
 
 
 class Embeddings(nn.Module):
@@ -131,17 +108,19 @@ def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array, attn_p
 
 
 class Layer(nn.Module):
-    """One post-LayerNorm transformer block (the layout shared by BERT, RoBERTa, DistilBERT, ELECTRA)."""
+    """One post-LayerNorm transformer block (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT; DeBERTa with its
+    relative-position score terms)."""
 
     cfg: EncoderConfig
 
     @nn.compact
     def __call__(self, h: Array, key_bias: Array, attn_bias: Array | None, attn_perturb: Array | None,
                  return_attention: bool, deterministic: bool, cls_only: bool = False,
-                 index: Array | int = 0) -> tuple[Array, Array | None]:
+                 index: Array | int = 0, rel: Array | None = None) -> tuple[Array, Array | None]:
         """`cls_only`: queries, output and feed-forward for position 0 alone (keys and values still
         come from every position): the block's [CLS] state, all a classification head reads.
-        `index`, the block's absolute 0-based index, does not matter to this layout (ModernBERT's does)."""
+        `index`, the block's absolute 0-based index, does not matter to this layout (ModernBERT's does).
+        `rel`: DeBERTa's shared relative embeddings (their score terms join the additive bias)."""
         cfg = self.cfg
         b = h.shape[0]
         hq = h[:, :1] if cls_only else h
@@ -150,10 +129,13 @@ class Layer(nn.Module):
             attn_bias = None if attn_bias is None else attn_bias[..., :1, :]
             attn_perturb = None if attn_perturb is None else attn_perturb[..., :1, :]
         split = lambda x: x.reshape(b, -1, cfg.num_heads, cfg.head_dim)
-        q = split(_dense(cfg.hidden_size, cfg, "query")(hq))
-        k = split(_dense(cfg.hidden_size, cfg, "key")(h))
+        query, key = _dense(cfg.hidden_size, cfg, "query"), _dense(cfg.hidden_size, cfg, "key")
+        q, k = split(query(hq)), split(key(h))
         v = split(_dense(cfg.hidden_size, cfg, "value")(h))
         bias = key_bias[:, None, None, :]
+        if cfg.family == deberta.FAMILY:
+            q, rel_bias = deberta.relative_bias(cfg, q, k, rel, query, key, deterministic)
+            bias = bias if rel_bias is None else bias + rel_bias
         if attn_bias is not None:
             bias = bias + attn_bias
         ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only)
@@ -176,6 +158,8 @@ class Head(nn.Module):
     @nn.compact
     def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
         cfg = self.cfg
+        if cfg.family == deberta.FAMILY:
+            return deberta.pooler_logits(cfg, x[:, 0] if x.ndim == 3 else x, deterministic)
         rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
         drop = nn.Dropout(rate)
         if x.ndim == 3:
@@ -190,11 +174,14 @@ class Head(nn.Module):
 
 
 def modules(cfg: EncoderConfig) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
-    """(Embeddings, Layer, Head) classes of `cfg`'s family: ModernBERT has its own, the rest share these."""
+    """(Embeddings, Layer, Head) classes of `cfg`'s family: ModernBERT has its own, DeBERTa its embeddings,
+    the rest share these."""
     if cfg.family == "modernbert":
         from jaxattr.models import modernbert  # imports this module's helpers
 
         return modernbert.Embeddings, modernbert.Layer, modernbert.Head
+    if cfg.family == deberta.FAMILY:  # optional positions, embeddings zeroed on padding
+        return deberta.DebertaEmbeddings, Layer, Head
     return Embeddings, Layer, Head
 
 
@@ -210,14 +197,24 @@ def head_module(cfg: EncoderConfig) -> nn.Module:
 def init_params(cfg: EncoderConfig, key: Array) -> Params:
     """Random parameters (BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm)."""
     k_emb, k_layers, k_head = jax.random.split(key, 3)
-    emb_cls, layer_cls, _ = modules(cfg)
+    emb_cls, layer_cls, head_cls = modules(cfg)
     ids = jnp.zeros((1, 2), jnp.int32)
-    emb = emb_cls(cfg).init(k_emb, ids, method=emb_cls.init_all)["params"]
+    params = {"embeddings": emb_cls(cfg).init(k_emb, ids, method=emb_cls.init_all)["params"]}
+    if cfg.family == deberta.FAMILY:  # its own key: the other families' inits stay as they were
+        params["relative"] = deberta.init_relative(cfg, jax.random.fold_in(key, 3))
+    rel = deberta.relative_table(params, cfg)
     h = jnp.zeros((1, 2, cfg.hidden_size), cfg.compute_dtype)
-    layer_init = lambda k: layer_cls(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True)["params"]
-    layers = jax.vmap(layer_init)(jax.random.split(k_layers, cfg.num_param_layers))
-    head = head_module(cfg).init(k_head, h, jnp.ones((1, 2), jnp.int32))["params"]
-    return {"embeddings": emb, "layers": layers, "head": head}
+    layer_init = lambda k: layer_cls(cfg).init(k, h, jnp.zeros((1, 2)), None, None, False, True, False, 0,
+                                               rel)["params"]
+    params["layers"] = jax.vmap(layer_init)(jax.random.split(k_layers, cfg.num_param_layers))
+    params["head"] = head_cls(cfg).init(k_head, h, jnp.ones((1, 2), jnp.int32))["params"]
+    return params
+
+
+def shared_block_params(params: Params) -> Params:
+    """The parameters every block reads besides its own slice of `params["layers"]` (DeBERTa's
+    relative embeddings; empty otherwise): callers that run blocks from `{"layers": ...}` add these."""
+    return {k: params[k] for k in ("relative",) if k in params}
 
 
 def layer_params(params: Params, cfg: EncoderConfig) -> Params:
@@ -249,9 +246,11 @@ def embed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask
           rng: Array | None = None) -> Array:
     """Hidden state entering block 1 (embedding output, [B, T, H]) from word embeddings."""
     rngs = None if deterministic else {"dropout": rng}
+    args = (word_embeds.astype(jnp.float32), position_ids(cfg, attention_mask), token_type_ids)
+    if cfg.family == deberta.FAMILY:  # DeBERTa zeroes the embeddings of padding
+        args += (attention_mask,)
     module = modules(cfg)[0](cfg)
-    return module.apply({"params": params["embeddings"]}, word_embeds.astype(jnp.float32),
-                        position_ids(cfg, attention_mask), token_type_ids, deterministic=deterministic, rngs=rngs)
+    return module.apply({"params": params["embeddings"]}, *args, deterministic=deterministic, rngs=rngs)
 
 
 class LayersOutput(NamedTuple):
@@ -288,11 +287,12 @@ def run_layers(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask
     rngs = jnp.zeros((n, 2), jnp.uint32) if deterministic else jax.random.split(rng, n)
     index = layer_offset + jnp.arange(start, stop, dtype=jnp.int32)
     model = modules(cfg)[1](cfg)
+    rel = deberta.relative_table(params, cfg)  # shared by every block, not stacked
 
     def block(h, xs, last):
         p, bias, perturb, key, i = xs
         h, probs = model.apply({"params": p}, h, key_bias, bias, perturb, return_attention, deterministic, last, i,
-                               rngs=None if deterministic else {"dropout": key})
+                               rel, rngs=None if deterministic else {"dropout": key})
         return h, (h[:, 0], probs if return_attention else None)
 
     policy = cpu_gradient_policy(hidden.shape[1])

@@ -18,19 +18,19 @@ import jax
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.models import modernbert
+from jaxattr.models import deberta, modernbert
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, init_params
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt")
+                   "vocab.json", "merges.txt", "spm.model")
 _PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "electra": "electra", "albert": "albert",
-           "modernbert": "model"}
+           "deberta-v2": "deberta", "modernbert": "model"}
 _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
          "distilbert": "DistilBertForSequenceClassification", "electra": "ElectraForSequenceClassification",
-         "albert": "AlbertForSequenceClassification",
+         "albert": "AlbertForSequenceClassification", "deberta-v2": "DebertaV2ForSequenceClassification",
          "xlm-roberta": "XLMRobertaForSequenceClassification", "camembert": "CamembertForSequenceClassification",
          "modernbert": "ModernBertForSequenceClassification"}
 # HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
@@ -80,13 +80,19 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
             dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1),
             classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels)
     emb = hf.get("embedding_size") if family in ("electra", "albert") else None
-    groups, classifier_dropout = None, hf.get("classifier_dropout")
+    groups, classifier_dropout, extra = None, hf.get("classifier_dropout"), {}
     if family == "albert":
         if hf.get("inner_group_num", 1) != 1:
             raise CheckpointError(f"inner_group_num={hf['inner_group_num']} is not supported (only 1: one block "
                                   "per layer group)")
         groups, classifier_dropout = hf.get("num_hidden_groups", 1), hf.get("classifier_dropout_prob", 0.1)
-    return EncoderConfig(
+    if family == deberta.FAMILY:
+        try:
+            extra = deberta.hf_fields(hf)
+        except deberta.UnsupportedSwitch as e:
+            raise CheckpointError(str(e)) from None
+        emb = extra.pop("embedding_size")
+    fields = dict(
         family=family, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
         embedding_size=emb if emb and emb != hf["hidden_size"] else None,
         num_layers=hf["num_hidden_layers"], num_layer_groups=groups, num_heads=hf["num_attention_heads"],
@@ -97,6 +103,7 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout_rate=classifier_dropout, label_names=labels, hf_model_type=alias)
+    return EncoderConfig(**(fields | extra))
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
@@ -127,6 +134,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
     if cfg.family == "albert":
         out |= {"num_hidden_groups": cfg.num_param_layers, "inner_group_num": 1,
                 "classifier_dropout_prob": out.pop("classifier_dropout") or cfg.dropout_rate}
+    if cfg.family == deberta.FAMILY:
+        out = {k: v for k, v in out.items() if k != "classifier_dropout"} | deberta.hf_config(cfg)
     return out
 
 
@@ -137,6 +146,9 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
     """
     if cfg.family == "modernbert":
         yield from modernbert.name_table(cfg)
+        return
+    if cfg.family == deberta.FAMILY:
+        yield from _deberta_names(cfg)
         return
     yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
     yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
@@ -174,6 +186,41 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
             "electra": ("@classifier.dense", "@classifier.out_proj"),
             "distilbert": ("@pre_classifier", "@classifier")}[cfg.family]
     for ours, theirs in zip(("dense", "out"), head):
+        yield theirs + ".weight", ("head", ours, "kernel"), True
+        yield theirs + ".bias", ("head", ours, "bias"), False
+
+
+def _deberta_names(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool]]:
+    """`_name_table` for DeBERTa-v2/v3: optional absolute positions, a bias-free embed_proj, the shared
+    relative embeddings (+ LayerNorm) under encoder., per-layer *_proj names, the ContextPooler head."""
+    yield "embeddings.word_embeddings.weight", ("embeddings", "word", "embedding"), False
+    if cfg.position_biased_input:
+        yield "embeddings.position_embeddings.weight", ("embeddings", "position", "embedding"), False
+    if cfg.type_vocab_size:
+        yield "embeddings.token_type_embeddings.weight", ("embeddings", "token_type", "embedding"), False
+    if cfg.emb_size != cfg.hidden_size:
+        yield "embeddings.embed_proj.weight", ("embeddings", "project", "kernel"), True
+    yield "embeddings.LayerNorm.weight", ("embeddings", "norm", "scale"), False
+    yield "embeddings.LayerNorm.bias", ("embeddings", "norm", "bias"), False
+    if cfg.relative_attention:
+        yield "encoder.rel_embeddings.weight", ("relative", "embedding"), False
+        if cfg.norm_rel_ebd:
+            yield "encoder.LayerNorm.weight", ("relative", "norm", "scale"), False
+            yield "encoder.LayerNorm.bias", ("relative", "norm", "bias"), False
+    names = {"query": "attention.self.query_proj", "key": "attention.self.key_proj",
+             "value": "attention.self.value_proj", "attn_out": "attention.output.dense",
+             "attn_norm": "attention.output.LayerNorm", "ffn_in": "intermediate.dense", "ffn_out": "output.dense",
+             "out_norm": "output.LayerNorm"}
+    if cfg.relative_attention and not cfg.share_att_key:
+        names |= {"pos_key": "attention.self.pos_key_proj"} if "c2p" in cfg.pos_att_type else {}
+        names |= {"pos_query": "attention.self.pos_query_proj"} if "p2c" in cfg.pos_att_type else {}
+    for i in range(cfg.num_layers):
+        for ours, theirs in names.items():
+            is_norm = ours.endswith("norm")
+            base = f"encoder.layer.{i}.{theirs}"
+            yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
+            yield base + ".bias", ("layers", i, ours, "bias"), False
+    for ours, theirs in (("dense", "@pooler.dense"), ("out", "@classifier")):
         yield theirs + ".weight", ("head", ours, "kernel"), True
         yield theirs + ".bias", ("head", ours, "bias"), False
 

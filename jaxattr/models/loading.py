@@ -20,7 +20,7 @@ CHECKPOINT_MARKER = "jaxattr.json"  # present in every jaxattr checkpoint direct
 DEFAULT_CLASSIFIER = "default-classifier"  # what `jaxattr demo` fine-tunes and `--model default` loads
 QUICK_CLASSIFIER = "quick-classifier"  # `jaxattr demo --quick`
 VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-               "tokenizer.model")  # at least one holds the vocabulary
+               "tokenizer.model", "spm.model")  # at least one holds the vocabulary (spm.model: DeBERTa-v3)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,8 +114,9 @@ class Layer(nn.Module):
     @nn.compact
     def __call__(self, h: Array, key_bias: Array, attn_bias: Array | None, attn_perturb: Array | None,
                  return_attention: bool, deterministic: bool, cls_only: bool = False,
-                 index: Array | int = 0) -> tuple[Array, Array | None]:
-        """Same contract as `encoder.Layer`: (new hidden, attention probabilities or None)."""
+                 index: Array | int = 0, rel: Array | None = None) -> tuple[Array, Array | None]:
+        """Same contract as `encoder.Layer`: (new hidden, attention probabilities or None); `rel`
+        (DeBERTa's relative embeddings) is None here."""
         cfg = self.cfg
         b, t, _ = h.shape
         tq = 1 if cls_only else t

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import embed, layer_params, run_layers, word_embeddings
+from jaxattr.models.encoder import embed, layer_params, run_layers, shared_block_params, word_embeddings
 
 Array = jax.Array
 PyTree = Any
@@ -82,10 +82,10 @@ def split_layers(tree: PyTree, num_layers: int) -> list[PyTree]:
     return [jax.tree.map(lambda x, i=i: x[i:i + 1], tree) for i in range(num_layers)]
 
 
-def _block_step(layer_p: PyTree, exit_p: PyTree, hidden: Array, mask: Array, state: PyTree, n: Array,
+def _block_step(block_p: PyTree, exit_p: PyTree, hidden: Array, mask: Array, state: PyTree, n: Array,
                 rule_args: PyTree, *, cfg: EncoderConfig, rule: ExitRule) -> tuple[Array, PyTree, Array, Array]:
     # n: the block index (ModernBERT's block type depends on it)
-    out = run_layers({"layers": layer_p}, cfg.unshared(), hidden, mask, start=0, stop=1, layer_offset=n)
+    out = run_layers(block_p, cfg.unshared(), hidden, mask, start=0, stop=1, layer_offset=n)
     exit_n = jax.tree.map(lambda x: x[0], exit_p)
     state, done, output = rule(exit_n, out.cls[0], state, n, rule_args, cfg)
     return out.hidden, state, done, output
@@ -125,6 +125,7 @@ def run_early_exit(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[st
     num_layers = cfg.num_layers
     layers = layers if layers is not None else split_layers(layer_params(encoder_params, cfg), num_layers)
     exits = exits if exits is not None else split_layers(exit_params, num_layers)
+    shared = shared_block_params(encoder_params)  # DeBERTa's relative embeddings, read by every block
     top = max(b, max_batch or b)
     sizes = batch_sizes(top, granularity) if compact else [b]
     size = _pick(sizes, b)
@@ -141,7 +142,8 @@ def run_early_exit(encoder_params: PyTree, cfg: EncoderConfig, batch: Mapping[st
     rows = np.zeros(num_layers, np.int64)
     for n in range(num_layers):
         rows[n] = size
-        hidden, state, done, out = _block_step_jit(layers[n], exits[n], hidden, mask_d, state, jnp.int32(n),
+        block_p = {**shared, "layers": layers[n]}
+        hidden, state, done, out = _block_step_jit(block_p, exits[n], hidden, mask_d, state, jnp.int32(n),
                                                    rule_args, cfg=cfg, rule=rule)
         live = orig >= 0
         done_h = np.asarray(done) | (n == num_layers - 1)
