@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import jax
@@ -10,6 +11,16 @@ import pytest
 from jaxattr.models import Model, init_params, load_minilm, tiny_config
 
 logging.getLogger("jaxattr").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop the compiled XLA programs after each test module. One pytest process compiles thousands; each
+    keeps code mappings, and past the kernel's vm.max_map_count (65530) XLA:CPU segfaults while compiling
+    (seen in test_gradients once the encoder families' tests ran before it)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
