@@ -64,13 +64,13 @@ def run_part(name: str, spec: dict, out: Path, steps: int) -> None:
 
 
 def read_records(path: Path) -> dict[str, dict]:
-    """method -> id -> record (the last record of a pair wins)."""
+    """method -> id -> record, from the harness's per-method stores in `path`'s directory (they hold every
+    finished chunk; `per_example.jsonl` is rewritten only when an evaluate call ends)."""
+    from jaxattr.evaluation.harness import stored_records
+
     out: dict[str, dict] = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                out.setdefault(r["method"], {})[r["id"]] = r
+    for r in stored_records(path.parent):
+        out.setdefault(r["method"], {})[r["id"]] = r
     return out
 
 
