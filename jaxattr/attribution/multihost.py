@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxattr.attribution.results import ResultWriter, read_results
+from jaxattr.attribution.results import ResultWriter, _plain, read_results, settings_diff, stored_settings
+from jaxattr.errors import UserError
 
 CHUNKS_PER_PROCESS = 8
 BARRIER_TIMEOUT_MS = 24 * 3600 * 1000  # a barrier waits for the slowest host's last chunk
@@ -77,18 +78,10 @@ def done_ids(out: str | Path) -> set[str]:
 def check_settings(out: str | Path, settings: Mapping[str, Any]) -> None:
     """The UserError `ResultWriter.bind` would raise, raised by every process alike before any barrier (a
     process that failed alone would leave the others waiting): OUT or a shard made with other settings."""
-    from jaxattr.attribution.results import _plain
-    from jaxattr.errors import UserError
-
     out, want = Path(out), _plain(settings)
     for path in ([out] if out.exists() else []) + _shard_files(out):
-        meta = path.with_name(path.name + ".meta.json")
-        try:
-            old = json.loads(meta.read_text(encoding="utf-8"))["settings"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            continue
-        if isinstance(old, dict) and old != want:
-            diff = sorted(k for k in set(want) | set(old) if want.get(k) != old.get(k))
+        diff = settings_diff(stored_settings(path.with_name(path.name + ".meta.json")), want)
+        if diff:
             raise UserError(f"{path} holds records made with another {', '.join(diff)}; use --overwrite or "
                             "another --out")
 

@@ -51,6 +51,28 @@ def input_digest(example: Mapping[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+def settings_diff(old: Any, new: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings dicts (none when `old` is not a dict: unreadable)."""
+    if not isinstance(old, dict):
+        return []
+    return sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+
+
+def stored_settings(meta_path: Path) -> Any:
+    """The settings an `OUT.meta.json` records (None when absent or unreadable)."""
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))["settings"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def check_same_input(path: Path, example: Mapping[str, Any], stored: str | None) -> None:
+    """UserError when a stored record of `example`'s id ran on other token ids (`input_sha`)."""
+    if stored not in (None, input_digest(example)):
+        raise UserError(f"{path}: example {example['id']!r} was written for another text (the input was edited, "
+                        "re-ordered or filtered since); use --overwrite or another --out")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -150,15 +172,10 @@ class ResultWriter:
         """Record what makes the records (method, options, output, model) in OUT.meta.json; a file that
         holds records made with other settings is refused (resuming would mix two runs in one file)."""
         settings = _plain(settings)
-        if self.ids_done and self.meta_path.exists():
-            try:
-                old = json.loads(self.meta_path.read_text(encoding="utf-8"))["settings"]
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                old = None
-            if isinstance(old, dict) and old != settings:
-                diff = sorted(k for k in set(settings) | set(old) if settings.get(k) != old.get(k))
-                raise UserError(f"{self.path} holds records made with another {', '.join(diff)} "
-                                f"({self.meta_path.name}); use --overwrite or another --out")
+        diff = settings_diff(stored_settings(self.meta_path), settings) if self.ids_done else []
+        if diff:
+            raise UserError(f"{self.path} holds records made with another {', '.join(diff)} "
+                            f"({self.meta_path.name}); use --overwrite or another --out")
         meta = {"format": "jaxattr-results", "jaxattr": _version(), "model": model, "settings": settings,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _atomic_write(self.meta_path, json.dumps(meta, indent=1))
@@ -174,9 +191,8 @@ class ResultWriter:
             key = json.dumps(ex["id"])
             if key not in self.ids_done:
                 todo.append(ex)
-            elif self.digests.get(key) not in (None, input_digest(ex)):
-                raise UserError(f"{self.path}: example {ex['id']!r} was written for another text (the input was "
-                                "edited, re-ordered or filtered since); use --overwrite or another --out")
+            else:
+                check_same_input(self.path, ex, self.digests.get(key))
         return todo
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -278,8 +294,7 @@ class PartialSums:
         if not ok:
             log.warning("%s is not a partial-sums file; ignoring it (it will be replaced)", self.path)
         elif data.get("settings") != self.settings:
-            old = data["settings"] if isinstance(data.get("settings"), dict) else {}
-            diff = sorted(k for k in set(self.settings) | set(old) if self.settings.get(k) != old.get(k))
+            diff = settings_diff(data["settings"] if isinstance(data.get("settings"), dict) else {}, self.settings)
             log.warning("%s was written with other settings (%s); ignoring its partial sums", self.path,
                         ", ".join(diff))
         else:

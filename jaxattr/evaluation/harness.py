@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxattr.attribution.results import input_digest
+from jaxattr.attribution.results import check_same_input
 from jaxattr.errors import LazyModule, UserError
 
 pd = LazyModule("pandas", "evaluation tables (jaxattr.evaluation.evaluate / summarise)")
@@ -365,9 +365,8 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     for name in methods:
         prior = [stored.get((name, json.dumps(ex["id"]))) for ex in exs]
         for ex, r in zip(exs, prior):
-            if r is not None and r.get("input_sha") not in (None, input_digest(ex)):
-                raise UserError(f"{records_path(outp, name)}: example {ex['id']!r} was written for another text "
-                                "(the input was edited, re-ordered or filtered since); use another --out")
+            if r is not None:
+                check_same_input(records_path(outp, name), ex, r.get("input_sha"))
         rows += [dict(r) for r in prior if r is not None]
         todo = [ex for ex, r in zip(exs, prior) if r is None]
         if todo and compute:
