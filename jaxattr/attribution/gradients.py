@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, word_embeddings
 
@@ -349,3 +350,50 @@ def batch_from_examples(examples: list[dict[str, Any]], length: int, pad_id: int
     from jaxattr.data.tokenize import pad_batch
 
     return pad_batch(examples, length, pad_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration (`jaxattr.attribution.registry`)
+
+
+def check_path_options(o: Mapping[str, Any]) -> None:
+    """The options every path method shares (`steps`, quadrature `method`, `baseline`), checked."""
+    from jaxattr.attribution.registry import check_choice, check_int
+
+    check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
+    check_choice("method", o["method"], METHODS)
+    check_choice("baseline", o["baseline"], BASELINES)
+
+
+def _check_shap(o: Mapping[str, Any]) -> None:
+    from jaxattr.attribution.registry import check_choice, check_int
+
+    check_int("samples", o["samples"], 1)
+    check_choice("baseline", o["baseline"], BASELINES)
+    if not float(o["stdev"]) >= 0:
+        raise UserError(f"stdev must be >= 0, not {o['stdev']!r}")
+
+
+def _ig_finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[np.ndarray, float]:
+    """IG's one unit: the scores are the raw sums; delta = sum(scores) - (F(x) - F(baseline))."""
+    return raw, float(raw.sum() - f_gap[0])
+
+
+PATH_OPTIONS: dict[str, Any] = {"steps": 50, "method": "gausslegendre", "baseline": "mask"}
+
+
+def _register() -> None:
+    from jaxattr.attribution.registry import MethodSpec, Paths, register
+
+    register(MethodSpec("saliency", saliency, description="|dF/dx| summed over the embedding"))
+    register(MethodSpec("gradxinput", grad_x_input, description="x * dF/dx summed over the embedding"))
+    register(MethodSpec("gradientshap", gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
+                        cost=lambda o: o["samples"], validate=_check_shap,
+                        description="expected gradients with random points on the baseline-input path"))
+    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=lambda o: o["steps"],
+                        paths=Paths(unit_ids=lambda batch, o: jnp.where(interp_mask(batch), 0, -1),
+                                    finish=_ig_finish),
+                        validate=check_path_options, description="integrated gradients over word embeddings"))
+
+
+_register()

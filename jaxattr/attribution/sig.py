@@ -19,15 +19,18 @@ and only runs units that exist (the pure function also runs empty padding units,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxattr.attribution.gradients import (
+    PATH_OPTIONS,
     Rows,
     _prepare,
     _tt,
+    check_path_options,
     quadrature,
     row_contributions,
     row_outputs,
@@ -98,3 +101,29 @@ def sequential_integrated_gradients(params: Params, cfg: EncoderConfig, batch: M
     unit_delta = jnp.where(present, gaps, 0.0).T  # [B, U]
     worst = jnp.take_along_axis(unit_delta, jnp.argmax(jnp.abs(unit_delta), -1)[:, None], 1)[:, 0]
     return SIGAttribution(normalise(raw), raw, tgt, prob, f_x, unit_delta, worst)
+
+
+def _finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scores raw / ||raw||_2; delta the unit completeness gap of largest magnitude."""
+    gaps = units @ raw - f_gap
+    norm = np.linalg.norm(raw)
+    return (raw / norm if norm > 0 else raw), float(gaps[np.argmax(np.abs(gaps))])
+
+
+def _validate(o: Mapping[str, Any]) -> None:
+    from jaxattr.attribution.registry import check_choice
+
+    check_path_options(o)
+    check_choice("unit", o["unit"], ("token", "word"))
+
+
+def _register() -> None:
+    from jaxattr.attribution.registry import MethodSpec, Paths, register
+
+    register(MethodSpec("sig", sequential_integrated_gradients, {**PATH_OPTIONS, "unit": "token"},
+                        cost=lambda o: o["steps"], validate=_validate,
+                        paths=Paths(unit_ids=lambda batch, o: unit_ids(batch, o["unit"]), finish=_finish),
+                        description="sequential integrated gradients: one path per token (or word)"))
+
+
+_register()
