@@ -44,6 +44,51 @@ def forward_flops(cfg, t: int) -> float:
     return layers * per_layer + 2 * h * h + 2 * h * cfg.num_labels
 
 
+def peer_inputs(tm, ex, mask_id: int, device: str):
+    """One example as the peers take it: input embeddings, the [MASK] baseline (special tokens kept),
+    token types, and the predicted class."""
+    import torch
+
+    ids = torch.tensor(ex["input_ids"], dtype=torch.long, device=device)[None]
+    words = torch.tensor(np.asarray(ex["word_ids"]) >= 0, device=device)[None]
+    emb = tm.bert.embeddings.word_embeddings(ids).detach()
+    base = tm.bert.embeddings.word_embeddings(torch.where(words, mask_id, ids)).detach()
+    tt = torch.tensor(ex["token_type_ids"], dtype=torch.long, device=device)[None]
+    with torch.no_grad():
+        target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
+    return emb, base, tt, target
+
+
+def driver_runner(params, cfg, method, exs, opts, tpb, *, mask_id, pad_id, limit_units=None):
+    """A callable that runs the driver over `exs`, compiled beforehand (compiles are not timed).
+    `limit_units`: SIG over the first this many units of each example only."""
+    from jaxattr.attribution.driver import Driver
+
+    drv = Driver(params, cfg, method, opts, mask_id=mask_id, pad_id=pad_id, tokens_per_batch=tpb)
+    if limit_units is not None:
+        orig = drv._units
+        drv._units = lambda arrays: orig(arrays)[:limit_units]
+        drv._n_units = lambda ex: limit_units
+    # warm-up: the same chunk shapes (counts from _n_units) but only one path per example: compiles cheaply
+    warm = Driver(params, cfg, method, opts, mask_id=mask_id, pad_id=pad_id, tokens_per_batch=tpb)
+    if limit_units is not None:
+        warm._n_units = lambda ex: limit_units
+    warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
+    list(warm.run(exs))
+    return lambda: [r for c in drv.run(exs) for r in c]
+
+
+def tint_units(sig, emb, base, tt, target: int, steps: int, units: int) -> None:
+    """tint's SIG over the first `units` positions after [CLS], through its per-position `_attribute`
+    (the call its own loop makes)."""
+    from captum.attr._utils.common import _format_input_baseline
+
+    inputs, baselines = _format_input_baseline(emb, base)
+    for idx in range(1, 1 + units):
+        sig._attribute(inputs=inputs, baselines=baselines, target=target, additional_forward_args=(tt,),
+                       n_steps=steps, method="gausslegendre", idx=idx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--short", type=int, default=6, help="number of ~25-token sentences")
@@ -67,7 +112,6 @@ def main() -> None:
     from captum.attr import IntegratedGradients
     from tint.attr import SequentialIntegratedGradients
 
-    from jaxattr.attribution.driver import Driver
     from jaxattr.data.datasets import load_corpus
     from jaxattr.data.tokenize import encode_texts
     from jaxattr.models import EncoderConfig, init_params, load_minilm, save_hf_dir
@@ -93,14 +137,7 @@ def main() -> None:
         e["id"] = i
 
     def torch_inputs(ex):
-        ids = torch.tensor(ex["input_ids"], dtype=torch.long, device=device)[None]
-        words = torch.tensor(np.asarray(ex["word_ids"]) >= 0, device=device)[None]
-        emb = tm.bert.embeddings.word_embeddings(ids).detach()
-        base = tm.bert.embeddings.word_embeddings(torch.where(words, model.mask_id, ids)).detach()
-        tt = torch.tensor(ex["token_type_ids"], dtype=torch.long, device=device)[None]
-        with torch.no_grad():
-            target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
-        return emb, base, tt, target
+        return peer_inputs(tm, ex, model.mask_id, device)
 
     def fwd(inputs_embeds, token_type_ids):
         return tm(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids).logits
@@ -113,21 +150,8 @@ def main() -> None:
         return time.perf_counter() - t, out
 
     def jax_runner(method, exs, opts, tpb, limit_units=None):
-        """A callable that runs the driver over `exs`, compiled beforehand (compiles are not timed)."""
-        drv = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
-                     tokens_per_batch=tpb)
-        if limit_units is not None:
-            orig = drv._units
-            drv._units = lambda arrays: orig(arrays)[:limit_units]
-            drv._n_units = lambda ex: limit_units
-        # warm-up: the same chunk shapes (counts from _n_units) but only one path per example: compiles cheaply
-        warm = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
-                      tokens_per_batch=tpb)
-        if limit_units is not None:
-            warm._n_units = lambda ex: limit_units
-        warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
-        list(warm.run(exs))
-        return lambda: [r for c in drv.run(exs) for r in c]
+        return driver_runner(model.params, cfg, method, exs, opts, tpb, mask_id=model.mask_id,
+                             pad_id=model.pad_id, limit_units=limit_units)
 
     def interleaved(runners):
         """Median seconds per runner over --rounds rounds, the runners alternating within each round so
@@ -198,11 +222,7 @@ def main() -> None:
     emb, base, tt, tgt = torch_inputs(e)
 
     def tint_doc():
-        from captum.attr._utils.common import _format_input_baseline
-        inputs, baselines = _format_input_baseline(emb, base)
-        for idx in range(1, 1 + k):  # the word pieces after [CLS], as tint's own loop visits them
-            sig._attribute(inputs=inputs, baselines=baselines, target=tgt, additional_forward_args=(tt,),
-                           n_steps=s, method="gausslegendre", idx=idx)
+        tint_units(sig, emb, base, tt, tgt, s, k)
     compare(f"SIG doc ({k} units)", 1, work,
             {f"jaxattr tpb={tpb}": jax_runner("sig", ex_doc, {"steps": s}, tpb, limit_units=k)
              for tpb in args.tokens_per_batch},
