@@ -16,8 +16,10 @@ available), as users run them.
 The peers run as users run them: one example per call, parameters requiring grad (Captum's default
 use); Captum's internal_batch_size is tuned over a few values and the best is reported. jaxattr runs
 through its batched driver (`Driver`, tokens per batch tuned likewise); the first (compiling) pass
-is excluded, like the peers' warm-up. Every contender runs --rounds times, alternating within each
-round, and its median is reported (the machine may be shared: the load average is printed).
+is excluded, like the peers' warm-up. Every contender runs --rounds times (default 5), alternating within
+each round; the table gives each side's best configuration by median, with the min-max over rounds, and
+the speed-up as the ratio of medians with the min-max of the per-round ratios (the machine may be
+shared: the load average is printed, and so are XLA_FLAGS as the backend saw them and the versions).
 Model FLOPs = 3 x forward FLOPs (matmuls + attention) of the full model per path point, the usual
 convention; achieved GFLOP/s = model FLOPs / wall time, and MFU = that / `--peak-tflops` when given.
 jaxattr's last block computes the [CLS] row alone (`forward(..., cls_only=True)`), so it does ~1/L
@@ -33,6 +35,7 @@ import os
 import platform
 import tempfile
 import time
+from importlib.metadata import version
 
 import numpy as np
 
@@ -98,7 +101,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--tokens-per-batch", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--internal-batch", type=int, nargs="+", default=[25, 50])
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per contender (median reported)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per contender (median, min-max)")
     ap.add_argument("--model", choices=("minilm", "bert-base"), default="minilm")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="jaxattr's compute dtype")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
@@ -154,27 +157,32 @@ def main() -> None:
                              pad_id=model.pad_id, limit_units=limit_units)
 
     def interleaved(runners):
-        """Median seconds per runner over --rounds rounds, the runners alternating within each round so
+        """Seconds per runner and round over --rounds rounds, the runners alternating within each round so
         that load from other tenants of the machine hits all of them alike."""
         times = {name: [] for name in runners}
         for _ in range(args.rounds):
             for name, fn in runners.items():
                 times[name].append(timed(fn)[0])
-        return {name: float(np.median(t)) for name, t in times.items()}
+        return {name: np.asarray(t) for name, t in times.items()}
 
     def compare(name, n, work, jax_runners, peer_runners):
-        med = interleaved({**jax_runners, **peer_runners})
-        jt = min(med[k] for k in jax_runners)
-        pt = min(med[k] for k in peer_runners)
-        print(f"  {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
+        times = interleaved({**jax_runners, **peer_runners})
+        best = lambda names: min(names, key=lambda k: np.median(times[k]))
+        jt, pt = times[best(jax_runners)], times[best(peer_runners)]
+        print(f"  {name}: " + ", ".join(f"{k} {np.median(v):.2f}s [{v.min():.2f}-{v.max():.2f}]"
+                                        for k, v in times.items()), flush=True)
         report((name, n, jt, pt, work))
 
     rows = []
     mfu = args.peak_tflops is not None
 
     def line(row):
-        name, n, jt, pt, work = row
-        out = f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |"
+        name, n, jts, pts, work = row
+        jt, pt = float(np.median(jts)), float(np.median(pts))
+        ratios = pts / jts
+        span = lambda v: f"{np.median(v):.2f} [{v.min():.2f}-{v.max():.2f}]"
+        out = (f"| {name} | {n} | {span(jts)} | {span(pts)} | {pt / jt:.2f}x [{ratios.min():.2f}-{ratios.max():.2f}] "
+               f"| {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |")
         if mfu:
             pct = lambda t: 100 * work / t / 1e12 / args.peak_tflops
             out += f" {pct(jt):.1f}% | {pct(pt):.1f}% |"
@@ -232,10 +240,13 @@ def main() -> None:
     print(f"# {args.model} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), jaxattr {args.dtype}, peers float32")
     print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].device_kind}), "
           f"torch {torch.__version__} ({device}, {torch.get_num_threads()} threads), "
-          f"transformers {transformers.__version__}")
+          f"transformers {transformers.__version__}, captum {version('captum')}, "
+          f"time-interpret {version('time-interpret')}, jaxlib {version('jaxlib')}, flax {version('flax')}")
+    print(f"# XLA_FLAGS as the backend saw them: {os.environ.get('XLA_FLAGS', '')!r}; {args.rounds} rounds")
     print(f"# short inputs: {[len(e['input_ids']) for e in ex_short]} tokens; doc: {len(ex_doc[0]['input_ids'])}")
     print(f"# load average before {load0[0]:.1f}, after {load1[0]:.1f}")
-    print("| workload | examples | jaxattr s | peer s | speed-up | jaxattr GFLOP/s | peer GFLOP/s |"
+    print("| workload | examples | jaxattr s, median [min-max] | peer s | speed-up [per-round min-max] "
+          "| jaxattr GFLOP/s | peer GFLOP/s |"
           + (" jaxattr MFU | peer MFU |" if mfu else ""))
     print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
     for row in rows:
