@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.data.batch import resolve_target, token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, word_embeddings
+from jaxattr.types import Array
 
-Array = jax.Array
 Baseline = Literal["mask", "pad", "zero"]
 Output = Literal["logit", "prob"]
 METHODS: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre",
@@ -93,11 +94,6 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 # Baselines, masks, targets
 
 
-def interp_mask(batch: Mapping[str, Array]) -> Array:
-    """Positions that get attributions: real word pieces (not special tokens, not padding)."""
-    return (jnp.asarray(batch["attention_mask"]) > 0) & (jnp.asarray(batch["word_ids"]) >= 0)
-
-
 def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None, pad_id: int | None
                  ) -> tuple[Array, Array]:
     """(baseline token ids [B, T], scale [B, T]): the baseline's word embedding is `emb(ids) * scale`.
@@ -108,7 +104,7 @@ def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None,
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     ids = jnp.asarray(batch["input_ids"])
-    m = interp_mask(batch)
+    m = token_mask(batch)
     if baseline == "zero":
         return ids, jnp.where(m, 0.0, 1.0).astype(jnp.float32)
     tok = mask_id if baseline == "mask" else pad_id
@@ -138,8 +134,7 @@ def predict(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], targ
     if cfg.problem_type == "regression":
         tgt = jnp.zeros(logits.shape[0], jnp.int32)
         return tgt, logits[:, 0], logits[:, 0]
-    tgt = jnp.argmax(logits, -1).astype(jnp.int32) if target is None else jnp.asarray(target, jnp.int32)
-    tgt = jnp.broadcast_to(tgt, logits.shape[:1])
+    tgt = resolve_target(target, logits)
     prob = jnp.take_along_axis(jax.nn.softmax(logits, -1), tgt[:, None], 1)[:, 0]
     return tgt, prob, explained_output(logits, tgt, cfg, output)
 
@@ -242,7 +237,7 @@ def _tt(batch: Mapping[str, Array]) -> Array:
 def _prepare(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], baseline: str, mask_id: int | None,
              pad_id: int | None, target: Array | None, output: str):
     base_ids, base_scale = baseline_ids(batch, baseline, mask_id, pad_id)
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     return base_ids, base_scale, interp, tgt, prob, f_x
 
@@ -262,7 +257,7 @@ def saliency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, 
              output: str = "logit") -> Attribution:
     """Saliency: `sum_E |dF/dx|` per token at the input (Simonyan et al.; Captum `Saliency(abs=True)`)."""
     base_ids = jnp.asarray(batch["input_ids"])
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
     rows = Rows(base_ids, jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids, jnp.ones(base_ids.shape),
@@ -276,7 +271,7 @@ def grad_x_input(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array],
                  output: str = "logit") -> Attribution:
     """Grad×Input: `sum_E x * dF/dx` per token at the input (Captum `InputXGradient`)."""
     ids = jnp.asarray(batch["input_ids"])
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
     # a zero baseline with alpha = 1 makes the row kernel compute grad(x) * x
@@ -391,7 +386,7 @@ def _register() -> None:
                         cost=lambda o: o["samples"], validate=_check_shap,
                         description="expected gradients with random points on the baseline-input path"))
     register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=lambda o: o["steps"],
-                        paths=Paths(unit_ids=lambda batch, o: jnp.where(interp_mask(batch), 0, -1),
+                        paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
                                     finish=_ig_finish),
                         validate=check_path_options, description="integrated gradients over word embeddings"))
 

@@ -35,10 +35,11 @@ from jaxattr.attribution.gradients import (
     row_contributions,
     row_outputs,
 )
+from jaxattr.data.batch import token_mask
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params
+from jaxattr.types import Array
 
-Array = jax.Array
 Unit = Literal["token", "word"]
 
 
@@ -55,7 +56,7 @@ class SIGAttribution(NamedTuple):
 def unit_ids(batch: Mapping[str, Array], unit: str) -> Array:
     """The unit each token belongs to ([B, T], -1 for special tokens and padding)."""
     word_ids = jnp.asarray(batch["word_ids"])
-    ok = (jnp.asarray(batch["attention_mask"]) > 0) & (word_ids >= 0)
+    ok = token_mask(batch)
     if unit == "token":
         pos = jnp.broadcast_to(jnp.arange(word_ids.shape[-1], dtype=jnp.int32), word_ids.shape)
         return jnp.where(ok, pos, -1)

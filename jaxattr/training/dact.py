@@ -41,13 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.data.batch import token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward, word_embeddings
 from jaxattr.training import early_exit
-
-Array = jax.Array
-Params = dict[str, Any]
+from jaxattr.types import Array, Params
 
 TAU = 5e-3
 PONDERS = ("h", "p")
@@ -331,7 +330,7 @@ def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str,
     tt = batch.get("token_type_ids")
     tt = None if tt is None else jnp.asarray(tt)
     base_ids, base_scale = G.baseline_ids(batch, baseline, mask_id, pad_id)
-    interp = G.interp_mask(batch).astype(jnp.float32)[..., None]
+    interp = token_mask(batch).astype(jnp.float32)[..., None]
     x = word_embeddings(params["encoder"], cfg, ids)
     b = word_embeddings(params["encoder"], cfg, base_ids) * base_scale[..., None]
     diff = interp * (x - b)

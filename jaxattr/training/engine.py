@@ -35,8 +35,8 @@ from jaxattr import sharding as shd
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward
 from jaxattr.training.state import Params, TrainState, init_state
+from jaxattr.types import Batch
 
-Batch = dict[str, jax.Array]
 LossFn = Callable[[Params, Batch, jax.Array, bool], tuple[jax.Array, dict[str, jax.Array]]]
 Transform = Callable[[Params, Batch, jax.Array], Batch]
 
