@@ -126,10 +126,11 @@ def _claim(claims: Path, k: int) -> bool:
 
 
 def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
-                attribute: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
+                work: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
                 settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False) -> int:
-    """Run `attribute(chunk, writer)` (yielding record lists) over this process's claimed chunks of the
-    pending examples, then merge into OUT (process 0). Returns how many records this process wrote."""
+    """Run `work(chunk, writer)` (yielding record lists: attributions, or anything keyed by example id) over
+    this process's claimed chunks of the pending examples, then merge into OUT (process 0). Every process must
+    make the same calls in the same order. Returns how many records this process wrote."""
     out = Path(out)
     rank, n = process()
     shards, claims = shard_dir(out), shard_dir(out) / "claims"
@@ -157,7 +158,7 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
         writer.bind(settings, model=model)
         for k, chunk in enumerate(cost_chunks(pending, cost, CHUNKS_PER_PROCESS * n)):
             if _claim(claims, k):
-                for records in attribute(chunk, writer):
+                for records in work(chunk, writer):
                     written += writer.write(records)
     barrier("jaxattr-done")
     if rank == 0:

@@ -388,8 +388,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         _check_settings(outp, {**opts, "target": target, "seed": seed}, write=rank == 0)
         if rank == 0:
             _import_legacy(outp)
-        if sharded:
-            multihost.barrier("jaxattr-evaluate-setup")
+        multihost.barrier("jaxattr-evaluate-setup")  # (no-op in one process)
         stored = {(r["method"], json.dumps(r["id"])): r for r in stored_records(outp, methods)}
     rows: list[dict[str, Any]] = []
     for name in methods:
