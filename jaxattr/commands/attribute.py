@@ -143,18 +143,10 @@ def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, mo
 def _run_processes(args: argparse.Namespace, driver: Any, examples: list[dict[str, Any]], settings: dict[str, Any],
                    source: str) -> int:
     """This process's share of a multi-process job (`jaxattr.attribution.multihost`); progress on process 0."""
-    from tqdm.auto import tqdm
-
     from jaxattr.attribution import multihost
 
-    rank, n = multihost.process()
-    with tqdm(unit="row", desc=f"{args.method} (process 0 of {n})", dynamic_ncols=True, disable=rank != 0) as bar:
-        def attribute(chunk, writer):
-            bar.total = (bar.total or 0) + sum(driver.work(ex) for ex in chunk)
-            yield from driver.run(chunk, args.target, progress=bar, partial=writer.partial)
-
-        return multihost.run_sharded(args.out, examples, driver.work, attribute, settings, model=source,
-                                     overwrite=args.overwrite)
+    return multihost.run_driver_sharded(args.out, examples, driver, args.target, settings, desc=args.method,
+                                        model=source, overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

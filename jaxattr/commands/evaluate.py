@@ -14,6 +14,12 @@ ferret) and the IBA paper's degradation test, then writes
 The harness is the library's (`jaxattr.evaluation.harness`: `evaluate`, `summarise`); this module is its
 argparse shell. Methods: `random`, `gradxinput`, `gradientshap`, `ig`, `sig` (mask baseline), `sig_pad`
 (pad baseline), `iba`, `lime`. `eval/attribution_table.py` is the same program.
+
+Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
+with DIR on a filesystem they share, the processes split the examples of each method (cost-balanced chunks,
+one shard per process under `DIR/records_<method>.jsonl.shards/`, merged by process 0: every id once, in input
+order; `jaxattr.attribution.multihost`); process 0 alone writes the tables, plots and `per_example.jsonl` and
+shows progress, the others exit 0 once the files are there. A relaunched killed job resumes from DIR.
 """
 
 from __future__ import annotations
@@ -62,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxattr.attribution import multihost
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.sharding import maybe_initialize_distributed
 
     methods = harness.parse_methods(args.methods)
     harness.parse_metrics(args.metrics)  # unknown names fail before the model loads
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'examples' else 1}, not {v}")
+    maybe_initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
@@ -83,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if df.empty:
         raise UserError(f"{args.out} holds no records of {', '.join(methods)} for these examples; run without "
                         "--tables-only first")
+    if multihost.process()[0] != 0:  # process 0 writes the tables
+        return 0
     harness.write_reports(df, args.out, [m for m in methods if m in set(df["method"])], title=title)
     return 0
