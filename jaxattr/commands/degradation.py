@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
-    from jaxattr.sharding import maybe_initialize_distributed
+    from jaxattr.sharding import initialize_distributed
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {getattr(args, flag)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    maybe_initialize_distributed()  # N processes: before any device is touched
+    initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     _, files = run_degradation(model, examples(args, model), methods, out, args)
     if multihost.process()[0] != 0:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
-    from jaxattr.sharding import maybe_initialize_distributed
+    from jaxattr.sharding import initialize_distributed
 
     methods = harness.parse_methods(args.methods)
     harness.parse_metrics(args.metrics)  # unknown names fail before the model loads
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'examples' else 1}, not {v}")
-    maybe_initialize_distributed()  # N processes: before any device is touched
+    initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",

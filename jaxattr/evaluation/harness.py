@@ -21,7 +21,7 @@ the reference code's comparators `ig_ref`/`lime_ref`, IBA over all layers): per 
 `DIR/scores_<method>.jsonl`, then `DIR/degradation.md`/`.csv`/`.png` and the curves `DIR/per_example.csv`.
 
 **Several processes.** Launched as N processes (`jax.distributed.initialize`, e.g. by
-`jaxattr.sharding.maybe_initialize_distributed` before the model loads, as `jaxattr evaluate` /
+`jaxattr.sharding.initialize_distributed` before the model loads, as `jaxattr evaluate` /
 `jaxattr degradation` do from `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`) with DIR on a
 filesystem they share, `evaluate(..., out=DIR)` and `run_degradation_test` split the examples between the
 processes through `jaxattr.attribution.multihost.run_sharded`, one job per method in the order given: each
