@@ -185,6 +185,33 @@ def run_driver_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], d
         return run_sharded(out, examples, driver.work, attribute, settings, model=model, overwrite=overwrite)
 
 
+def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
+                         settings: Mapping[str, Any], *, desc: str, model: str | None = None,
+                         overwrite: bool = False, progress: bool = True) -> int:
+    """A `Driver`'s records of `examples` into OUT, resumable, on one process or (`run_driver_sharded`) on
+    every process of a multi-process job. Returns how many records this process wrote."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if process()[1] > 1:
+        return run_driver_sharded(out, examples, driver, target, settings, desc=desc, model=model,
+                                  overwrite=overwrite, progress=progress)
+    written = 0
+    with ResultWriter(out, overwrite=overwrite) as writer:
+        writer.bind(settings, model=model)
+        todo = writer.pending(examples)
+        if len(todo) < len(examples):
+            print(f"{desc}: {len(examples) - len(todo)} of {len(examples)} examples already in {out}; resuming",
+                  file=sys.stderr)
+        with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=desc, dynamic_ncols=True,
+                  disable=not progress or not todo) as bar:
+            for chunk in driver.run(todo, target, progress=bar, partial=writer.partial):
+                written += writer.write(chunk)
+                bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
+    return written
+
+
 def merge(out: Path, examples: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], *,
           model: str | None = None) -> None:
     """OUT := OUT's records and every shard's, each key once, in input order (ids not among `examples`
