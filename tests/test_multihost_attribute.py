@@ -24,6 +24,9 @@ WORDS = ["i love self driving cars", "the zebra news is very bad", "you hate it"
          "not very good driving", "cars cars cars", "it is not bad", "a very very good car"]
 IDS = [f"t{i}" for i in range(24)]
 METHODS = {"ig": ["--steps", "8"], "sig": ["--steps", "4"], "iba": ["--layer", "1", "--steps", "3", "--samples", "2"]}
+# IBA's scores are min-max normalised to [0, 1] after Adam steps, whose g / sqrt(v) turns last-bit differences
+# between the 1-device and the 2 x 2-device programs into ~2e-6 of the range: agreement to 1e-5 of the range
+ATOL = {"ig": 1e-6, "sig": 1e-6, "iba": 1e-5}
 # one process runs the commands one after another (one interpreter start, one jax.distributed init)
 WORKER = "import sys; from jaxattr.cli import main; [main(a) for a in eval(sys.argv[1])]"
 
@@ -73,7 +76,7 @@ def test_two_processes_write_what_one_writes(job):
         one, two = _rows(d / f"one_{m}.jsonl"), _rows(d / f"two_{m}.jsonl")
         assert [r["id"] for r in two] == IDS == [r["id"] for r in one], m
         for a, b in zip(one, two):
-            np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=1e-6, err_msg=m)
+            np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=ATOL[m], err_msg=m)
         assert not (d / f"two_{m}.jsonl.shards").exists()
 
 
