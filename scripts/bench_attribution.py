@@ -16,8 +16,10 @@ available), as users run them.
 The peers run as users run them: one example per call, parameters requiring grad (Captum's default
 use); Captum's internal_batch_size is tuned over a few values and the best is reported. jaxattr runs
 through its batched driver (`Driver`, tokens per batch tuned likewise); the first (compiling) pass
-is excluded, like the peers' warm-up. Every contender runs --rounds times, alternating within each
-round, and its median is reported (the machine may be shared: the load average is printed).
+is excluded, like the peers' warm-up. Every contender runs --rounds times (default 5), alternating within
+each round; the table gives each side's best configuration by median, with the min-max over rounds, and
+the speed-up as the ratio of medians with the min-max of the per-round ratios (the machine may be
+shared: the load average is printed, and so are XLA_FLAGS as the backend saw them and the versions).
 Model FLOPs = 3 x forward FLOPs (matmuls + attention) of the full model per path point, the usual
 convention; achieved GFLOP/s = model FLOPs / wall time, and MFU = that / `--peak-tflops` when given.
 jaxattr's last block computes the [CLS] row alone (`forward(..., cls_only=True)`), so it does ~1/L
@@ -33,6 +35,7 @@ import os
 import platform
 import tempfile
 import time
+from importlib.metadata import version
 
 import numpy as np
 
@@ -44,6 +47,51 @@ def forward_flops(cfg, t: int) -> float:
     return layers * per_layer + 2 * h * h + 2 * h * cfg.num_labels
 
 
+def peer_inputs(tm, ex, mask_id: int, device: str):
+    """One example as the peers take it: input embeddings, the [MASK] baseline (special tokens kept),
+    token types, and the predicted class."""
+    import torch
+
+    ids = torch.tensor(ex["input_ids"], dtype=torch.long, device=device)[None]
+    words = torch.tensor(np.asarray(ex["word_ids"]) >= 0, device=device)[None]
+    emb = tm.bert.embeddings.word_embeddings(ids).detach()
+    base = tm.bert.embeddings.word_embeddings(torch.where(words, mask_id, ids)).detach()
+    tt = torch.tensor(ex["token_type_ids"], dtype=torch.long, device=device)[None]
+    with torch.no_grad():
+        target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
+    return emb, base, tt, target
+
+
+def driver_runner(params, cfg, method, exs, opts, tpb, *, mask_id, pad_id, limit_units=None):
+    """A callable that runs the driver over `exs`, compiled beforehand (compiles are not timed).
+    `limit_units`: SIG over the first this many units of each example only."""
+    from jaxattr.attribution.driver import Driver
+
+    drv = Driver(params, cfg, method, opts, mask_id=mask_id, pad_id=pad_id, tokens_per_batch=tpb)
+    if limit_units is not None:
+        orig = drv._units
+        drv._units = lambda arrays: orig(arrays)[:limit_units]
+        drv._n_units = lambda ex: limit_units
+    # warm-up: the same chunk shapes (counts from _n_units) but only one path per example: compiles cheaply
+    warm = Driver(params, cfg, method, opts, mask_id=mask_id, pad_id=pad_id, tokens_per_batch=tpb)
+    if limit_units is not None:
+        warm._n_units = lambda ex: limit_units
+    warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
+    list(warm.run(exs))
+    return lambda: [r for c in drv.run(exs) for r in c]
+
+
+def tint_units(sig, emb, base, tt, target: int, steps: int, units: int) -> None:
+    """tint's SIG over the first `units` positions after [CLS], through its per-position `_attribute`
+    (the call its own loop makes)."""
+    from captum.attr._utils.common import _format_input_baseline
+
+    inputs, baselines = _format_input_baseline(emb, base)
+    for idx in range(1, 1 + units):
+        sig._attribute(inputs=inputs, baselines=baselines, target=target, additional_forward_args=(tt,),
+                       n_steps=steps, method="gausslegendre", idx=idx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--short", type=int, default=6, help="number of ~25-token sentences")
@@ -53,7 +101,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--tokens-per-batch", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--internal-batch", type=int, nargs="+", default=[25, 50])
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per contender (median reported)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per contender (median, min-max)")
     ap.add_argument("--model", choices=("minilm", "bert-base"), default="minilm")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="jaxattr's compute dtype")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
@@ -67,7 +115,6 @@ def main() -> None:
     from captum.attr import IntegratedGradients
     from tint.attr import SequentialIntegratedGradients
 
-    from jaxattr.attribution.driver import Driver
     from jaxattr.data.datasets import load_corpus
     from jaxattr.data.tokenize import encode_texts
     from jaxattr.models import EncoderConfig, init_params, load_minilm, save_hf_dir
@@ -93,14 +140,7 @@ def main() -> None:
         e["id"] = i
 
     def torch_inputs(ex):
-        ids = torch.tensor(ex["input_ids"], dtype=torch.long, device=device)[None]
-        words = torch.tensor(np.asarray(ex["word_ids"]) >= 0, device=device)[None]
-        emb = tm.bert.embeddings.word_embeddings(ids).detach()
-        base = tm.bert.embeddings.word_embeddings(torch.where(words, model.mask_id, ids)).detach()
-        tt = torch.tensor(ex["token_type_ids"], dtype=torch.long, device=device)[None]
-        with torch.no_grad():
-            target = int(tm(input_ids=ids, token_type_ids=tt).logits.argmax(-1))
-        return emb, base, tt, target
+        return peer_inputs(tm, ex, model.mask_id, device)
 
     def fwd(inputs_embeds, token_type_ids):
         return tm(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids).logits
@@ -113,44 +153,36 @@ def main() -> None:
         return time.perf_counter() - t, out
 
     def jax_runner(method, exs, opts, tpb, limit_units=None):
-        """A callable that runs the driver over `exs`, compiled beforehand (compiles are not timed)."""
-        drv = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
-                     tokens_per_batch=tpb)
-        if limit_units is not None:
-            orig = drv._units
-            drv._units = lambda arrays: orig(arrays)[:limit_units]
-            drv._n_units = lambda ex: limit_units
-        # warm-up: the same chunk shapes (counts from _n_units) but only one path per example: compiles cheaply
-        warm = Driver(model.params, cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
-                      tokens_per_batch=tpb)
-        if limit_units is not None:
-            warm._n_units = lambda ex: limit_units
-        warm._units = lambda arrays: Driver._units(warm, arrays)[:1]
-        list(warm.run(exs))
-        return lambda: [r for c in drv.run(exs) for r in c]
+        return driver_runner(model.params, cfg, method, exs, opts, tpb, mask_id=model.mask_id,
+                             pad_id=model.pad_id, limit_units=limit_units)
 
     def interleaved(runners):
-        """Median seconds per runner over --rounds rounds, the runners alternating within each round so
+        """Seconds per runner and round over --rounds rounds, the runners alternating within each round so
         that load from other tenants of the machine hits all of them alike."""
         times = {name: [] for name in runners}
         for _ in range(args.rounds):
             for name, fn in runners.items():
                 times[name].append(timed(fn)[0])
-        return {name: float(np.median(t)) for name, t in times.items()}
+        return {name: np.asarray(t) for name, t in times.items()}
 
     def compare(name, n, work, jax_runners, peer_runners):
-        med = interleaved({**jax_runners, **peer_runners})
-        jt = min(med[k] for k in jax_runners)
-        pt = min(med[k] for k in peer_runners)
-        print(f"  {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), flush=True)
+        times = interleaved({**jax_runners, **peer_runners})
+        best = lambda names: min(names, key=lambda k: np.median(times[k]))
+        jt, pt = times[best(jax_runners)], times[best(peer_runners)]
+        print(f"  {name}: " + ", ".join(f"{k} {np.median(v):.2f}s [{v.min():.2f}-{v.max():.2f}]"
+                                        for k, v in times.items()), flush=True)
         report((name, n, jt, pt, work))
 
     rows = []
     mfu = args.peak_tflops is not None
 
     def line(row):
-        name, n, jt, pt, work = row
-        out = f"| {name} | {n} | {jt:.2f} | {pt:.2f} | {pt / jt:.2f}x | {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |"
+        name, n, jts, pts, work = row
+        jt, pt = float(np.median(jts)), float(np.median(pts))
+        ratios = pts / jts
+        span = lambda v: f"{np.median(v):.2f} [{v.min():.2f}-{v.max():.2f}]"
+        out = (f"| {name} | {n} | {span(jts)} | {span(pts)} | {pt / jt:.2f}x [{ratios.min():.2f}-{ratios.max():.2f}] "
+               f"| {work / jt / 1e9:.1f} | {work / pt / 1e9:.1f} |")
         if mfu:
             pct = lambda t: 100 * work / t / 1e12 / args.peak_tflops
             out += f" {pct(jt):.1f}% | {pct(pt):.1f}% |"
@@ -198,11 +230,7 @@ def main() -> None:
     emb, base, tt, tgt = torch_inputs(e)
 
     def tint_doc():
-        from captum.attr._utils.common import _format_input_baseline
-        inputs, baselines = _format_input_baseline(emb, base)
-        for idx in range(1, 1 + k):  # the word pieces after [CLS], as tint's own loop visits them
-            sig._attribute(inputs=inputs, baselines=baselines, target=tgt, additional_forward_args=(tt,),
-                           n_steps=s, method="gausslegendre", idx=idx)
+        tint_units(sig, emb, base, tt, tgt, s, k)
     compare(f"SIG doc ({k} units)", 1, work,
             {f"jaxattr tpb={tpb}": jax_runner("sig", ex_doc, {"steps": s}, tpb, limit_units=k)
              for tpb in args.tokens_per_batch},
@@ -212,10 +240,13 @@ def main() -> None:
     print(f"# {args.model} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), jaxattr {args.dtype}, peers float32")
     print(f"# {platform.machine()} {os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].device_kind}), "
           f"torch {torch.__version__} ({device}, {torch.get_num_threads()} threads), "
-          f"transformers {transformers.__version__}")
+          f"transformers {transformers.__version__}, captum {version('captum')}, "
+          f"time-interpret {version('time-interpret')}, jaxlib {version('jaxlib')}, flax {version('flax')}")
+    print(f"# XLA_FLAGS as the backend saw them: {os.environ.get('XLA_FLAGS', '')!r}; {args.rounds} rounds")
     print(f"# short inputs: {[len(e['input_ids']) for e in ex_short]} tokens; doc: {len(ex_doc[0]['input_ids'])}")
     print(f"# load average before {load0[0]:.1f}, after {load1[0]:.1f}")
-    print("| workload | examples | jaxattr s | peer s | speed-up | jaxattr GFLOP/s | peer GFLOP/s |"
+    print("| workload | examples | jaxattr s, median [min-max] | peer s | speed-up [per-round min-max] "
+          "| jaxattr GFLOP/s | peer GFLOP/s |"
           + (" jaxattr MFU | peer MFU |" if mfu else ""))
     print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
     for row in rows:

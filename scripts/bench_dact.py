@@ -57,6 +57,34 @@ def _synthetic_heads(cfg, params, data, seed: int, halt_shift: float):
     return p
 
 
+def make_variants(params, cfg, bs: int, granularity: int) -> dict:
+    """The four contenders (module docstring) as callables on one batch: full, dact, no-compact, fused."""
+    import jax
+
+    from jaxattr.models import forward
+    from jaxattr.training import dact, early_exit
+
+    L = cfg.num_layers
+    layers = early_exit.split_layers(params["encoder"]["layers"], L)
+    exits = early_exit.split_layers(params["dact"], L)
+    zeros = lambda b: {"_": np.zeros(len(b["input_ids"]), np.float32)}
+
+    def full(b):
+        return early_exit.run_early_exit(params["encoder"], cfg, b, params["dact"], early_exit.never_exit_rule,
+                                         zeros(b), None, max_batch=bs, layers=layers, exits=exits)
+
+    def run_dact(b, compact=True):
+        return dact.predict_early_exit(params, cfg, b, granularity=granularity, compact=compact, max_batch=bs,
+                                       layers=layers, exits=exits)
+
+    fused_fn = jax.jit(lambda p, i, m: forward(p, cfg, i, m).logits)
+
+    def fused(b):
+        return fused_fn(params["encoder"], b["input_ids"], b["attention_mask"]).block_until_ready()
+
+    return {"full": full, "dact": run_dact, "no-compact": lambda b: run_dact(b, False), "fused": fused}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a DACT model dir from train/dact.py (default: MiniLM + synthetic heads)")
@@ -70,8 +98,8 @@ def main() -> int:
 
     import jax
 
-    from jaxattr.models import forward, load_minilm
-    from jaxattr.training import dact, early_exit
+    from jaxattr.models import load_minilm
+    from jaxattr.training import dact
 
     if args.model:
         model, params = dact.load(args.model)
@@ -84,25 +112,9 @@ def main() -> int:
     if not args.model:
         params = _synthetic_heads(cfg, model.params, data, 0, args.halt_shift)
     L, bs = cfg.num_layers, args.batch_size
-    layers = early_exit.split_layers(params["encoder"]["layers"], L)
-    exits = early_exit.split_layers(params["dact"], L)
     batches = [{k: v[s:s + bs] for k, v in data.items()} for s in range(0, len(data["input_ids"]), bs)]
-    zeros = lambda b: {"_": np.zeros(len(b["input_ids"]), np.float32)}
-
-    def full(b):
-        return early_exit.run_early_exit(params["encoder"], cfg, b, params["dact"], early_exit.never_exit_rule,
-                                         zeros(b), None, max_batch=bs, layers=layers, exits=exits)
-
-    def run_dact(b, compact=True):
-        return dact.predict_early_exit(params, cfg, b, granularity=args.granularity, compact=compact, max_batch=bs,
-                                       layers=layers, exits=exits)
-
-    fused_fn = jax.jit(lambda p, i, m: forward(p, cfg, i, m).logits)
-
-    def fused(b):
-        return fused_fn(params["encoder"], b["input_ids"], b["attention_mask"]).block_until_ready()
-
-    variants = {"full": full, "dact": run_dact, "no-compact": lambda b: run_dact(b, False), "fused": fused}
+    variants = make_variants(params, cfg, bs, args.granularity)
+    run_dact = variants["dact"]
     for fn in variants.values():  # warm-up: every batch size gets compiled here
         for b in batches:
             fn(b)

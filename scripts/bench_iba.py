@@ -49,17 +49,19 @@ def make_ids(tokenizer, n_tokens: int, count: int, seed: int) -> np.ndarray:
     return np.asarray(out, np.int32)
 
 
-def torch_reference(model, ids: np.ndarray, target: int, layer: int, beta: float, steps: int, samples: int):
-    """The reference's IBA for one example: returns the min-max normalised token map."""
+def torch_reference(model, ids: np.ndarray, target: int, layer: int, beta: float, steps: int, samples: int,
+                    device: str = "cpu"):
+    """The reference's IBA for one example: returns the min-max normalised token map. `device`: where
+    `model` lives (torch's device string)."""
     import torch
 
-    x_ids = torch.as_tensor(ids[None], dtype=torch.long)
+    x_ids = torch.as_tensor(ids[None], dtype=torch.long, device=device)
     with torch.no_grad():
         hs = model(x_ids, output_hidden_states=True).hidden_states
     feat = hs[layer - 1]  # the reference: HF hidden_states[layer_idx], the state ENTERING block `layer`
     mean = feat[0]  # the reference feeds its estimator this one sample ...
     std = torch.full_like(mean, float(np.sqrt(1e-5)))  # ... so std = sqrt(max(S, eps) / N) = sqrt(1e-5)
-    alpha = torch.nn.Parameter(torch.full((1, *mean.shape), 5.0))
+    alpha = torch.nn.Parameter(torch.full((1, *mean.shape), 5.0, device=device))
     opt = torch.optim.Adam([alpha], lr=1.0)
     cap = {}
 
@@ -77,7 +79,7 @@ def torch_reference(model, ids: np.ndarray, target: int, layer: int, beta: float
     handle = model.bert.encoder.layer[layer - 1].register_forward_hook(hook)
     try:
         batch = x_ids.expand(samples, -1)
-        labels = torch.full((samples,), target, dtype=torch.long)
+        labels = torch.full((samples,), target, dtype=torch.long, device=device)
         for _ in range(steps):
             opt.zero_grad()
             logits = model(batch).logits
@@ -86,7 +88,7 @@ def torch_reference(model, ids: np.ndarray, target: int, layer: int, beta: float
             opt.step()
     finally:
         handle.remove()
-    s = cap["kl"][0].detach().sum(-1).numpy()
+    s = cap["kl"][0].detach().sum(-1).cpu().numpy()
     return (s - s.min()) / max(s.max() - s.min(), 1e-12)
 
 

@@ -112,7 +112,7 @@ def test_accumulation_and_loss_match_numpy(regression):
     # the default is the DACT-BERT paper's eq. 3 (sum of h_n), in the loss and in the training config
     np.testing.assert_allclose(float(_loss(params, cfg, jb, tau=0.3)[0]), loss_h, rtol=1e-5)
     from jaxattr.training.config import TrainConfig
-    assert TrainConfig().dact_ponder == "h"
+    assert TrainConfig().dact.ponder == "h"
     # the weight mask: a zero-weight row does not count
     jb["weight"] = jnp.asarray([1.0] * 40 + [0.0] * 8, jnp.float32)
     sub = {k: v[:40] for k, v in batch.items()}

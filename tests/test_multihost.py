@@ -25,8 +25,8 @@ WORKER = textwrap.dedent("""
     from jaxattr.training import addrop
     from jaxattr.training.engine import Engine, default_loss_fn
     from jaxattr.training.state import make_optimizer
-    from jaxattr.training.trainer import init_distributed
-    init_distributed()
+    from jaxattr.sharding import initialize_distributed
+    initialize_distributed()
     cfg = tiny_config("bert")
     params = init_params(cfg, jax.random.PRNGKey(0))
     modes = {{"plain": None, "addrop": addrop.make_transform(cfg, addrop.ADDropConfig())}}

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,14 +17,26 @@ import pytest
 from helpers import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
+# The same run through the library, with an extra hook that sleeps after every step: slow enough for a kill
+# to land mid-run (argv: the key=value overrides).
+SLOW_RUN = textwrap.dedent("""
+    import sys, time
+    from jaxattr.training.config import load_config
+    from jaxattr.training.trainer import run
+    run(load_config(None, sys.argv[1:]), hooks=[lambda info: time.sleep(0.5)])
+""")
 
 
-def _command(tmp: Path, out: str) -> list[str]:
+def _overrides(tmp: Path, out: str) -> list[str]:
     data = str(write_csv(tmp / "train.csv", 48, 0))
     sets = dict(model="tiny", data=data, dev_data=data, test_data=data, max_length=16, epochs=3, batch_size=8,
                 eval_batch_size=16, learning_rate=1e-3, method="addrop", save_every=2, log_every=1, progress=False,
                 output_dir=str(tmp / out))
-    return [sys.executable, "train/finetune.py", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    return [f"{k}={v}" for k, v in sets.items()]
+
+
+def _command(tmp: Path, out: str) -> list[str]:
+    return [sys.executable, "train/finetune.py", *[a for kv in _overrides(tmp, out) for a in ("--set", kv)]]
 
 
 def _latest_step(run: Path) -> int:
@@ -46,9 +59,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     ref = subprocess.Popen(_command(tmp_path, "ref"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    slow = dict(env, JAXATTR_DEBUG_STEP_SLEEP="0.5")
-    victim = subprocess.Popen(_command(tmp_path, "run"), cwd=ROOT, env=slow, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *_overrides(tmp_path, "run")], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 540
     while _latest_step(tmp_path / "run") < 6 and victim.poll() is None and time.time() < deadline:
         time.sleep(0.1)

@@ -136,6 +136,39 @@ def test_config_yaml_and_overrides(tmp_path):
     assert cfg.addrop.p == 0.4 and cfg.addrop.q == 0.6 and cfg.addrop.layers == (1,) and not cfg.addrop.cross_tuning
 
 
+def test_dact_section_overrides_round_trip_and_renamed_keys(tmp_path):
+    from jaxattr.errors import UserError
+    from jaxattr.training.config import dump_config
+    from jaxattr.training.dact import DactConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("method: dact\ndact:\n  tau: 1e-3\n")
+    cfg = load_config(path, ["dact.ponder=p", "dact.halt_bias=1"])
+    assert cfg.dact == DactConfig(tau=1e-3, ponder="p", halt_bias=1.0) and cfg.addrop == load_config().addrop
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg
+    (tmp_path / "old.yaml").write_text("method: dact\ndact_tau: 0.01\n")
+    with pytest.raises(UserError, match=r"'dact_tau' is now 'dact\.tau'"):
+        load_config(tmp_path / "old.yaml")
+    with pytest.raises(UserError, match="dact must be a mapping"):
+        load_config(None, ["dact=0.1"])
+
+
+def test_fingerprint_holds_the_method_settings(tiny_bert):
+    from jaxattr.training.addrop import ADDropConfig
+    from jaxattr.training.config import TrainConfig
+    from jaxattr.training.dact import DactConfig
+    from jaxattr.training.trainer import _fingerprint
+
+    def fp(**kw):
+        return _fingerprint(TrainConfig(**kw), tiny_bert[0])
+
+    assert "dact" not in fp(method="plain") and fp(method="plain") == fp(method="plain", dact=DactConfig(tau=0.1))
+    assert fp(method="dact") != fp(method="dact", dact=DactConfig(tau=0.1))
+    assert fp(method="dact") != fp(method="dact", dact=DactConfig(halt_bias=1.0))
+    assert fp(method="addrop") != fp(method="addrop", addrop=ADDropConfig(p=0.5))
+
+
 def tiny_run_overrides(tmp_path: Path, **kw) -> list[str]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     d = dict(model="tiny", data=str(write_csv(tmp_path / "train.csv", 32, 0, kw.pop("pair", False),
@@ -162,6 +195,8 @@ def _cli_error(args: list[str], capsys) -> str:
     ("addrop.p=1.2", "addrop.p must lie strictly between 0 and 1"),
     ("addrop.q=0", "addrop.q must lie strictly between 0 and 1"),
     ("method=magic", "unknown method"),
+    ("dact.ponder=x", "dact.ponder must be 'p' or 'h'"),
+    ("dact_tau=0.1", "config key 'dact_tau' is now 'dact.tau'"),
     ("label_column=sentiment", "no label column 'sentiment'"),
 ])
 def test_bad_configs_give_one_line(tmp_path, capsys, override, msg):
@@ -217,6 +252,25 @@ def test_end_to_end_pair_classification_and_regression(tmp_path):
     res = run(load_config(None, tiny_run_overrides(tmp_path / "b", task="regression")))
     assert set(res["test"]) >= {"pearson", "spearman", "mse"}
     assert load_model(tmp_path / "b" / "run" / "model").cfg.problem_type == "regression"
+
+
+@pytest.mark.slow
+def test_user_hooks_see_every_step_and_can_stop_the_run(tmp_path):
+    from jaxattr.training.trainer import run
+
+    seen = []
+
+    def record(info):
+        seen.append((info.step, info.epoch, info.dev is not None))
+        return info.step == 6
+
+    res = run(load_config(None, tiny_run_overrides(tmp_path, epochs=2, eval_every=3, log_every=1)), hooks=[record])
+    assert seen == [(s, 1 + (s - 1) // 4, s in (3, 6)) for s in range(1, 7)]  # 4 steps an epoch
+    assert res["steps"] == 6 and res["early_stopped_at"] == 6
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 6
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "mode" in r] == list(range(1, 7))
+    assert [r["step"] for r in log if "dev" in r and "event" not in r] == [3, 6]
 
 
 def test_early_stopping_patience():

@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxattr.attribution.iba import _example_keys
-from jaxattr.data.batch import special_mask
+from jaxattr.data.batch import token_mask
 from jaxattr.models.config import EncoderConfig
-
-Array = jax.Array
+from jaxattr.types import Array
 
 
 class RandomAttribution(NamedTuple):
@@ -28,7 +27,7 @@ def random_attribution(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any]
     mask = jnp.asarray(batch["attention_mask"]).astype(bool)
     keys = _example_keys(key, mask.shape[0])
     u = jax.vmap(lambda k: jax.random.uniform(k, mask.shape[1:]))(keys)
-    return RandomAttribution(jnp.where(mask & ~special_mask(batch), u, 0.0))
+    return RandomAttribution(jnp.where(token_mask(batch), u, 0.0))
 
 
 def _register() -> None:

@@ -5,15 +5,16 @@ bucket of length T every device gets `tokens_per_batch // T` rows per step, so m
 bound and never on the input: a 512-token SIG example (≈500 units × 50 steps) is split over many
 chunks of its path points, and one chunk may hold the path points of several short examples.
 
-* `kind="paths"` methods (IG, SIG) are flattened into rows: examples × units × steps (IG has one
-  unit, all word pieces; SIG one per token or word). One forward chunk per group of examples gives
-  predictions and F at x and at every baseline (for the convergence deltas); then gradient rows
-  stream through `row_contributions` in fixed [R, T] chunks, R = rows per device × devices. Partial
-  sums are accumulated per example on the host (float64) and an example is finished when its last
-  row is done. Given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the sums and rows
-  done of unfinished examples are saved after every chunk and a re-run continues from them, so a
-  kill loses at most the chunk in flight even inside one long SIG example.
-* `kind="batch"` methods (saliency, Grad×Input, GradientShap, IBA, ...) get padded batches of
+* path methods (a spec with `paths`: IG, SIG) are flattened into rows: examples × units × steps, the
+  units being what the method's `Paths.unit_ids` groups (IG: one, all word pieces; SIG: one per token or
+  word), and finished by its `Paths.finish`; the driver knows no method by name. One forward chunk per
+  group of examples gives predictions and F at x and at every baseline (for the convergence deltas);
+  then gradient rows stream through `row_contributions` in fixed [R, T] chunks, R = rows per device ×
+  devices. Partial sums are accumulated per example on the host (float64) and an example is finished
+  when its last row is done. Given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the
+  sums and rows done of unfinished examples are saved after every chunk and a re-run continues from
+  them, so a kill loses at most the chunk in flight even inside one long SIG example.
+* batch methods (saliency, Grad×Input, GradientShap, IBA, ...) get padded batches of
   `max(1, tokens_per_batch // (T * cost)) × devices` examples.
 
 Every chunk runs under one `jit` per (method, bucket): a dataset compiles a handful of times. Batch
@@ -39,7 +40,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.attribution import registry
-from jaxattr.attribution.gradients import Rows, quadrature, row_contributions, row_logits
+from jaxattr.attribution.gradients import (
+    Rows,
+    baseline_ids,
+    explained_output,
+    quadrature,
+    row_contributions,
+    row_logits,
+)
 from jaxattr.attribution.results import input_digest
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
@@ -74,18 +82,16 @@ class _Job:
     f_base: np.ndarray | None = None  # [U]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def _explained(logits: np.ndarray, target: np.ndarray, cfg: EncoderConfig, output: str) -> np.ndarray:
-    logits = np.asarray(logits, np.float64)
+def targets_and_probs(logits: np.ndarray, targets: Sequence[int | None], cfg: EncoderConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The class each row explains ([N]: its given target, else the argmax) and that class's probability
+    ([N]; a regression head's output)."""
+    logits = np.asarray(logits, np.float32)
     if cfg.problem_type == "regression":
-        return logits[:, 0]
-    values = _softmax(logits) if output == "prob" else logits
-    return values[np.arange(len(target)), target]
+        return np.zeros(len(logits), np.int32), logits[:, 0].astype(np.float64)
+    tgt = np.asarray([int(np.argmax(lg)) if t is None else int(t) for lg, t in zip(logits, targets)], np.int32)
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+    return tgt, probs[np.arange(len(tgt)), tgt]
 
 
 def resolve_targets(examples: Sequence[Mapping[str, Any]], target: Any, cfg: EncoderConfig
@@ -156,12 +162,20 @@ class Driver:
         per = -(-max(total, 1) // n_chunks)
         return min(limit, -(-per // self.ndev) * self.ndev)
 
+    def _unit_ids(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[T] the path method's unit index per position (-1: never moved)."""
+        batch = {k: np.asarray(v)[None] for k, v in arrays.items() if k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids", "word_ids")}
+        return np.asarray(self.spec.paths.unit_ids(batch, self.options))[0]
+
     def _n_units(self, ex: Mapping[str, Any]) -> int:
-        """Paths per example: 1 for IG, one per token or word for SIG (as `_units` makes them)."""
-        wids = np.asarray(ex["word_ids"])
-        if self.spec.name != "sig":
+        """Paths one example costs (1 for a batch method)."""
+        if self.spec.paths is None:
             return 1
-        return int(np.sum(wids >= 0)) if self.options["unit"] == "token" else len(set(wids.tolist()) - {-1})
+        wids = np.asarray(ex["word_ids"])
+        uid = self._unit_ids({"word_ids": wids, "attention_mask": np.ones_like(wids),
+                              "input_ids": np.asarray(ex["input_ids"])})
+        return len(np.unique(uid[uid >= 0]))
 
     def work(self, ex: Mapping[str, Any]) -> int:
         """Gradient rows one example costs (for progress bars)."""
@@ -212,24 +226,17 @@ class Driver:
                 "params": f"{len(leaves)} tensors, crc32 {crc:08x}"}
 
     # ------------------------------------------------------------------------------------------
-    # paths: IG and SIG
+    # path methods
     def _units(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        interp = ((arrays["attention_mask"] > 0) & (arrays["word_ids"] >= 0)).astype(np.float32)
-        if self.spec.name == "ig":
-            return [interp] if interp.any() else []
-        if self.options["unit"] == "token":
-            return [np.eye(1, len(interp), k, dtype=np.float32)[0] for k in np.flatnonzero(interp)]
-        wids = arrays["word_ids"]
-        return [((wids == w) & (interp > 0)).astype(np.float32) for w in sorted(set(wids[interp > 0].tolist()))]
+        """[T] float masks, one per unit, in unit-index order."""
+        uid = self._unit_ids(arrays)
+        return [(uid == u).astype(np.float32) for u in np.unique(uid[uid >= 0])]
 
     def _base_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        interp = (arrays["attention_mask"] > 0) & (arrays["word_ids"] >= 0)
-        ids = arrays["input_ids"]
-        kind = self.options["baseline"]
-        if kind == "zero":
-            return ids, np.where(interp, 0.0, 1.0).astype(np.float32)
-        tok = self.mask_id if kind == "mask" else self.pad_id
-        return np.where(interp, tok, ids).astype(np.int32), np.ones(len(ids), np.float32)
+        """The baseline's (token ids [T], embedding scale [T]), as the pure functions make them."""
+        ids, scale = baseline_ids({k: arrays[k][None] for k in ("input_ids", "attention_mask", "word_ids")},
+                                  self.options["baseline"], self.mask_id, self.pad_id)
+        return np.asarray(ids[0], np.int32), np.asarray(scale[0], np.float32)
 
     def _rows(self, jobs_units: list[tuple[_Job, np.ndarray, float, float]], r: int) -> Rows:
         """Stack row descriptors (job, interp mask, alpha, weight) into [r, T] arrays (padding rows weigh 0)."""
@@ -261,17 +268,13 @@ class Driver:
             lx = logits[k:k + 1]
             lb = logits[k + 1:k + 1 + len(job.units)]
             k += 1 + len(job.units)
-            t = targets[job.index]
             job.prediction = int(np.argmax(lx[0]))
-            if self.cfg.problem_type == "regression":
-                tgt = 0
-                job.prob = float(lx[0, 0])
-            else:
-                tgt = int(np.argmax(lx[0])) if t is None else int(t)
-                job.prob = float(_softmax(np.asarray(lx[0], np.float64))[tgt])
-            job.target = tgt
-            job.f_x = float(_explained(lx, np.asarray([tgt]), self.cfg, self.output)[0])
-            job.f_base = _explained(lb, np.full(len(lb), tgt), self.cfg, self.output)
+            tgt, prob = targets_and_probs(lx, [targets[job.index]], self.cfg)
+            job.target, job.prob = int(tgt[0]), float(prob[0])
+            f = explained_output(jnp.asarray(np.concatenate([lx, lb])), jnp.full(1 + len(lb), job.target),
+                                 self.cfg, self.output)
+            f = np.asarray(f, np.float64)
+            job.f_x, job.f_base = float(f[0]), f[1:]
 
     def _run_paths(self, examples, targets, idx, length, progress,
                    partial: PartialSums | None) -> Iterator[list[dict[str, Any]]]:
@@ -383,17 +386,11 @@ class Driver:
     def _finish_path(self, job: _Job) -> dict[str, Any]:
         n = len(job.ex["input_ids"])
         raw = job.acc[:n]
-        if not job.units:
-            delta = 0.0
-            scores = raw
-        elif self.spec.name == "ig":
-            delta = float(raw.sum() - (job.f_x - job.f_base[0]))
-            scores = raw
-        else:
-            gaps = np.asarray([raw[u[:n] > 0].sum() for u in job.units]) - (job.f_x - job.f_base)
-            delta = float(gaps[np.argmax(np.abs(gaps))])
-            norm = np.linalg.norm(raw)
-            scores = raw / norm if norm > 0 else raw
+        if job.units:
+            units = np.stack([u[:n] > 0 for u in job.units]).astype(np.float64)
+            scores, delta = self.spec.paths.finish(raw, units, job.f_x - job.f_base)
+        else:  # nothing to move (no word pieces): all scores 0
+            scores, delta = raw, 0.0
         return self._result(job.ex, job.index, scores, job.target, job.prob, delta, job.prediction)
 
     # ------------------------------------------------------------------------------------------
@@ -443,13 +440,8 @@ class Driver:
                         np.zeros(b, np.float32), np.zeros(b, np.int32))
             self.compiled_shapes.add(("forward", b, length))
             logits = np.asarray(self._fwd(self.params, shard_batch(rows, self.mesh)), np.float64)
-            tg = [targets[i] for i in part] + [targets[part[-1]]] * (b - len(part))
-            if self.cfg.problem_type == "regression":
-                tgt = np.zeros(b, np.int32)
-                probs = logits[:, 0]
-            else:
-                tgt = np.asarray([int(np.argmax(lg)) if t is None else t for lg, t in zip(logits, tg)], np.int32)
-                probs = _softmax(logits)[np.arange(b), tgt]
+            tgt, probs = targets_and_probs(logits, [targets[i] for i in part] + [targets[part[-1]]] * (b - len(part)),
+                                           self.cfg)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
             self.compiled_shapes.add(("batch", b, length))
             result = fn(self.params, sharded, shard_batch(tgt, self.mesh), shard_batch(keys, self.mesh))

@@ -26,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.data.batch import resolve_target, token_mask
+from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, word_embeddings
+from jaxattr.types import Array
 
-Array = jax.Array
 Baseline = Literal["mask", "pad", "zero"]
 Output = Literal["logit", "prob"]
 METHODS: tuple[str, ...] = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre",
@@ -92,11 +94,6 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 # Baselines, masks, targets
 
 
-def interp_mask(batch: Mapping[str, Array]) -> Array:
-    """Positions that get attributions: real word pieces (not special tokens, not padding)."""
-    return (jnp.asarray(batch["attention_mask"]) > 0) & (jnp.asarray(batch["word_ids"]) >= 0)
-
-
 def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None, pad_id: int | None
                  ) -> tuple[Array, Array]:
     """(baseline token ids [B, T], scale [B, T]): the baseline's word embedding is `emb(ids) * scale`.
@@ -107,7 +104,7 @@ def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None,
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     ids = jnp.asarray(batch["input_ids"])
-    m = interp_mask(batch)
+    m = token_mask(batch)
     if baseline == "zero":
         return ids, jnp.where(m, 0.0, 1.0).astype(jnp.float32)
     tok = mask_id if baseline == "mask" else pad_id
@@ -137,8 +134,7 @@ def predict(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], targ
     if cfg.problem_type == "regression":
         tgt = jnp.zeros(logits.shape[0], jnp.int32)
         return tgt, logits[:, 0], logits[:, 0]
-    tgt = jnp.argmax(logits, -1).astype(jnp.int32) if target is None else jnp.asarray(target, jnp.int32)
-    tgt = jnp.broadcast_to(tgt, logits.shape[:1])
+    tgt = resolve_target(target, logits)
     prob = jnp.take_along_axis(jax.nn.softmax(logits, -1), tgt[:, None], 1)[:, 0]
     return tgt, prob, explained_output(logits, tgt, cfg, output)
 
@@ -241,7 +237,7 @@ def _tt(batch: Mapping[str, Array]) -> Array:
 def _prepare(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], baseline: str, mask_id: int | None,
              pad_id: int | None, target: Array | None, output: str):
     base_ids, base_scale = baseline_ids(batch, baseline, mask_id, pad_id)
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     return base_ids, base_scale, interp, tgt, prob, f_x
 
@@ -261,7 +257,7 @@ def saliency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, 
              output: str = "logit") -> Attribution:
     """Saliency: `sum_E |dF/dx|` per token at the input (Simonyan et al.; Captum `Saliency(abs=True)`)."""
     base_ids = jnp.asarray(batch["input_ids"])
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
     rows = Rows(base_ids, jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids, jnp.ones(base_ids.shape),
@@ -275,7 +271,7 @@ def grad_x_input(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array],
                  output: str = "logit") -> Attribution:
     """Grad×Input: `sum_E x * dF/dx` per token at the input (Captum `InputXGradient`)."""
     ids = jnp.asarray(batch["input_ids"])
-    interp = interp_mask(batch)
+    interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
     # a zero baseline with alpha = 1 makes the row kernel compute grad(x) * x
@@ -349,3 +345,50 @@ def batch_from_examples(examples: list[dict[str, Any]], length: int, pad_id: int
     from jaxattr.data.tokenize import pad_batch
 
     return pad_batch(examples, length, pad_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration (`jaxattr.attribution.registry`)
+
+
+def check_path_options(o: Mapping[str, Any]) -> None:
+    """The options every path method shares (`steps`, quadrature `method`, `baseline`), checked."""
+    from jaxattr.attribution.registry import check_choice, check_int
+
+    check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
+    check_choice("method", o["method"], METHODS)
+    check_choice("baseline", o["baseline"], BASELINES)
+
+
+def _check_shap(o: Mapping[str, Any]) -> None:
+    from jaxattr.attribution.registry import check_choice, check_int
+
+    check_int("samples", o["samples"], 1)
+    check_choice("baseline", o["baseline"], BASELINES)
+    if not float(o["stdev"]) >= 0:
+        raise UserError(f"stdev must be >= 0, not {o['stdev']!r}")
+
+
+def _ig_finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[np.ndarray, float]:
+    """IG's one unit: the scores are the raw sums; delta = sum(scores) - (F(x) - F(baseline))."""
+    return raw, float(raw.sum() - f_gap[0])
+
+
+PATH_OPTIONS: dict[str, Any] = {"steps": 50, "method": "gausslegendre", "baseline": "mask"}
+
+
+def _register() -> None:
+    from jaxattr.attribution.registry import MethodSpec, Paths, register
+
+    register(MethodSpec("saliency", saliency, description="|dF/dx| summed over the embedding"))
+    register(MethodSpec("gradxinput", grad_x_input, description="x * dF/dx summed over the embedding"))
+    register(MethodSpec("gradientshap", gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
+                        cost=lambda o: o["samples"], validate=_check_shap,
+                        description="expected gradients with random points on the baseline-input path"))
+    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=lambda o: o["steps"],
+                        paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
+                                    finish=_ig_finish),
+                        validate=check_path_options, description="integrated gradients over word embeddings"))
+
+
+_register()

@@ -41,13 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxattr.data.batch import special_mask
+from jaxattr.data.batch import resolve_target, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import classify, embed, layer_params, run_layers, shared_block_params, word_embeddings
+from jaxattr.types import Array, Params
 
-Array = jax.Array
-Params = dict[str, Any]
 Noise = Literal["sequence", "dataset", "reference"]
 NOISE_CHOICES: tuple[str, ...] = ("sequence", "dataset", "reference")
 
@@ -87,21 +86,6 @@ class IBAOutput(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------
 # Batch helpers
-
-
-def resolve_target(batch: Mapping[str, Any], target: Any, logits: Array) -> Array:
-    """`None`/"predicted" -> argmax of `logits`; "gold" -> `batch["label"]`/`batch["labels"]`; ints -> as given."""
-    if target is None or (isinstance(target, str) and target == "predicted"):
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    if isinstance(target, str):
-        if target != "gold":
-            raise UserError(f"target {target!r}: use 'gold', 'predicted' or class indices")
-        for k in ("label", "labels"):
-            if k in batch:
-                return jnp.asarray(batch[k]).astype(jnp.int32)
-        raise UserError("target 'gold' needs labels in the batch (key 'label'); use target='predicted'")
-    t = jnp.asarray(target).astype(jnp.int32)
-    return jnp.broadcast_to(t, logits.shape[:1])
 
 
 def minmax_scores(raw: Array, valid: Array) -> Array:
@@ -303,7 +287,7 @@ def _prepare(batch: Mapping[str, Any], target: Any, key: Array):
     if target is None or (isinstance(target, str) and target == "predicted"):
         tgt = None
     else:
-        tgt = resolve_target(batch, target, jnp.zeros((ids.shape[0], 1)))
+        tgt = resolve_target(target, jnp.zeros((ids.shape[0], 1)), batch)
     return ids, mask, tt, special, tgt, _example_keys(key, ids.shape[0])
 
 

@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxattr.attribution.iba import _example_keys
-from jaxattr.data.batch import delete_tokens, special_mask
+from jaxattr.data.batch import delete_tokens, resolve_target, token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs
+from jaxattr.types import Array
 
-Array = jax.Array
 KERNEL_WIDTH = 25.0
 RIDGE_ALPHA = 1.0
 
@@ -98,9 +98,8 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
         raise UserError("LIME here explains a class probability: it needs a classification head")
     if samples < 2:
         raise UserError(f"LIME needs at least 2 samples, not {samples}")
-    mask = jnp.asarray(batch["attention_mask"]).astype(bool)
-    b, t = mask.shape
-    tokens = mask & ~special_mask(batch)
+    tokens = token_mask(batch)
+    b, t = tokens.shape
     features = tokens
     if unit == "word":
         wid, features, pieces = _word_features(batch, tokens)
@@ -114,10 +113,7 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     drop = (tokens[:, None] & ~token_keep).reshape(b * samples, t)
     rows = delete_tokens(flat, drop)
     probs = predict_probs(params, cfg, rows, chunk).reshape(b, samples, -1)
-    if target is None or (isinstance(target, str) and target == "predicted"):
-        tgt = jnp.argmax(probs[:, 0], axis=-1).astype(jnp.int32)
-    else:
-        tgt = jnp.broadcast_to(jnp.asarray(target, jnp.int32), (b,))
+    tgt = resolve_target(target, probs[:, 0], batch)
     y = jnp.take_along_axis(probs, tgt[:, None, None], axis=-1)[..., 0]  # [B, S]
     w = jax.vmap(kernel_weights)(keep, features)
     coef, intercept = jax.vmap(weighted_ridge)(keep.astype(jnp.float32), y, w)

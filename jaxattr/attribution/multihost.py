@@ -1,7 +1,7 @@
 """Attribution jobs over several processes (hosts): one output file, every id once, in input order.
 
 Launched as N processes of the same command (`jax.distributed.initialize` from `JAX_COORDINATOR_ADDRESS` /
-`JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, `jaxattr.sharding.maybe_initialize_distributed`), the processes
+`JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, `jaxattr.sharding.initialize_distributed`), the processes
 exchange work **through files, not collectives**: examples are independent, so no array ever crosses hosts,
 and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesystem every host sees.
 

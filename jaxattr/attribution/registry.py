@@ -25,8 +25,13 @@ How a method registers (one call, at import time of the module that defines it):
 * `outputs(result)` maps fn's result to a dict with `scores` ([B, T], or [K, B, T] with `layers` a
   list of K labels: the driver then writes one row per example and layer with a "layer" field) and
   optionally `delta` ([B]). The default reads `result.scores` and `result.delta` when present.
-* `kind="paths"` is reserved for the built-in path methods (IG, SIG) that the driver flattens into
-  examples x units x steps itself; new methods use the default `kind="batch"`.
+* `paths` (a `Paths`) makes a *path method* (IG, SIG): instead of calling `fn` on batches, the driver
+  streams examples x units x steps gradient rows through `row_contributions` in fixed-size chunks and
+  accumulates per-example sums on the host, so one 512-token SIG example never needs one huge batch.
+  The method declares how positions group into units (interpolated together from the baseline while
+  the rest stays at x) and how raw sums become scores and a completeness gap; its options must include
+  `steps`, `method` (the quadrature rule) and `baseline`, which the driver reads. `fn` stays the pure
+  function a user calls under their own `jit`.
 
 Methods registered elsewhere are imported lazily through `PROVIDERS` (module paths), so the CLI lists
 them without importing heavy modules first.
@@ -39,7 +44,23 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+import numpy as np
+
 from jaxattr.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """How the driver streams a path method (see the module docstring).
+
+    `unit_ids(batch, options)`: [B, T] unit index per position (-1: never moved, e.g. special tokens and
+    padding); positions sharing an index form one path. `finish(raw, units, f_gap)`: raw [T] summed row
+    contributions (float64), units [U, T] bool masks in index order, f_gap [U] = F(x) - F(baseline of
+    unit u) -> (scores [T], completeness delta).
+    """
+
+    unit_ids: Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+    finish: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +72,14 @@ class MethodSpec:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     cost: Callable[[Mapping[str, Any]], int] = lambda options: 1
     outputs: Callable[[Any], Mapping[str, Any]] | None = None
-    kind: Literal["batch", "paths"] = "batch"
+    paths: Paths | None = None
     description: str = ""
     validate: Callable[[Mapping[str, Any]], None] | None = None
+
+    @property
+    def kind(self) -> Literal["batch", "paths"]:
+        """"paths" for a path method (streamed by the driver), "batch" for any other."""
+        return "batch" if self.paths is None else "paths"
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Declared defaults overridden by `given` (None = not given); unknown options are a UserError."""
@@ -71,8 +97,9 @@ class MethodSpec:
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
-# modules that register methods when imported (the built-in gradient methods and IBA)
-PROVIDERS: tuple[str, ...] = ("jaxattr.attribution.iba", "jaxattr.attribution.lime", "jaxattr.attribution.baselines")
+# modules that register methods when imported
+PROVIDERS: tuple[str, ...] = ("jaxattr.attribution.gradients", "jaxattr.attribution.sig", "jaxattr.attribution.iba",
+                              "jaxattr.attribution.lime", "jaxattr.attribution.baselines")
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -81,54 +108,19 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """UserError unless `value` is one of `choices` (for a spec's `validate`)."""
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
+def check_int(name: str, value: Any, low: int) -> None:
+    """UserError unless `value` is an integer >= `low` (for a spec's `validate`)."""
     if not isinstance(value, int) or value < low:
         raise UserError(f"{name} must be an integer >= {low}, not {value!r}")
 
 
-def _register_builtins() -> None:
-    """Saliency, Grad×Input, GradientShap (batch kind) and IG, SIG (paths kind)."""
-    from jaxattr.attribution import gradients as g
-    # the package rebinds the name `sig` to the function, so import the module by its full name
-    s = importlib.import_module("jaxattr.attribution.sig")
-
-    def check_paths(o: Mapping[str, Any]) -> None:
-        _check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
-        _check_choice("method", o["method"], g.METHODS)
-        _check_choice("baseline", o["baseline"], g.BASELINES)
-        if "unit" in o:
-            _check_choice("unit", o["unit"], ("token", "word"))
-
-    def check_shap(o: Mapping[str, Any]) -> None:
-        _check_int("samples", o["samples"], 1)
-        _check_choice("baseline", o["baseline"], g.BASELINES)
-        if not float(o["stdev"]) >= 0:
-            raise UserError(f"stdev must be >= 0, not {o['stdev']!r}")
-
-    path_opts = {"steps": 50, "method": "gausslegendre", "baseline": "mask"}
-    for spec in (
-        MethodSpec("saliency", g.saliency, description="|dF/dx| summed over the embedding"),
-        MethodSpec("gradxinput", g.grad_x_input, description="x * dF/dx summed over the embedding"),
-        MethodSpec("gradientshap", g.gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
-                   cost=lambda o: o["samples"], validate=check_shap,
-                   description="expected gradients with random points on the baseline-input path"),
-        MethodSpec("ig", g.integrated_gradients, path_opts, cost=lambda o: o["steps"], kind="paths",
-                   validate=check_paths, description="integrated gradients over word embeddings"),
-        MethodSpec("sig", s.sequential_integrated_gradients, {**path_opts, "unit": "token"},
-                   cost=lambda o: o["steps"], kind="paths", validate=check_paths,
-                   description="sequential integrated gradients: one path per token (or word)"),
-    ):
-        _REGISTRY.setdefault(spec.name, spec)
-
-
 def _load_providers() -> None:
-    if "ig" not in _REGISTRY:
-        _register_builtins()
     for mod in PROVIDERS:
         try:
             importlib.import_module(mod)

@@ -19,23 +19,27 @@ and only runs units that exist (the pure function also runs empty padding units,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxattr.attribution.gradients import (
+    PATH_OPTIONS,
     Rows,
     _prepare,
     _tt,
+    check_path_options,
     quadrature,
     row_contributions,
     row_outputs,
 )
+from jaxattr.data.batch import token_mask
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params
+from jaxattr.types import Array
 
-Array = jax.Array
 Unit = Literal["token", "word"]
 
 
@@ -52,7 +56,7 @@ class SIGAttribution(NamedTuple):
 def unit_ids(batch: Mapping[str, Array], unit: str) -> Array:
     """The unit each token belongs to ([B, T], -1 for special tokens and padding)."""
     word_ids = jnp.asarray(batch["word_ids"])
-    ok = (jnp.asarray(batch["attention_mask"]) > 0) & (word_ids >= 0)
+    ok = token_mask(batch)
     if unit == "token":
         pos = jnp.broadcast_to(jnp.arange(word_ids.shape[-1], dtype=jnp.int32), word_ids.shape)
         return jnp.where(ok, pos, -1)
@@ -98,3 +102,29 @@ def sequential_integrated_gradients(params: Params, cfg: EncoderConfig, batch: M
     unit_delta = jnp.where(present, gaps, 0.0).T  # [B, U]
     worst = jnp.take_along_axis(unit_delta, jnp.argmax(jnp.abs(unit_delta), -1)[:, None], 1)[:, 0]
     return SIGAttribution(normalise(raw), raw, tgt, prob, f_x, unit_delta, worst)
+
+
+def _finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scores raw / ||raw||_2; delta the unit completeness gap of largest magnitude."""
+    gaps = units @ raw - f_gap
+    norm = np.linalg.norm(raw)
+    return (raw / norm if norm > 0 else raw), float(gaps[np.argmax(np.abs(gaps))])
+
+
+def _validate(o: Mapping[str, Any]) -> None:
+    from jaxattr.attribution.registry import check_choice
+
+    check_path_options(o)
+    check_choice("unit", o["unit"], ("token", "word"))
+
+
+def _register() -> None:
+    from jaxattr.attribution.registry import MethodSpec, Paths, register
+
+    register(MethodSpec("sig", sequential_integrated_gradients, {**PATH_OPTIONS, "unit": "token"},
+                        cost=lambda o: o["steps"], validate=_validate,
+                        paths=Paths(unit_ids=lambda batch, o: unit_ids(batch, o["unit"]), finish=_finish),
+                        description="sequential integrated gradients: one path per token (or word)"))
+
+
+_register()

@@ -164,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from jaxattr.attribution import multihost
-    from jaxattr.sharding import maybe_initialize_distributed
+    from jaxattr.sharding import initialize_distributed
 
-    maybe_initialize_distributed()
+    initialize_distributed()
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.results import ResultWriter, read_results

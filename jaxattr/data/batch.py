@@ -1,15 +1,21 @@
-"""The batch contract shared by every layer above `data`: which positions are special tokens, and token
-deletion with the gaps closed (LIME, the degradation test, comprehensiveness/sufficiency)."""
+"""The batch contract shared by every layer above `data`.
+
+A batch is a dict of [B, T] int arrays: `input_ids`, `attention_mask`, optionally `token_type_ids`,
+`word_ids` (-1 on special tokens and padding, as `pad_batch` makes) and `special_tokens_mask`. Here:
+which positions are special tokens (`special_mask`) and which are the real tokens every method scores
+(`token_mask`), which class an attribution explains (`resolve_target`), and token deletion with the
+gaps closed (LIME, the degradation test, comprehensiveness/sufficiency).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from jaxattr.errors import UserError
+from jaxattr.types import Array
 
 
 def special_mask(batch: Mapping[str, Any]) -> Array:
@@ -27,6 +33,26 @@ def special_mask(batch: Mapping[str, Any]) -> Array:
     last = jnp.sum(mask, axis=-1, keepdims=True) - 1
     pos = jnp.arange(t)
     return ((pos == 0) | (pos == last)) & mask
+
+
+def token_mask(batch: Mapping[str, Any]) -> Array:
+    """True on the real, non-special tokens: the positions an attribution scores and perturbs."""
+    return jnp.asarray(batch["attention_mask"]).astype(bool) & ~special_mask(batch)
+
+
+def resolve_target(target: Any, logits: Array, batch: Mapping[str, Any] | None = None) -> Array:
+    """The class each row explains ([B] int32): `None`/"predicted" -> the argmax of `logits` [B, C];
+    "gold" -> the batch's `label`/`labels`; an int or [B] ints -> as given."""
+    if target is None or (isinstance(target, str) and target == "predicted"):
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if isinstance(target, str):
+        if target != "gold":
+            raise UserError(f"target {target!r}: use 'gold', 'predicted' or class indices")
+        for k in ("label", "labels"):
+            if batch is not None and k in batch:
+                return jnp.asarray(batch[k]).astype(jnp.int32)
+        raise UserError("target 'gold' needs labels in the batch (key 'label'); use target='predicted'")
+    return jnp.broadcast_to(jnp.asarray(target).astype(jnp.int32), logits.shape[:1])
 
 
 def delete_tokens(batch: Mapping[str, Any], drop: Array, pad_id: int = 0) -> dict[str, Array]:

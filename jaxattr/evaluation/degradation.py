@@ -29,8 +29,8 @@ from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs
+from jaxattr.types import Array
 
-Array = jax.Array
 GRIDS: dict[str, tuple[float, ...]] = {
     "reference": tuple(float(f) for f in np.linspace(0, 1, 10)[1:]),  # 1/9, 2/9, ..., 1 (the reference code)
     "tenths": tuple(round(0.1 * i, 1) for i in range(1, 11)),

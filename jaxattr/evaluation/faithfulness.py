@@ -42,8 +42,8 @@ from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, predict_probs
+from jaxattr.types import Array
 
-Array = jax.Array
 METRICS: tuple[str, ...] = ("log_odds", "comprehensiveness", "sufficiency", "aopc_comprehensiveness",
                             "aopc_sufficiency")
 LOWER_IS_BETTER: dict[str, bool] = {"log_odds": True, "comprehensiveness": False, "sufficiency": True,

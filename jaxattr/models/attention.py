@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-Array = jax.Array
+from jaxattr.types import Array
 
 # Up to this many tokens XLA's own attention is faster on CPU than the blocked kernel, whose loop and
 # transposes then cost more than the [T, T] passes it saves (gradient per layer, 100 x 28 tokens:

@@ -22,15 +22,13 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.primitives import activation, dense, layer_norm
+from jaxattr.types import Array, Params
 
-Array = jax.Array
-Params = dict[str, Any]
 FAMILY = "deberta-v2"
 
 

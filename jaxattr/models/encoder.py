@@ -47,9 +47,7 @@ from jaxattr.models.config import EncoderConfig
 from jaxattr.models.primitives import activation, mask_value
 from jaxattr.models.primitives import dense as _dense
 from jaxattr.models.primitives import layer_norm as _layer_norm
-
-Params = dict[str, Any]
-Array = jax.Array
+from jaxattr.types import Array, Params
 
 
 class Embeddings(nn.Module):

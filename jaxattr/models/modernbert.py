@@ -29,14 +29,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import activation, attend, mask_value
-
-Array = jax.Array
+from jaxattr.types import Array
 
 FULL, SLIDING = "full_attention", "sliding_attention"  # HF's layer_types
 

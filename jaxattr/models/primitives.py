@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattr.models.config import EncoderConfig
-
-Array = jax.Array
+from jaxattr.types import Array
 
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     # exact GELU through erf, as PyTorch computes it; jax.nn.gelu's erfc form costs ~10% more on CPU

@@ -34,9 +34,9 @@ import jax.numpy as jnp
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, mask_value
+from jaxattr.types import Batch
 
 ATTRIBUTIONS = ("ga", "iga", "aa", "rd")
-Batch = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The fine-tuning config: a dataclass, readable from YAML, with `key=value` overrides
-(`addrop.p=0.5`, `layers=[1,2]`; values are parsed as YAML scalars/lists).
+(`addrop.p=0.5`, `dact.tau=1e-3`, `layers=[1,2]`; values are parsed as YAML scalars/lists). Method
+settings are nested sections, each a frozen dataclass defined next to the method: `addrop`
+(`ADDropConfig`, jaxattr/training/addrop.py) and `dact` (`DactConfig`, jaxattr/training/dact.py).
 
 `method` is the extension point: `plain` and `addrop` are trained here; `dact` and `deebert` come from
 `jaxattr.training.dact` / `jaxattr.training.deebert`.
@@ -15,10 +17,13 @@ import yaml
 
 from jaxattr.errors import UserError
 from jaxattr.training.addrop import ADDropConfig
+from jaxattr.training.dact import DactConfig
 
 TASKS = ("classification", "pair-classification", "regression")
 METHODS = ("plain", "addrop", "dact", "deebert")
 METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse")
+SECTIONS: dict[str, type] = {"addrop": ADDropConfig, "dact": DactConfig}  # nested method settings
+RENAMED = {"dact_tau": "dact.tau", "dact_ponder": "dact.ponder", "dact_halt_bias": "dact.halt_bias"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +69,7 @@ class TrainConfig:
     resume: bool = True
     progress: bool = True
     addrop: ADDropConfig = dataclasses.field(default_factory=ADDropConfig)
-    # DACT (method: dact; see jaxattr/training/dact.py)
-    dact_tau: float = 5e-3  # ponder-cost weight
-    dact_ponder: str = "h"  # h: sum_n h_n (DACT-BERT eq. 3, the default) | p: sum_n p_n (original DACT)
-    dact_halt_bias: float = 0.0  # initial bias of the halting units
+    dact: DactConfig = dataclasses.field(default_factory=DactConfig)  # tau, ponder, halt_bias
 
     @property
     def dev_metric(self) -> str:
@@ -98,11 +100,9 @@ class TrainConfig:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr_schedule not in ("linear", "constant"):
             raise UserError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
-        if self.dact_ponder not in ("p", "h"):
-            raise UserError(f"dact_ponder must be 'p' or 'h', got {self.dact_ponder!r}")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
-        return dataclasses.replace(self, addrop=self.addrop.validate())
+        return dataclasses.replace(self, addrop=self.addrop.validate(), dact=self.dact.validate())
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -126,18 +126,31 @@ def _coerce(name: str, annotation: str, value: Any, where: str) -> Any:
     return value
 
 
+def _refuse_renamed(d: dict[str, Any], where: str) -> None:
+    """An old flat key (`dact_tau`): one line naming its new nested key."""
+    for old in sorted(set(d) & set(RENAMED)):
+        new = RENAMED[old]
+        section, key = new.split(".")
+        raise UserError(f"{where}: config key {old!r} is now {new!r} (YAML: a `{section}:` section with `{key}:`; "
+                        f"override: {new}=VALUE)")
+
+
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is TrainConfig:
+        _refuse_renamed(d, where)
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise UserError(f"{where}: unknown config key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {k: _coerce(k, str(fields[k].type), v, where) for k, v in d.items()}
-    if cls is TrainConfig and "addrop" in kwargs:
-        sub = kwargs["addrop"]
+    for name, section in SECTIONS.items() if cls is TrainConfig else ():
+        if name not in kwargs:
+            continue
+        sub = kwargs[name]
         if isinstance(sub, dict):
-            kwargs["addrop"] = _build(ADDropConfig, sub, where + ": addrop")
-        elif not isinstance(sub, ADDropConfig):
-            raise UserError(f"{where}: addrop must be a mapping, got {sub!r}")
+            kwargs[name] = _build(section, sub, f"{where}: {name}")
+        elif not isinstance(sub, section):
+            raise UserError(f"{where}: {name} must be a mapping, got {sub!r}")
     return cls(**kwargs)
 
 

@@ -31,6 +31,7 @@ Parameters: `{"encoder": <encoder params>, "dact": {"cls": {"kernel" [L,H,C], "b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,14 +41,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.data.batch import token_mask
+from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward, word_embeddings
 from jaxattr.training import early_exit
-
-Array = jax.Array
-Params = dict[str, Any]
+from jaxattr.types import Array, Params
 
 TAU = 5e-3
+PONDERS = ("h", "p")
+
+
+@dataclasses.dataclass(frozen=True)
+class DactConfig:
+    """DACT settings for `method: dact` (the `dact:` section of a TrainConfig; see the module notes)."""
+
+    tau: float = TAU  # ponder-cost weight
+    ponder: str = "h"  # h: sum_n h_n (DACT-BERT eq. 3, the default) | p: sum_n p_n (original DACT)
+    halt_bias: float = 0.0  # initial bias of the halting units
+
+    def validate(self) -> DactConfig:
+        """Raise a one-line UserError for a bad setting; return self."""
+        if self.ponder not in PONDERS:
+            raise UserError(f"dact.ponder must be 'p' or 'h', got {self.ponder!r}")
+        return self
 
 
 def init_dact(cfg: EncoderConfig, key: Array, *, halt_bias: float = 0.0, cls_std: float = 0.02,
@@ -242,7 +259,6 @@ def save_heads(model_dir: str | Path, dact_params: Params, meta: Mapping[str, An
 
 def load(model_dir: str | Path) -> tuple[Any, Params]:
     """(Model, DACT params `{"encoder", "dact"}`) from a `train/dact.py` output model directory."""
-    from jaxattr.errors import UserError
     from jaxattr.models.loading import load_model
 
     path = Path(model_dir) / HEADS_FILE
@@ -271,14 +287,15 @@ def make_method(cfg: Any, model: Any) -> Any:
     from jaxattr.training.trainer import Method
 
     mcfg = model.cfg.replace(dtype=cfg.dtype)
-    params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 1), halt_bias=cfg.dact_halt_bias)
+    dcfg = cfg.dact.validate()
+    params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 1), halt_bias=dcfg.halt_bias)
     out_dir = Path(cfg.output_dir) / "model"
 
     def export(p: Params) -> Params:
-        save_heads(out_dir, jax.device_get(p["dact"]), {"tau": cfg.dact_tau, "ponder": cfg.dact_ponder})
+        save_heads(out_dir, jax.device_get(p["dact"]), {"tau": dcfg.tau, "ponder": dcfg.ponder})
         return p["encoder"]
 
-    return Method(params, make_loss_fn(mcfg, tau=cfg.dact_tau, ponder=cfg.dact_ponder), {"plain": None},
+    return Method(params, make_loss_fn(mcfg, tau=dcfg.tau, ponder=dcfg.ponder), {"plain": None},
                   lambda e: "plain", export)
 
 
@@ -313,7 +330,7 @@ def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str,
     tt = batch.get("token_type_ids")
     tt = None if tt is None else jnp.asarray(tt)
     base_ids, base_scale = G.baseline_ids(batch, baseline, mask_id, pad_id)
-    interp = G.interp_mask(batch).astype(jnp.float32)[..., None]
+    interp = token_mask(batch).astype(jnp.float32)[..., None]
     x = word_embeddings(params["encoder"], cfg, ids)
     b = word_embeddings(params["encoder"], cfg, base_ids) * base_scale[..., None]
     diff = interp * (x - b)

@@ -34,9 +34,7 @@ from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward, head_module
 from jaxattr.training import early_exit
-
-Array = jax.Array
-Params = dict[str, Any]
+from jaxattr.types import Array, Params
 
 
 def init_ramps(cfg: EncoderConfig, key: Array) -> Params:

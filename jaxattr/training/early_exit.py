@@ -31,8 +31,8 @@ import numpy as np
 
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import embed, layer_params, run_layers, shared_block_params, word_embeddings
+from jaxattr.types import Array
 
-Array = jax.Array
 PyTree = Any
 
 # rule(exit_params_n, cls_n [B, H], state (pytree of [B, ...]), n (int32 scalar, 0-based block index),

@@ -15,7 +15,7 @@ Extension hooks (for DACT, DeeBERT and anything else that trains through this en
   gradient; AD-DROP is such a transform (it adds `attn_bias`). An `Engine` compiles one train step per
   named transform (`modes`), e.g. `{"plain": None, "addrop": addrop_transform}` for cross-tuning.
 
-Multi-host: call `jaxattr.sharding.maybe_initialize_distributed()` first; `Engine.put_batch` takes the
+Multi-host: call `jaxattr.sharding.initialize_distributed()` first; `Engine.put_batch` takes the
 global host batch and each process materialises only its own rows (`jax.make_array_from_process_local_data`).
 This replaces `jax.pmap` (maintenance mode in JAX): one `jit` with shardings serves 1..N devices and hosts.
 """
@@ -35,8 +35,8 @@ from jaxattr import sharding as shd
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward
 from jaxattr.training.state import Params, TrainState, init_state
+from jaxattr.types import Batch
 
-Batch = dict[str, jax.Array]
 LossFn = Callable[[Params, Batch, jax.Array, bool], tuple[jax.Array, dict[str, jax.Array]]]
 Transform = Callable[[Params, Batch, jax.Array], Batch]
 

@@ -3,6 +3,9 @@
 Method hook: `plain` and `addrop` are built here (`build_method`). Another method (`dact`, `deebert`)
 lives in `jaxattr.training.<method>` and provides `make_method(cfg: TrainConfig, model: Model) -> Method`:
 its own params pytree, `loss_fn` (see `jaxattr.training.engine`), step modes and an export function.
+
+Loop hooks: after each step `run` calls a list of hooks (`jaxattr.training.hooks`): logging, dev evaluation
+with keep-best, checkpoints/preemption and early stopping by default, then any passed as `run(cfg, hooks=...)`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +33,11 @@ from jaxattr.training import data as td
 from jaxattr.training.checkpointing import Checkpointer, EarlyStopping
 from jaxattr.training.config import TrainConfig
 from jaxattr.training.engine import Engine, LossFn, Transform, default_loss_fn
+from jaxattr.training.hooks import CheckpointHook, EarlyStopHook, EvalHook, Hook, JsonlLog, LogHook, StepInfo
 from jaxattr.training.metrics import task_metrics
 from jaxattr.training.state import make_optimizer
 
 log = logging.getLogger(__name__)
-# Seconds to sleep after each step (env JAXATTR_DEBUG_STEP_SLEEP): lets tests kill a run mid-training.
-_STEP_SLEEP = float(__import__("os").environ.get("JAXATTR_DEBUG_STEP_SLEEP", "0") or 0)
 
 
 @dataclasses.dataclass
@@ -146,19 +148,6 @@ def load_data(cfg: TrainConfig, tokenizer: Any,
 # The run.
 
 
-class JsonlLog:
-    """Append-only JSONL log (process 0 only) that also echoes a short line to stdout."""
-
-    def __init__(self, path: Path, echo: bool = True) -> None:
-        self.path, self.echo = path, echo and jax.process_index() == 0
-
-    def write(self, record: dict[str, Any]) -> None:
-        if jax.process_index() != 0:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -184,136 +173,177 @@ def _fingerprint(cfg: TrainConfig, model_cfg: EncoderConfig) -> dict[str, Any]:
     h = hashlib.sha256(model_cfg.replace(dtype="float32").to_json().encode()).hexdigest()[:16]
     keys = ("model", "data", "task", "method", "seed", "batch_size", "grad_accum", "epochs", "learning_rate",
             "max_train_examples", "max_length")
-    return {"model_config": h, **{k: json.dumps(getattr(cfg, k)) for k in keys},
-            "addrop": json.dumps(cfg.to_dict()["addrop"]) if cfg.method == "addrop" else ""}
+    fp = {"model_config": h, **{k: json.dumps(getattr(cfg, k)) for k in keys},
+          "addrop": json.dumps(cfg.to_dict()["addrop"]) if cfg.method == "addrop" else ""}
+    if cfg.method == "dact":  # only then, so that other methods' earlier checkpoints still resume
+        fp["dact"] = json.dumps(cfg.to_dict()["dact"])
+    return fp
 
 
-def init_distributed() -> bool:
-    """`jax.distributed.initialize` when launched multi-process (env JAX_COORDINATOR_ADDRESS, ...); CPU
-    processes talk through gloo collectives."""
-    import os
+@dataclasses.dataclass
+class _Run:
+    """One run's pieces, set up by `_prepare` and shared by the loop, the hooks and `_finish`."""
 
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") and int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    return shd.maybe_initialize_distributed()
+    cfg: TrainConfig
+    out: Path
+    logger: JsonlLog
+    tokenizer: Any
+    arrays: dict[str, td.Arrays]
+    model: Model
+    method: Method
+    mesh: Any
+    engine: Engine
+    state: Any
+    steps_per_epoch: int
+    eval_bs: int
+    ckpt: Checkpointer
+    stopper: EarlyStopping
+    fingerprint: dict[str, Any]
+    start: int = 0  # the step training starts (or resumes) from
+
+    @property
+    def total(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    def evaluate(self, params: Any, split: str = "dev") -> dict[str, float]:
+        return evaluate(self.engine, params, self.arrays[split], self.eval_bs, self.model.cfg.problem_type)
 
 
-def run(cfg: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
-    """Train, evaluate, write `output_dir/{model/, checkpoints/, log.jsonl, results.json, config.yaml}`.
+def _engine(cfg: TrainConfig, method: Method, total: int, mesh: Any) -> Engine:
+    tx = make_optimizer(cfg.learning_rate, total, int(cfg.warmup_ratio * total), cfg.weight_decay, cfg.max_grad_norm,
+                        schedule=cfg.lr_schedule)
+    if method.optimizer is not None:
+        tx = method.optimizer(tx)
+    return Engine(tx, method.loss_fn, mesh=mesh, grad_accum=cfg.grad_accum, modes=method.modes)
 
-    `stop_after`: leave after this many steps (tests of resume), as a crash would.
-    """
-    from tqdm.auto import tqdm
 
-    from jaxattr.models.checkpoint import save_checkpoint
+def _steps_per_epoch(cfg: TrainConfig, n_train: int, mesh: Any) -> int:
+    """Train steps per epoch; checks the batch fits the devices and the data."""
+    multiple = mesh.size * cfg.grad_accum
+    if cfg.batch_size % multiple:
+        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of devices x grad_accum = {multiple}")
+    spe = td.steps_per_epoch(n_train, cfg.batch_size)
+    if spe == 0:
+        raise UserError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
+    return spe
+
+
+def _prepare(cfg: TrainConfig) -> _Run:
+    """Output dir, data, model, method, engine, fresh state and checkpointer."""
+    from jaxattr.models import load_tokenizer, minilm_dir
     from jaxattr.training.config import dump_config
 
-    cfg = cfg.validate()
-    init_distributed()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         dump_config(cfg, out / "config.yaml")
     logger = JsonlLog(out / "log.jsonl")
-
-    from jaxattr.models import load_tokenizer, minilm_dir
-
     tok = load_tokenizer(cfg.model if cfg.model not in ("minilm", "tiny") else minilm_dir())
     arrays, names, num_labels = load_data(cfg, tok, tok.pad_token_id)
     model = load_start_model(cfg, num_labels, names)
     method = build_method(cfg, model)
-
     mesh = shd.make_mesh(cfg.num_devices)
-    multiple = mesh.size * cfg.grad_accum
-    if cfg.batch_size % multiple:
-        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of devices x grad_accum = {multiple}")
-    n_train = len(arrays["train"]["input_ids"])
-    spe = td.steps_per_epoch(n_train, cfg.batch_size)
-    if spe == 0:
-        raise UserError(f"{n_train} training examples are fewer than one batch of {cfg.batch_size}")
-    total = spe * cfg.epochs
-    tx = make_optimizer(cfg.learning_rate, total, int(cfg.warmup_ratio * total), cfg.weight_decay, cfg.max_grad_norm,
-                        schedule=cfg.lr_schedule)
-    if method.optimizer is not None:
-        tx = method.optimizer(tx)
-    engine = Engine(tx, method.loss_fn, mesh=mesh, grad_accum=cfg.grad_accum, modes=method.modes)
-    eval_bs = _round_up(cfg.eval_batch_size, mesh.size)
-
+    spe = _steps_per_epoch(cfg, len(arrays["train"]["input_ids"]), mesh)
+    engine = _engine(cfg, method, spe * cfg.epochs, mesh)
     state = engine.init_state(method.params, cfg.seed)
-    metric = cfg.dev_metric
-    mode = "min" if metric == "mse" else "max"
-    ckpt = Checkpointer(out / "checkpoints", save_every=cfg.save_every, metric=metric, mode=mode)
-    stopper = EarlyStopping(cfg.patience, mode)
-    fingerprint = _fingerprint(cfg, model.cfg)
-    start = 0
-    if cfg.resume:
-        restored = ckpt.restore(state, fingerprint)
-        if restored is not None:
-            state, meta = restored
-            start = int(meta["step"])
-            stopper = EarlyStopping(**meta["early_stopping"])
-            logger.write({"event": "resume", "step": start})
-            if jax.process_index() == 0:
-                print(f"resumed from step {start}", file=sys.stderr)
-    elif ckpt.latest_step() is not None:
-        raise UserError(f"{out} already holds checkpoints; use resume=true or a new output_dir")
+    mode = "min" if cfg.dev_metric == "mse" else "max"
+    ckpt = Checkpointer(out / "checkpoints", save_every=cfg.save_every, metric=cfg.dev_metric, mode=mode)
+    return _Run(cfg, out, logger, tok, arrays, model, method, mesh, engine, state, spe,
+                _round_up(cfg.eval_batch_size, mesh.size), ckpt, EarlyStopping(cfg.patience, mode),
+                _fingerprint(cfg, model.cfg))
 
-    rows = engine.local_rows(cfg.batch_size) if jax.process_count() > 1 else None
-    eval_every = cfg.eval_every or spe
-    bar = tqdm(total=total, initial=start, desc=f"train ({cfg.method})", unit="step", dynamic_ncols=True,
-               disable=not cfg.progress or jax.process_index() != 0)
-    t0, done, stopped = time.perf_counter(), start, None
-    for step in range(start, total):
-        epoch, host = td.train_batch(arrays["train"], cfg.batch_size, cfg.seed, step, rows)
-        mode_name = method.mode_for_epoch(epoch)
-        state, m = engine.train_step(state, engine.put_batch(host, cfg.batch_size), mode_name)
+
+def _restore(r: _Run) -> None:
+    """Continue from the latest checkpoint (`resume`), or refuse to overwrite one."""
+    if not r.cfg.resume:
+        if r.ckpt.latest_step() is not None:
+            raise UserError(f"{r.out} already holds checkpoints; use resume=true or a new output_dir")
+        return
+    restored = r.ckpt.restore(r.state, r.fingerprint)
+    if restored is None:
+        return
+    r.state, meta = restored
+    r.start = int(meta["step"])
+    r.stopper = EarlyStopping(**meta["early_stopping"])
+    r.logger.write({"event": "resume", "step": r.start})
+    if jax.process_index() == 0:
+        print(f"resumed from step {r.start}", file=sys.stderr)
+
+
+def _default_hooks(r: _Run, bar: Any, t0: float) -> list[Hook]:
+    """Logging, dev evaluation + keep-best, checkpoints/preemption, early stopping (in that order)."""
+    cfg = r.cfg
+    eval_every = cfg.eval_every or r.steps_per_epoch  # default: at the end of each epoch
+    return [LogHook(r.logger, bar, cfg.log_every, cfg.batch_size, r.start, t0),
+            EvalHook(r.evaluate, cfg.dev_metric, r.stopper, r.ckpt, r.logger, bar, eval_every),
+            CheckpointHook(r.ckpt, r.stopper, r.fingerprint),
+            EarlyStopHook(r.stopper, r.logger)]
+
+
+def _loop(r: _Run, hooks: list[Hook], bar: Any, stop_after: int | None) -> tuple[int, int | None, bool]:
+    """Train from `r.start`, calling every hook after each step. Returns (steps done, the step a hook
+    stopped the run at or None, whether it left after `stop_after` steps)."""
+    cfg = r.cfg
+    rows = r.engine.local_rows(cfg.batch_size) if jax.process_count() > 1 else None
+    done = r.start
+    for step in range(r.start, r.total):
+        epoch, host = td.train_batch(r.arrays["train"], cfg.batch_size, cfg.seed, step, rows)
+        mode = r.method.mode_for_epoch(epoch)
+        r.state, m = r.engine.train_step(r.state, r.engine.put_batch(host, cfg.batch_size), mode)
         done = step + 1
         bar.update(1)
-        if _STEP_SLEEP:  # tests of crash/resume: slow the loop down so a kill lands mid-run
-            time.sleep(_STEP_SLEEP)
-        if done % cfg.log_every == 0 or done == total:
-            rec = {k: float(v) for k, v in jax.device_get(m).items()}
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", epoch=epoch, mode=mode_name)
-            logger.write({"step": done, "epoch": epoch, "mode": mode_name, **rec,
-                          "examples_per_s": (done - start) * cfg.batch_size / (time.perf_counter() - t0)})
-        evaluated = False
-        if done % eval_every == 0 or done == total:
-            dev = evaluate(engine, state.params, arrays["dev"], eval_bs, model.cfg.problem_type)
-            best = stopper.update(dev[metric], done)
-            evaluated = True
-            if best:
-                ckpt.save_best(done, state.params, dev[metric])
-            logger.write({"step": done, "epoch": epoch, "dev": dev, "best": best})
-            bar.write(f"step {done} epoch {epoch}: dev " + " ".join(f"{k}={v:.4f}" for k, v in dev.items()))
-        meta = {"step": done, "epoch": epoch, "early_stopping": stopper.to_dict(), "fingerprint": fingerprint}
-        preempted = ckpt.reached_preemption(done)
-        if evaluated or ckpt.should_save(done) or preempted or stopper.should_stop:
-            ckpt.save(done, state, meta, force=True)
-        if preempted:
-            ckpt.wait()
-            raise UserError(f"preempted at step {done}; the state is saved, run again to resume")
-        if stopper.should_stop:
-            stopped = done
-            logger.write({"event": "early_stop", "step": done, "best_step": stopper.best_step})
-            break
-        if stop_after is not None and done >= start + stop_after:
-            ckpt.wait()
-            bar.close()
-            return {"stopped_at": done}
-    bar.close()
-    ckpt.wait()
-    best = ckpt.restore_best(state.params)
-    final = best if best is not None else state.params
-    dev = evaluate(engine, final, arrays["dev"], eval_bs, model.cfg.problem_type)
-    test = evaluate(engine, final, arrays["test"], eval_bs, model.cfg.problem_type)
-    results = {"config": cfg.to_dict(), "steps": done, "best_step": stopper.best_step, "early_stopped_at": stopped,
-               "dev": dev, "test": test, "train_examples": n_train, "dev_examples": len(arrays["dev"]["labels"]),
-               "test_examples": len(arrays["test"]["labels"]), "devices": mesh.size,
+        info = StepInfo(done, epoch, mode, r.total, r.state, m)
+        stop = False
+        for hook in hooks:  # every hook sees every step, even once one has asked to stop
+            stop = bool(hook(info)) or stop
+        if stop:
+            return done, done, False
+        if stop_after is not None and done >= r.start + stop_after:
+            return done, None, True
+    return done, None, False
+
+
+def _finish(r: _Run, done: int, stopped: int | None, t0: float) -> dict[str, Any]:
+    """Final dev/test metrics of the best params; the model and results.json."""
+    from jaxattr.models.checkpoint import save_checkpoint
+
+    r.ckpt.wait()
+    best = r.ckpt.restore_best(r.state.params)
+    final = best if best is not None else r.state.params
+    dev, test = r.evaluate(final, "dev"), r.evaluate(final, "test")
+    results = {"config": r.cfg.to_dict(), "steps": done, "best_step": r.stopper.best_step,
+               "early_stopped_at": stopped, "dev": dev, "test": test,
+               "train_examples": len(r.arrays["train"]["input_ids"]), "dev_examples": len(r.arrays["dev"]["labels"]),
+               "test_examples": len(r.arrays["test"]["labels"]), "devices": r.mesh.size,
                "processes": jax.process_count(), "train_seconds": time.perf_counter() - t0}
     if jax.process_index() == 0:
-        export_params = jax.device_get(method.export(final))
-        save_checkpoint(out / "model", model.cfg, export_params, tok)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    logger.write({"event": "done", "dev": dev, "test": test})
-    ckpt.close()
+        export_params = jax.device_get(r.method.export(final))
+        save_checkpoint(r.out / "model", r.model.cfg, export_params, r.tokenizer)
+        (r.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    r.logger.write({"event": "done", "dev": dev, "test": test})
+    r.ckpt.close()
     return results
+
+
+def run(cfg: TrainConfig, stop_after: int | None = None, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """Train, evaluate, write `output_dir/{model/, checkpoints/, log.jsonl, results.json, config.yaml}`.
+
+    `hooks`: extra `hook(StepInfo)` callables run after each step, after the default ones (`_default_hooks`,
+    see `jaxattr.training.hooks`); one returning True stops the run there (then the final evaluation, as
+    after an early stop). `stop_after`: leave after this many steps (tests of resume), as a crash would.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg.validate()
+    shd.initialize_distributed()
+    r = _prepare(cfg)
+    _restore(r)
+    bar = tqdm(total=r.total, initial=r.start, desc=f"train ({cfg.method})", unit="step", dynamic_ncols=True,
+               disable=not cfg.progress or jax.process_index() != 0)
+    t0 = time.perf_counter()
+    done, stopped, left = _loop(r, [*_default_hooks(r, bar, t0), *hooks], bar, stop_after)
+    bar.close()
+    if left:
+        r.ckpt.wait()
+        return {"stopped_at": done}
+    return _finish(r, done, stopped, t0)
