@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gradients import tiny_model
+from helpers import tiny_model
 
 from jaxattr.cli import main
 

@@ -11,6 +11,9 @@ ferret) and the IBA paper's degradation test, then writes
 * `DIR/degradation.png` — mean target probability vs % tokens deleted per method (IBA Fig. 1) and
   `DIR/degradation.md` / `.csv`.
 
+With `--rationale-column NAME` (human rationales: per row a JSON list of 0/1 per whitespace word of the text,
+or of `[start, end]` character spans) the tables also hold plausibility: token F1, IOU and AUPRC.
+
 The harness is the library's (`jaxattr.evaluation.harness`: `evaluate`, `summarise`); this module is its
 argparse shell. Methods: `random`, `gradxinput`, `gradientshap`, `ig`, `sig` (mask baseline), `sig_pad`
 (pad baseline), `iba`, `lime`. `eval/attribution_table.py` is the same program.
@@ -61,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
+    parser.add_argument("--rationale-column", default=None,
+                        help="column of human rationales: a JSON list of 0/1 per whitespace word of the text, or "
+                             "of [start, end] character spans; adds token F1, IOU and AUPRC")
     parser.add_argument("--title", default=None, help="heading of the Markdown table")
     parser.add_argument("--tables-only", action="store_true",
                         help="compute nothing: write the tables from the records already in --out "
@@ -83,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     model = with_dtype(load_model(args.model), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
-                                     text_column=args.text_column, label_column=args.label_column)
+                                     text_column=args.text_column, label_column=args.label_column,
+                                     rationale_column=args.rationale_column)
     df = harness.evaluate(model, examples, methods, args.metrics, out=args.out, target=args.target,
-                          tokens_per_batch=args.tokens_per_batch, seed=args.seed, compute=not args.tables_only,
+                          rationale_column=args.rationale_column, tokens_per_batch=args.tokens_per_batch,
+                          seed=args.seed, compute=not args.tables_only,
                           steps=args.steps, shap_samples=args.shap_samples, iba_layer=args.iba_layer,
                           iba_beta=args.iba_beta, lime_samples=args.lime_samples)
     title = args.title or f"{Path(args.model).name} on {args.data} ({len(examples)} examples)"

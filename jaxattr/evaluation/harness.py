@@ -9,11 +9,12 @@
 row per (example, method): `id`, `method`, `target`, `prob`, `tokens`, `seconds`, `scores` and the metric
 columns (`log_odds`, `comprehensiveness`, `sufficiency`, `aopc_comprehensiveness`, `aopc_sufficiency` —
 `jaxattr.evaluation.faithfulness`; `degradation_drop_11`, `degradation_p11`, `degradation_curve` — the
-IBA paper's degradation test). All metrics explain the attribution target (the predicted class unless
-`target="gold"`). With `out=DIR` the run is resumable: each method's records go to
-`DIR/records_<method>.jsonl` through the one `ResultWriter` (a rerun skips finished examples; a kill loses
-at most the chunk in flight), and `DIR/per_example.jsonl` is rewritten after each run with every record in
-DIR (what `eval/reproduce_sig.py` reads). `write_tables` / `write_degradation` write the papers' tables
+IBA paper's degradation test; with `rationale_column=` also plausibility against human rationales,
+`token_f1`, `iou`, `auprc` — `jaxattr.evaluation.plausibility`). All metrics explain the attribution
+target (the predicted class unless `target="gold"`). With `out=DIR` the run is resumable: each method's
+records go to `DIR/records_<method>.jsonl` through the one `ResultWriter` (a rerun skips finished examples;
+a kill loses at most the chunk in flight), and `DIR/per_example.jsonl` is rewritten after each run with
+every record in DIR (what `eval/reproduce_sig.py` reads). `write_tables` / `write_degradation` write the papers' tables
 (`attribution_table.md`/`.csv`, `degradation.md`/`.csv`/`.png`); `jaxattr evaluate` is their CLI.
 
 `run_degradation_test` is the IBA paper's protocol as `jaxattr degradation` runs it (its own deletion grids,
@@ -72,7 +73,9 @@ METHOD_LABELS: dict[str, str] = {"random": "Random", "gradxinput": "Grad×Input"
                                  "lime": "LIME"}
 METRIC_LABELS: dict[str, str] = {"log_odds": "LO ↓", "comprehensiveness": "Comp ↑", "sufficiency": "Suff ↓",
                                  "aopc_comprehensiveness": "AOPC-Comp ↑", "aopc_sufficiency": "AOPC-Suff ↓",
-                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓"}
+                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓",
+                                 "token_f1": "Token F1 ↑", "iou": "IOU ↑", "auprc": "AUPRC ↑"}
+PLAUSIBILITY_METRICS: tuple[str, ...] = ("token_f1", "iou", "auprc")  # plausibility.Plausibility's fields
 DEGRADATION_METRICS: tuple[str, ...] = ("degradation_drop_11", "degradation_auc")
 PER_EXAMPLE_DEGRADATION: tuple[str, ...] = ("degradation_drop_11", "degradation_p11")
 OPTION_DEFAULTS: dict[str, Any] = {"steps": 50, "shap_samples": 20, "iba_layer": None, "iba_beta": None,
@@ -161,12 +164,13 @@ def _check_against_model(ds: Any, model: Any, data: str, need_labels: bool, labe
 
 
 def _load_spec(data: str, split: str, seed: int, text_column: str, label_column: str | None,
-               need_labels: bool) -> Any:
+               need_labels: bool, rationale_column: str | None = None) -> Any:
     from jaxattr.data.datasets import CORPORA, datasets, load_dataset_spec
 
     spec_split = split if data in CORPORA or data.startswith("hf:") else None
     load = lambda labels: load_dataset_spec(data, spec_split, seed=seed, text_column=text_column,
-                                            label_column=label_column if labels else None)
+                                            label_column=label_column if labels else None,
+                                            rationale_column=rationale_column)
     try:
         ds = load(bool(label_column))
     except UserError:
@@ -185,26 +189,29 @@ def _load_spec(data: str, split: str, seed: int, text_column: str, label_column:
 
 def load_examples(model: Any, data: Any, *, split: str = "test", examples: int | None = None,
                   max_length: int = 128, seed: int = 0, need_labels: bool = False, text_column: str = "text",
-                  label_column: str | None = "label") -> list[dict[str, Any]]:
+                  label_column: str | None = "label", rationale_column: str | None = None) -> list[dict[str, Any]]:
     """Tokenised examples of `data`: a list of texts, a `datasets.Dataset`, or a spec string (corpus name,
     CSV/JSONL/Parquet file, `hf:NAME[:CONFIG]`; `split` picks a corpus split).
 
     `examples=None` takes every row in order; an int N the first N of a seeded shuffle (0 = all, shuffled:
     what `jaxattr evaluate --examples` does). The dataset is checked against the model (label count;
-    labels present when `need_labels`)."""
+    labels present when `need_labels`). `rationale_column` names a column of human rationales (a table,
+    a Hub or a `datasets.Dataset` column; forms: `plausibility.token_rationale`): each example gets its
+    token mask as `rationale`."""
     from jaxattr.data.datasets import datasets, tokenize_dataset
+    from jaxattr.evaluation.plausibility import token_rationale
 
     model = as_model(model)
     if isinstance(data, (str, os.PathLike)):
         name = str(data)
-        ds = _load_spec(name, split, seed, text_column, label_column, need_labels)
+        ds = _load_spec(name, split, seed, text_column, label_column, need_labels, rationale_column)
     elif isinstance(data, Sequence) and all(isinstance(t, str) for t in data):
         name = "texts"
         ds = datasets.Dataset.from_dict({"text": list(data)})
     elif isinstance(data, datasets.Dataset):
         name = "dataset"
         ds = data
-        renames = {c: k for c, k in ((text_column, "text"), (label_column, "label"))
+        renames = {c: k for c, k in ((text_column, "text"), (label_column, "label"), (rationale_column, "rationale"))
                    if c and c != k and c in ds.column_names}
         ds = ds.rename_columns(renames) if renames else ds
         if "text" not in ds.column_names:
@@ -212,13 +219,22 @@ def load_examples(model: Any, data: Any, *, split: str = "test", examples: int |
     else:
         raise UserError(f"data must be a list of texts, a datasets.Dataset or a dataset spec, not "
                         f"{type(data).__name__}")
+    if rationale_column and "rationale" not in ds.column_names:
+        raise UserError(f"dataset {name!r} has no rationale column {rationale_column!r} (columns: {ds.column_names})")
     _check_against_model(ds, model, name, need_labels, label_column)
     if examples is not None:
         n = len(ds) if examples <= 0 else min(examples, len(ds))
         ds = ds.shuffle(seed=seed).select(range(n))
     if len(ds) == 0:
         raise UserError(f"dataset {name!r} is empty")
-    return tokenize_dataset(ds, model.tokenizer, max_length=min(max_length, model.cfg.max_position_embeddings))
+    exs = tokenize_dataset(ds, model.tokenizer, max_length=min(max_length, model.cfg.max_position_embeddings))
+    if rationale_column:
+        for ex, value in zip(exs, ds["rationale"]):
+            try:
+                ex["rationale"] = token_rationale(ex, value)
+            except UserError as e:
+                raise UserError(f"dataset {name!r}, example {ex['id']!r}: {e}") from None
+    return exs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,8 +364,9 @@ def _check_settings(out: Path, settings: Mapping[str, Any], *, write: bool = Tru
 def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "ig", "sig"),
              metrics: Sequence[str] | str | None = None, *, out: str | Path | None = None,
              target: str = "predicted", examples: int | None = None, split: str = "test", max_length: int = 128,
-             text_column: str = "text", label_column: str | None = "label", tokens_per_batch: int = 1024,
-             seed: int = 0, compute: bool = True, progress: bool = True, **method_options_: Any) -> Any:
+             text_column: str = "text", label_column: str | None = "label", rationale_column: str | None = None,
+             tokens_per_batch: int = 1024, seed: int = 0, compute: bool = True, progress: bool = True,
+             **method_options_: Any) -> Any:
     """Attribute `data` with every method and measure each attribution: a DataFrame, one row per
     (example, method), columns `id`, `method`, `target`, `prob`, `tokens`, `seconds`, `scores` and the metrics.
 
@@ -362,6 +379,16 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     makes the run resumable (see the module doc); `compute=False` only reads what it holds. Launched as
     several processes, a run with `out` splits the examples between them (module doc): process 0 writes the
     files, and every process returns the same frame.
+
+    `rationale_column`: a column of human rationales in `data` (a table, Hub or `datasets.Dataset` column),
+    per row either a list of 0/1, one per whitespace-separated word of the text (`text.split()`), or a list
+    of character spans `[[start, end], ...]` (end exclusive) into the text; a CSV cell holds the list as
+    JSON text. A token is in the rationale when its tokenizer word overlaps a marked word or span. Each row
+    then gets the plausibility columns `token_f1`, `iou` (the top-k tokens, k = the rationale's size, vs
+    the rationale) and `auprc` (`plausibility.plausibility`; NaN for an empty rationale), computed from the
+    scores on every call (not stored in `out`). Pre-tokenised examples must come from
+    `load_examples(..., rationale_column=...)`. A missing column or a malformed rationale (wrong number of
+    marks, a span outside the text) is a one-line UserError.
     """
     unknown = set(method_options_) - set(OPTION_DEFAULTS)
     if unknown:
@@ -373,9 +400,12 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     model = as_model(model)
     if isinstance(data, list) and data and isinstance(data[0], Mapping) and "input_ids" in data[0]:
         exs = list(data)
+        if rationale_column and not all("rationale" in ex for ex in exs):
+            raise UserError("the examples carry no rationale; load them with load_examples(..., rationale_column=)")
     else:
         exs = load_examples(model, data, split=split, examples=examples, max_length=max_length, seed=seed,
-                            need_labels=target == "gold", text_column=text_column, label_column=label_column)
+                            need_labels=target == "gold", text_column=text_column, label_column=label_column,
+                            rationale_column=rationale_column)
     wanted = [*faith, *(PER_EXAMPLE_DEGRADATION if degradation else ())]
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     rank, sharded = 0, False
@@ -417,7 +447,21 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         _write_per_example(Path(out))
     if sharded:
         multihost.barrier("jaxattr-evaluate-written")  # per_example.jsonl is there when any process returns
+    if rationale_column:
+        _add_plausibility(rows, exs)
     return records_frame(rows)
+
+
+def _add_plausibility(rows: list[dict[str, Any]], examples: Sequence[Mapping[str, Any]]) -> None:
+    """`token_f1`, `iou`, `auprc` of each row's scores against its example's `rationale` token mask."""
+    from jaxattr.evaluation.plausibility import plausibility
+
+    by_id = {json.dumps(ex["id"]): ex for ex in examples}
+    for r in rows:
+        ex = by_id[json.dumps(r["id"])]
+        scores = np.zeros(len(ex["input_ids"]))
+        scores[:len(r["scores"])] = r["scores"]
+        r.update(plausibility(scores, ex["rationale"], np.asarray(ex["word_ids"]) >= 0)._asdict())
 
 
 def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping[str, Any], faith: list[str],
@@ -515,7 +559,7 @@ def metric_columns(df: Any) -> list[str]:
     """The metric columns present in an `evaluate` frame, in table order."""
     from jaxattr.evaluation.faithfulness import METRICS
 
-    cols = [c for c in METRICS if c in df.columns]
+    cols = [c for c in (*METRICS, *PLAUSIBILITY_METRICS) if c in df.columns]
     if "degradation_drop_11" in df.columns:
         cols += list(DEGRADATION_METRICS)
     return cols
