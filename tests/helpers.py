@@ -5,6 +5,11 @@ tiny HF (PyTorch) model builders in hf_tiny.py. A test module never imports anot
 from __future__ import annotations
 
 import functools
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -141,3 +146,34 @@ KINDS = {
                                            unk_token="<unk>", mask_token="[MASK]"), "▁",
                       ["Driverless", "cars,", "honestly?", "I", "trust", "them!"]),
 }
+
+
+# ---- multi-process jobs on loopback (tests of jaxattr.attribution.multihost)
+ROOT = Path(__file__).resolve().parents[1]
+JOB_TEXTS = ["i love self driving cars", "the zebra news is very bad", "you hate it", "good news a car",
+             "not very good driving", "cars cars cars", "it is not bad", "a very very good car"]
+
+# one process runs the commands one after another (one interpreter start, one jax.distributed init)
+WORKER = "import sys; from jaxattr.cli import main; [main(a) for a in eval(sys.argv[1])]"
+
+
+def launch_processes(commands: list[list[str]]) -> list[subprocess.Popen]:
+    """2 processes x 2 CPU devices on loopback, each running `jaxattr` `commands` one after another."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
+    return [subprocess.Popen([sys.executable, "-c", WORKER, repr(commands)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=dict(env, JAX_PROCESS_ID=str(i)))
+            for i in range(2)]
+
+
+def wait_processes(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

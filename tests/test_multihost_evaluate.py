@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gradients import tiny_model
-from test_multihost_attribute import WORDS, _launch, _rows, _wait
+from helpers import JOB_TEXTS, launch_processes, read_rows, tiny_model, wait_processes
 
 from jaxattr.cli import main
 
@@ -30,7 +29,7 @@ def job(tmp_path_factory):
     d = tmp_path_factory.mktemp("multihost_evaluate")
     tiny_model(d / "model")
     data = d / "data.jsonl"
-    data.write_text("".join(json.dumps({"id": f"t{i}", "text": WORDS[i % 8] + " !" * (i % 5)}) + "\n"
+    data.write_text("".join(json.dumps({"id": f"t{i}", "text": JOB_TEXTS[i % 8] + " !" * (i % 5)}) + "\n"
                             for i in range(N)))
     return d, data
 
@@ -78,15 +77,15 @@ def _same_records(one: list[dict], two: list[dict], fields: tuple[str, ...]) -> 
 @pytest.mark.slow
 def test_two_processes_evaluate_as_one(job):
     d, data = job
-    _wait(_launch([_evaluate(d, data, d / "ev_two", *EV_ARGS)]))
+    wait_processes(launch_processes([_evaluate(d, data, d / "ev_two", *EV_ARGS)]))
     assert main(_evaluate(d, data, d / "ev_one", *EV_ARGS)) == 0
     for m in ("ig", "random"):
-        one, two = _rows(d / "ev_one" / f"records_{m}.jsonl"), _rows(d / "ev_two" / f"records_{m}.jsonl")
+        one, two = read_rows(d / "ev_one" / f"records_{m}.jsonl"), read_rows(d / "ev_two" / f"records_{m}.jsonl")
         assert len(one) == N and len({json.dumps(r["id"]) for r in two}) == N
         _same_records(one, two, METRICS)
         assert not (d / "ev_two" / f"records_{m}.jsonl.shards").exists()
     key = lambda r: (r["method"], r["id"])  # noqa: E731
-    per_one, per_two = (sorted(_rows(d / x / "per_example.jsonl"), key=key) for x in ("ev_one", "ev_two"))
+    per_one, per_two = (sorted(read_rows(d / x / "per_example.jsonl"), key=key) for x in ("ev_one", "ev_two"))
     assert [key(r) for r in per_one] == [key(r) for r in per_two]
     _same_tables(d / "ev_one" / "attribution_table.csv", d / "ev_two" / "attribution_table.csv",
                  skip=("seconds_per_example",))
@@ -97,10 +96,10 @@ def test_two_processes_evaluate_as_one(job):
 @pytest.mark.slow
 def test_two_processes_degradation_as_one(job):
     d, data = job
-    _wait(_launch([_degradation(d, data, d / "dg_two")]))
+    wait_processes(launch_processes([_degradation(d, data, d / "dg_two")]))
     assert main(_degradation(d, data, d / "dg_one")) == 0
     for m in DG_METHODS:
-        one, two = _rows(d / "dg_one" / f"scores_{m}.jsonl"), _rows(d / "dg_two" / f"scores_{m}.jsonl")
+        one, two = read_rows(d / "dg_one" / f"scores_{m}.jsonl"), read_rows(d / "dg_two" / f"scores_{m}.jsonl")
         assert [r["id"] for r in one] == [r["id"] for r in two] and len(one) == N
         _same_records(one, two, ("prob", "target"))
         assert not (d / "dg_two" / f"scores_{m}.jsonl.shards").exists()
@@ -114,7 +113,7 @@ def test_killed_evaluate_relaunched_has_every_id_once(job):
     d, data = job
     out = d / "ev_killed"
     cmd = _evaluate(d, data, out, "--methods", "ig", "--steps", "32", "--metrics", "log_odds")
-    procs = _launch([cmd])
+    procs = launch_processes([cmd])
     shards = out / "records_ig.jsonl.shards"
     deadline = time.time() + 300
     while time.time() < deadline and not (shards.exists() and any(
@@ -125,10 +124,10 @@ def test_killed_evaluate_relaunched_has_every_id_once(job):
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
     assert not (out / "records_ig.jsonl").exists()
-    _wait(_launch([cmd]))
-    rows = _rows(out / "records_ig.jsonl")
+    wait_processes(launch_processes([cmd]))
+    rows = read_rows(out / "records_ig.jsonl")
     assert sorted(r["id"] for r in rows) == sorted(f"t{i}" for i in range(N)) and len(rows) == N
     assert not shards.exists()
     assert main(_evaluate(d, data, d / "ev_killed_ref", "--methods", "ig", "--steps", "32", "--metrics",
                           "log_odds")) == 0
-    _same_records(_rows(d / "ev_killed_ref" / "records_ig.jsonl"), rows, ("log_odds", "prob", "target"))
+    _same_records(read_rows(d / "ev_killed_ref" / "records_ig.jsonl"), rows, ("log_odds", "prob", "target"))
