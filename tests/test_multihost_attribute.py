@@ -15,7 +15,6 @@ from helpers import JOB_TEXTS, launch_processes, read_rows, tiny_model, wait_pro
 
 from jaxattr.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = [f"t{i}" for i in range(24)]
 METHODS = {"ig": ["--steps", "8"], "sig": ["--steps", "4"], "iba": ["--layer", "1", "--steps", "3", "--samples", "2"]}
 # IBA's scores are min-max normalised to [0, 1] after Adam steps, whose g / sqrt(v) turns last-bit differences
