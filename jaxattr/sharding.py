@@ -48,6 +48,17 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
 
 
+def request_cpu_devices(n: int | None) -> None:
+    """On a CPU-only host, ask XLA for `n` host devices (`--devices N`); only before the backend starts."""
+    if n is None or n <= 1:
+        return
+    try:
+        if not jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001 - the only way to ask
+            jax.config.update("jax_num_cpu_devices", n)
+    except (AttributeError, RuntimeError):
+        pass
+
+
 def initialize_distributed() -> bool:
     """Multi-process JAX, for every command (training, attribution): when launched as several processes
     (env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES > 1, JAX_PROCESS_ID), `jax.distributed.initialize` from

@@ -74,3 +74,14 @@ def finetuned_minilm(request) -> Model:
                              batch["token_type_ids"][sl], labels[sl])
     save_checkpoint(cache, cfg, params, tok)
     return load_model(cache)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A checkpoint directory of helpers.tiny_model (tiny random BERT, 3 labels) for the CLI commands' tests;
+    one per test module (a module may define its own)."""
+    from helpers import tiny_model
+
+    path = tmp_path_factory.mktemp("tiny_bert_cli")
+    tiny_model(path)
+    return path

@@ -5,21 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_gradients import tiny_model
+from helpers import TABLE_TEXTS as TEXTS
+from helpers import attribute
 
 from jaxattr.attribution import results as results_mod
 from jaxattr.attribution.results import read_results
-from jaxattr.cli import main
-
-TEXTS = ["i love self driving cars !", "the zebra news is very bad", "you hate it", "good news , a car",
-         "not very good driving", "cars , cars , cars"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert_cli")
-    tiny_model(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +18,6 @@ def table(tmp_path_factory):
     rows = ["text,label"] + [f'"{t}",class{i % 3}' for i, t in enumerate(TEXTS)]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def attribute(model_dir, *extra) -> int:
-    return main(["attribute", "--model", str(model_dir), *map(str, extra)])
 
 
 def test_text_records_and_html(model_dir, tmp_path, capsys):

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cli_attribute import TEXTS
-from test_gradients import tiny_model
+from helpers import TABLE_TEXTS as TEXTS
 
 from jaxattr.attribution.results import read_results
 from jaxattr.cli import main
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert_degradation")
-    tiny_model(path)
-    return path
 
 
 def degradation(model_dir, *extra) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_gradients import tiny_model
+from helpers import tiny_model
 
 from jaxattr.attribution import registry
 from jaxattr.attribution.driver import Driver, attribute_examples, example_keys

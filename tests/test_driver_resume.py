@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from test_gradients import tiny_model
+from helpers import tiny_model
 
 from jaxattr.attribution import results as results_mod
 from jaxattr.attribution.driver import Driver

@@ -7,50 +7,22 @@ Captum/tint parity on the same converted model lives in tests/test_peers.py.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transformers
-from hf_tiny import VOCAB, WORDS, save_tiny
+from helpers import encoded, ig_fn, tiny_model
 
 from jaxattr.attribution import (
     grad_x_input,
     gradient_shap,
-    integrated_gradients,
     quadrature,
     saliency,
     word_scores,
 )
 from jaxattr.attribution.gradients import METHODS, baseline_ids
-from jaxattr.data import encode_texts, pad_batch
-from jaxattr.models import Model, forward, load_model, word_embeddings
-
-TEXTS = ["i love self driving cars !", "the zebra news is very bad", "you hate it"]
-
-
-def save_tiny_tokenizer(path: Path) -> None:
-    """A fast WordPiece tokenizer whose ids fit the tiny models' 100-word vocabulary."""
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = list(dict.fromkeys(specials + WORDS + letters + [f"##{c}" for c in letters]))[:VOCAB]
-    transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(path))
-
-
-def tiny_model(path: Path, num_labels: int = 3, seed: int = 0) -> tuple[Model, object]:
-    """(jaxattr Model, HF torch model) for a tiny random BERT with O(1) logits and a tokenizer."""
-    torch_model = save_tiny("bert", path, num_labels=num_labels, seed=seed)
-    save_tiny_tokenizer(path)
-    return load_model(str(path)), torch_model
-
-
-def encoded(model: Model, texts=TEXTS, length: int = 16):
-    exs = encode_texts(model.tokenizer, texts)
-    for i, ex in enumerate(exs):
-        ex["id"] = i
-    return exs, pad_batch(exs, length, model.pad_id)
+from jaxattr.models import forward, word_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +58,6 @@ def test_tokenizer_splits_words(tiny):
     exs, _ = encoded(tiny)
     assert "[UNK]" not in exs[0]["tokens"]
     assert exs[1]["tokens"][2:7] == ["z", "##e", "##b", "##r", "##a"]  # one word, five pieces
-
-
-@functools.cache
-def ig_fn(cfg, baseline: str = "mask", output: str = "logit", mask_id: int = 4, pad_id: int = 0):
-    """One compiled 50-step IG per (config, baseline, output), shared by the tests."""
-    return jax.jit(lambda p, b, t=None: integrated_gradients(p, cfg, b, steps=50, baseline=baseline, output=output,
-                                                             target=t, mask_id=mask_id, pad_id=pad_id))
 
 
 @functools.cache

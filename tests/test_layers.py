@@ -4,6 +4,7 @@ from layers before its own, checked on every import statement, lazy ones inside 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "jaxattr"
@@ -70,3 +71,24 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     finally:
         path.unlink()
     assert len(found) == 2 and "jaxattr.training" in found[0] and "jaxattr.cli" in found[1]
+
+
+TESTS = Path(__file__).resolve().parent
+# `import test_x` / `from test_x import ...` as a statement or in a subprocess worker's source string
+TEST_IMPORT = re.compile(r"^\s*(?:from|import)\s+(test_\w+)", re.M)
+
+
+def other_test_imports(path: Path) -> list[str]:
+    """The other tests/test_*.py modules that `path` imports (shared helpers belong in helpers.py/conftest.py)."""
+    names = {p.stem for p in TESTS.glob("test_*.py")} - {path.stem}
+    src = path.read_text()
+    line = lambda m: src.count("\n", 0, m.start()) + 1
+    return [f"{path.name}:{line(m)} imports {m.group(1)}" for m in TEST_IMPORT.finditer(src) if m.group(1) in names]
+
+
+def test_no_test_module_imports_another(tmp_path):
+    bad = [v for path in sorted(TESTS.glob("test_*.py")) for v in other_test_imports(path)]
+    assert not bad, "\n".join(bad)
+    probe = tmp_path / "test_probe.py"
+    probe.write_text('import os\nfrom test_gradients import x\nW = """\n    import test_layers\n"""\n')
+    assert [v.split(" ", 1)[0] for v in other_test_imports(probe)] == ["test_probe.py:2", "test_probe.py:4"]

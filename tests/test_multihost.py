@@ -20,7 +20,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
-    from test_training import synthetic_batch
+    from helpers import synthetic_batch
     from jaxattr.models import init_params, tiny_config
     from jaxattr.training import addrop
     from jaxattr.training.engine import Engine, default_loss_fn

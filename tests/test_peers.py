@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from test_gradients import encoded, tiny_model
+from helpers import encoded, tiny_model
 
 from jaxattr.attribution import grad_x_input, integrated_gradients, saliency, sequential_integrated_gradients
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import TEXTS, attribute
 from scipy.stats import spearmanr
-from test_cli_attribute import TEXTS, attribute, model_dir  # noqa: F401 - fixture
 
 from jaxattr.attribution.results import read_results
 from jaxattr.models.loading import load_model
 from jaxattr.models.precision import matmul_precision, with_dtype
 
 
-def test_with_dtype_keeps_float32_params(model_dir):  # noqa: F811
+def test_with_dtype_keeps_float32_params(model_dir):
     m = with_dtype(load_model(model_dir), "bfloat16")
     assert m.cfg.compute_dtype == jnp.bfloat16
     assert m.params["layers"]["query"]["kernel"].dtype == np.float32
@@ -27,7 +27,7 @@ def test_with_dtype_keeps_float32_params(model_dir):  # noqa: F811
 
 @pytest.mark.parametrize("method,extra", [("ig", ["--steps", "8"]), ("sig", ["--steps", "4"]),
                                           ("iba", ["--steps", "4"])])
-def test_bf16_runs_complete_and_agree_with_fp32(model_dir, tmp_path, method, extra):  # noqa: F811
+def test_bf16_runs_complete_and_agree_with_fp32(model_dir, tmp_path, method, extra):
     texts = [a for t in TEXTS[:3] for a in ("--text", t)]
     runs = {}
     for dtype in ("float32", "bfloat16"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import write_csv
+from helpers import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 # The same run through the library, with an extra hook that sleeps after every step: slow enough for a kill

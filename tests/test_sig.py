@@ -7,7 +7,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from test_gradients import encoded, ig_fn, tiny_model
+from helpers import encoded, ig_fn, tiny_model
 
 from jaxattr.attribution import sequential_integrated_gradients
 from jaxattr.attribution.sig import unit_ids

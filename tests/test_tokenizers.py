@@ -11,67 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from helpers import KINDS
+from helpers import TOKENIZER_TEXT as TEXT
 from transformers import PreTrainedTokenizerFast
 
 from jaxattr.attribution.gradients import word_scores
 from jaxattr.data import encode_texts
 
-CORPUS = ["I love my new self-driving car!", "Driverless cars are not worth the risk.",
-          "Would you trust a computer to drive your kids to school?", "The news about sport, honestly, is good."] * 20
-TEXT = "Driverless cars, honestly? I trust them!"
 PAIR = "Not worth the risk."
-
-
-def _wordpiece() -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    return tok
-
-
-def _byte_bpe() -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
-                                                      ("<s>", tok.token_to_id("<s>")), trim_offsets=True)
-    return tok
-
-
-def _sentencepiece() -> Tokenizer:
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(
-        vocab_size=150, special_tokens=["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], unk_token="<unk>"))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    return tok
-
-
-KINDS = {
-    # kind: (builder, special tokens, word-start marker, words of TEXT)
-    "wordpiece": (_wordpiece, dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",
-                                   mask_token="[MASK]"), None,
-                  ["Driverless", "cars", ",", "honestly", "?", "I", "trust", "them", "!"]),
-    "byte_bpe": (_byte_bpe, dict(bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
-                                 pad_token="<pad>", unk_token="<unk>", mask_token="<mask>"), "Ġ",
-                 ["Driverless", "cars", ",", "honestly", "?", "I", "trust", "them", "!"]),
-    "sentencepiece": (_sentencepiece, dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="<pad>",
-                                           unk_token="<unk>", mask_token="[MASK]"), "▁",
-                      ["Driverless", "cars,", "honestly?", "I", "trust", "them!"]),
-}
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import synthetic_batch, write_csv
 
 from jaxattr.models import init_params, tiny_config
 from jaxattr.training import load_config
@@ -21,14 +22,6 @@ from jaxattr.training.engine import Engine, default_loss_fn
 from jaxattr.training.state import decay_mask, lr_schedule, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def synthetic_batch(b: int, t: int, seed: int, vocab: int = 100) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    am = (np.arange(t)[None] < rng.integers(3, t + 1, b)[:, None]).astype(np.int32)
-    return {"input_ids": (rng.integers(5, vocab, (b, t)) * am).astype(np.int32), "attention_mask": am,
-            "token_type_ids": np.zeros((b, t), np.int32), "labels": rng.integers(0, 2, b).astype(np.int32),
-            "weight": np.ones(b, np.float32)}
 
 
 def test_decay_mask_skips_bias_and_layernorm(tiny_bert):
@@ -86,7 +79,7 @@ DP_WORKER = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
-    from test_training import synthetic_batch
+    from helpers import synthetic_batch
     from jaxattr.models import init_params, tiny_config
     from jaxattr.sharding import make_mesh
     from jaxattr.training import addrop
@@ -174,20 +167,6 @@ def test_fingerprint_holds_the_method_settings(tiny_bert):
     assert fp(method="dact") != fp(method="dact", dact=DactConfig(tau=0.1))
     assert fp(method="dact") != fp(method="dact", dact=DactConfig(halt_bias=1.0))
     assert fp(method="addrop") != fp(method="addrop", addrop=ADDropConfig(p=0.5))
-
-
-def write_csv(path: Path, n: int, seed: int, pair: bool = False, regression: bool = False) -> Path:
-    rng = np.random.default_rng(seed)
-    good, bad = ["great", "lovely", "fine", "superb"], ["awful", "bad", "poor", "terrible"]
-    rows = ["text,text_pair,label" if pair else "text,label"]
-    for _ in range(n):
-        y = int(rng.integers(2))
-        w = rng.choice(good if y else bad)
-        text = f"the film was {w} and {rng.choice(good + bad)}"
-        label = f"{y + rng.normal(0, 0.1):.3f}" if regression else ("pos" if y else "neg")
-        rows.append(f"{text},it was {w},{label}" if pair else f"{text},{label}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def tiny_run_overrides(tmp_path: Path, **kw) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_tokenizers import KINDS
+from helpers import KINDS
 from transformers import PreTrainedTokenizerFast
 
 from jaxattr.data import encode_texts

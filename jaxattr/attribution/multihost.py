@@ -18,6 +18,14 @@ and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesy
 A killed process stalls the others at the next barrier (the JAX coordinator's timeout ends the job);
 relaunching the job continues from OUT plus the shards: records already written are neither lost nor
 redone, and the claims of the killed launch are discarded (process 0 clears them before the first read).
+An id already stored for another text (`input_sha`) is refused by every process alike, as `ResultWriter.pending`
+refuses it in one process.
+
+`run_sharded` is generic: the work of a chunk is a callable yielding record lists, so the evaluation harness
+(`jaxattr evaluate`: attributions *and* their metrics per chunk, into `DIR/records_<method>.jsonl`;
+`jaxattr degradation`: `DIR/scores_<method>.jsonl`) runs one `run_sharded` per method, every process calling
+them in the same order (the barriers are counted, so each call's are its own). `run_driver_sharded` is the
+common case, a `Driver`'s records with a process-0 progress bar (`jaxattr attribute`, `jaxattr degradation`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxattr.attribution.results import ResultWriter, _plain, read_results, settings_diff, stored_settings
+from jaxattr.attribution.results import (
+    ResultWriter,
+    _plain,
+    check_same_input,
+    read_results,
+    settings_diff,
+    stored_settings,
+)
 from jaxattr.errors import UserError
 
 CHUNKS_PER_PROCESS = 8
@@ -68,11 +83,16 @@ def _shard_files(out: Path) -> list[Path]:
 
 def done_ids(out: str | Path) -> set[str]:
     """JSON-encoded ids with records in OUT or any shard file (read-only)."""
-    out = Path(out)
-    ids = set()
+    return set(_done_digests(Path(out)))
+
+
+def _done_digests(out: Path) -> dict[str, str | None]:
+    """JSON-encoded id -> `input_sha` of its first record in OUT or a shard file (read-only)."""
+    digests: dict[str, str | None] = {}
     for path in ([out] if out.exists() else []) + _shard_files(out):
-        ids.update(json.dumps(r["id"]) for r in read_results(path))
-    return ids
+        for r in read_results(path):
+            digests.setdefault(json.dumps(r["id"]), r.get("input_sha"))
+    return digests
 
 
 def check_settings(out: str | Path, settings: Mapping[str, Any]) -> None:
@@ -106,10 +126,11 @@ def _claim(claims: Path, k: int) -> bool:
 
 
 def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
-                attribute: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
+                work: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
                 settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False) -> int:
-    """Run `attribute(chunk, writer)` (yielding record lists) over this process's claimed chunks of the
-    pending examples, then merge into OUT (process 0). Returns how many records this process wrote."""
+    """Run `work(chunk, writer)` (yielding record lists: attributions, or anything keyed by example id) over
+    this process's claimed chunks of the pending examples, then merge into OUT (process 0). Every process must
+    make the same calls in the same order. Returns how many records this process wrote."""
     out = Path(out)
     rank, n = process()
     shards, claims = shard_dir(out), shard_dir(out) / "claims"
@@ -123,20 +144,71 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
         shutil.rmtree(claims, ignore_errors=True)
         claims.mkdir(parents=True)
     barrier("jaxattr-cleared")
-    seen = done_ids(out)
+    seen = _done_digests(out)
     barrier("jaxattr-read")  # nobody writes before everybody has read
-    pending = [ex for ex in examples if json.dumps(ex["id"]) not in seen]
+    pending = []
+    for ex in examples:  # every process reads the same files: a mismatch is raised by all alike
+        key = json.dumps(ex["id"])
+        if key in seen:
+            check_same_input(out, ex, seen[key])
+        else:
+            pending.append(ex)
     written = 0
     with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
         writer.bind(settings, model=model)
         for k, chunk in enumerate(cost_chunks(pending, cost, CHUNKS_PER_PROCESS * n)):
             if _claim(claims, k):
-                for records in attribute(chunk, writer):
+                for records in work(chunk, writer):
                     written += writer.write(records)
     barrier("jaxattr-done")
     if rank == 0:
         merge(out, examples, settings, model=model)
     barrier("jaxattr-merged")
+    return written
+
+
+def run_driver_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
+                       settings: Mapping[str, Any], *, desc: str, model: str | None = None, overwrite: bool = False,
+                       progress: bool = True) -> int:
+    """`run_sharded` of a `Driver`'s records (`driver.run(chunk, target)`, partial sums in the shard's sidecar),
+    with a progress bar in rows on process 0 only. Returns how many records this process wrote."""
+    from tqdm.auto import tqdm
+
+    rank, n = process()
+    with tqdm(unit="row", desc=f"{desc} (process 0 of {n})", dynamic_ncols=True,
+              disable=not progress or rank != 0) as bar:
+        def attribute(chunk, writer):
+            bar.total = (bar.total or 0) + sum(driver.work(ex) for ex in chunk)
+            bar.refresh()
+            yield from driver.run(chunk, target, progress=bar, partial=writer.partial)
+
+        return run_sharded(out, examples, driver.work, attribute, settings, model=model, overwrite=overwrite)
+
+
+def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
+                         settings: Mapping[str, Any], *, desc: str, model: str | None = None,
+                         overwrite: bool = False, progress: bool = True) -> int:
+    """A `Driver`'s records of `examples` into OUT, resumable, on one process or (`run_driver_sharded`) on
+    every process of a multi-process job. Returns how many records this process wrote."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if process()[1] > 1:
+        return run_driver_sharded(out, examples, driver, target, settings, desc=desc, model=model,
+                                  overwrite=overwrite, progress=progress)
+    written = 0
+    with ResultWriter(out, overwrite=overwrite) as writer:
+        writer.bind(settings, model=model)
+        todo = writer.pending(examples)
+        if len(todo) < len(examples):
+            print(f"{desc}: {len(examples) - len(todo)} of {len(examples)} examples already in {out}; resuming",
+                  file=sys.stderr)
+        with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=desc, dynamic_ncols=True,
+                  disable=not progress or not todo) as bar:
+            for chunk in driver.run(todo, target, progress=bar, partial=writer.partial):
+                written += writer.write(chunk)
+                bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
     return written
 
 
@@ -150,7 +222,7 @@ def merge(out: Path, examples: Sequence[Mapping[str, Any]], settings: Mapping[st
         for r in read_results(path):
             records.setdefault(json.dumps([r["id"], r.get("layer")]), r)
     ranked = sorted(records.values(), key=lambda r: (order.get(json.dumps(r["id"]), len(order)),))
-    tmp = out.with_name(out.name + ".merging" + out.suffix)
+    tmp = out.with_name("." + out.name + ".merging" + out.suffix)  # hidden: no `records_*.jsonl` glob sees it
     tmp.unlink(missing_ok=True)
     with ResultWriter(tmp) as writer:
         writer.bind(settings, model=model)

@@ -75,19 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_text)
 
 
-def _setup_devices(n: int | None) -> None:
-    """On a CPU-only host, `--devices N` asks XLA for N host devices (before the backend starts)."""
-    if n is None or n <= 1:
-        return
-    import jax
-
-    try:
-        if not jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001 - the only way to ask
-            jax.config.update("jax_num_cpu_devices", n)
-    except (AttributeError, RuntimeError):
-        pass
-
-
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {dest: getattr(args, f"opt_{dest}") for dest, _, _ in METHOD_OPTIONS.values()}
     layer = opts.get("layer")
@@ -140,36 +127,17 @@ def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, mo
           f"{', ...' if len(full) > 5 else ''})", file=sys.stderr)
 
 
-def _run_processes(args: argparse.Namespace, driver: Any, examples: list[dict[str, Any]], settings: dict[str, Any],
-                   source: str) -> int:
-    """This process's share of a multi-process job (`jaxattr.attribution.multihost`); progress on process 0."""
-    from tqdm.auto import tqdm
-
-    from jaxattr.attribution import multihost
-
-    rank, n = multihost.process()
-    with tqdm(unit="row", desc=f"{args.method} (process 0 of {n})", dynamic_ncols=True, disable=rank != 0) as bar:
-        def attribute(chunk, writer):
-            bar.total = (bar.total or 0) + sum(driver.work(ex) for ex in chunk)
-            yield from driver.run(chunk, args.target, progress=bar, partial=writer.partial)
-
-        return multihost.run_sharded(args.out, examples, driver.work, attribute, settings, model=source,
-                                     overwrite=args.overwrite)
-
-
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="jaxattr attribute: warning: %(message)s")
-    _setup_devices(args.devices)
-    from tqdm.auto import tqdm
-
     from jaxattr.attribution import multihost
-    from jaxattr.sharding import initialize_distributed
+    from jaxattr.sharding import initialize_distributed, request_cpu_devices
 
+    request_cpu_devices(args.devices)
     initialize_distributed()
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
-    from jaxattr.attribution.results import ResultWriter, read_results
+    from jaxattr.attribution.results import read_results
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
 
@@ -187,22 +155,8 @@ def run(args: argparse.Namespace) -> int:
                     output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
                     seed=args.seed)
     settings = {**driver.settings(), "target": args.target, "seed": args.seed}
-    if multihost.process()[1] > 1:
-        written = _run_processes(args, driver, examples, settings, model.source)
-    else:
-        with ResultWriter(args.out, overwrite=args.overwrite) as writer:
-            writer.bind(settings, model=model.source)
-            todo = writer.pending(examples)
-            skipped = len(examples) - len(todo)
-            if skipped:
-                print(f"jaxattr attribute: {skipped} of {len(examples)} examples already in {args.out}; resuming",
-                      file=sys.stderr)
-            written = 0
-            with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=f"{args.method}",
-                      dynamic_ncols=True, disable=not todo) as bar:
-                for chunk in driver.run(todo, args.target, progress=bar, partial=writer.partial):
-                    written += writer.write(chunk)
-                    bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
+    written = multihost.write_driver_records(args.out, examples, driver, args.target, settings, desc=args.method,
+                                             model=model.source, overwrite=args.overwrite)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)
     if multihost.process()[0] != 0:
         return 0

@@ -9,6 +9,12 @@ probability and normalised drop per step, absolute drop at 11%), `DIR/degradatio
 `DIR/per_example.csv`. With `--noise dataset` the per-layer noise statistics are estimated over the input
 (Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.harness.run_degradation_test`;
 `eval/degradation.py` is the same program.
+
+Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
+with DIR on a filesystem they share, the processes split each method's attributions (cost-balanced chunks, one
+shard per process under `DIR/scores_<method>.jsonl.shards/`, merged by process 0 in input order;
+`jaxattr.attribution.multihost`); process 0 alone writes and prints the table and shows progress. A relaunched
+killed job resumes from DIR.
 """
 
 from __future__ import annotations
@@ -69,8 +75,10 @@ def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], o
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxattr.attribution import multihost
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.sharding import initialize_distributed
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -80,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {getattr(args, flag)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     _, files = run_degradation(model, examples(args, model), methods, out, args)
+    if multihost.process()[0] != 0:
+        return 0
     print(f"jaxattr degradation: wrote {', '.join(files)}", file=sys.stderr)
     print(Path(files[0]).read_text())
     return 0

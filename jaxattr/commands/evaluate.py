@@ -11,9 +11,18 @@ ferret) and the IBA paper's degradation test, then writes
 * `DIR/degradation.png` — mean target probability vs % tokens deleted per method (IBA Fig. 1) and
   `DIR/degradation.md` / `.csv`.
 
+With `--rationale-column NAME` (human rationales: per row a JSON list of 0/1 per whitespace word of the text,
+or of `[start, end]` character spans) the tables also hold plausibility: token F1, IOU and AUPRC.
+
 The harness is the library's (`jaxattr.evaluation.harness`: `evaluate`, `summarise`); this module is its
 argparse shell. Methods: `random`, `gradxinput`, `gradientshap`, `ig`, `sig` (mask baseline), `sig_pad`
 (pad baseline), `iba`, `lime`. `eval/attribution_table.py` is the same program.
+
+Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
+with DIR on a filesystem they share, the processes split the examples of each method (cost-balanced chunks,
+one shard per process under `DIR/records_<method>.jsonl.shards/`, merged by process 0: every id once, in input
+order; `jaxattr.attribution.multihost`); process 0 alone writes the tables, plots and `per_example.jsonl` and
+shows progress, the others exit 0 once the files are there. A relaunched killed job resumes from DIR.
 """
 
 from __future__ import annotations
@@ -55,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
+    parser.add_argument("--rationale-column", default=None,
+                        help="column of human rationales: a JSON list of 0/1 per whitespace word of the text, or "
+                             "of [start, end] character spans; adds token F1, IOU and AUPRC")
     parser.add_argument("--title", default=None, help="heading of the Markdown table")
     parser.add_argument("--tables-only", action="store_true",
                         help="compute nothing: write the tables from the records already in --out "
@@ -62,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxattr.attribution import multihost
     from jaxattr.models.loading import load_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.sharding import initialize_distributed
 
     methods = harness.parse_methods(args.methods)
     harness.parse_metrics(args.metrics)  # unknown names fail before the model loads
@@ -71,17 +85,22 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'examples' else 1}, not {v}")
+    initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
-                                     text_column=args.text_column, label_column=args.label_column)
+                                     text_column=args.text_column, label_column=args.label_column,
+                                     rationale_column=args.rationale_column)
     df = harness.evaluate(model, examples, methods, args.metrics, out=args.out, target=args.target,
-                          tokens_per_batch=args.tokens_per_batch, seed=args.seed, compute=not args.tables_only,
+                          rationale_column=args.rationale_column, tokens_per_batch=args.tokens_per_batch,
+                          seed=args.seed, compute=not args.tables_only,
                           steps=args.steps, shap_samples=args.shap_samples, iba_layer=args.iba_layer,
                           iba_beta=args.iba_beta, lime_samples=args.lime_samples)
     title = args.title or f"{Path(args.model).name} on {args.data} ({len(examples)} examples)"
     if df.empty:
         raise UserError(f"{args.out} holds no records of {', '.join(methods)} for these examples; run without "
                         "--tables-only first")
+    if multihost.process()[0] != 0:  # process 0 writes the tables
+        return 0
     harness.write_reports(df, args.out, [m for m in methods if m in set(df["method"])], title=title)
     return 0

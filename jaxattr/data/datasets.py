@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -161,8 +162,6 @@ def _read_table(path: Path) -> Any:
         if suffix == ".parquet":
             return pq.read_table(path)
         if suffix == ".json" and path.read_text(errors="replace").lstrip().startswith("["):
-            import json
-
             return pa.Table.from_pylist(json.loads(path.read_text()))
         return pjson.read_json(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is a malformed file
@@ -225,13 +224,16 @@ def _encode_labels(values: list[Any], label_names: Sequence[str] | None,
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str | None = "label",
                text_pair_column: str | None = None, label_names: Sequence[str] | None = None,
-               id_column: str | None = "id") -> datasets.Dataset:
-    """A local CSV / JSONL / Parquet file as a Dataset with columns `text` [, `text_pair`] [, `label`] [, `id`].
+               id_column: str | None = "id", rationale_column: str | None = None) -> datasets.Dataset:
+    """A local CSV / JSONL / Parquet file as a Dataset with columns `text` [, `text_pair`] [, `label`] [, `id`]
+    [, `rationale`].
 
     String labels map to ids in the order of `label_names` (default: sorted unique labels); integer
     labels are ids; other numbers are regression targets. `label_column=None` reads unlabelled text.
     `id_column` (default `id`, used when the file has it) holds the input's own example ids, kept in
     every result so results join back to the data; without it the row number is the id.
+    `rationale_column` (human rationales, `jaxattr.evaluation.plausibility.token_rationale`) is kept as
+    JSON text, unchecked.
     """
     path = Path(path)
     table = _read_table(path)
@@ -253,11 +255,16 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str | 
     if label_column is not None:
         cols["label"], feats["label"] = _encode_labels(_column(table, label_column, path, "label"),
                                                        label_names, str(path))
+    if rationale_column is not None:
+        cols["rationale"] = [v if isinstance(v, str) or v is None else json.dumps(v)
+                             for v in _column(table, rationale_column, path, "rationale")]
+        feats["rationale"] = datasets.Value("string")
     return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
 
 
 def _from_hub(spec: str, split: str | None, text_column: str, label_column: str | None,
-              text_pair_column: str | None) -> datasets.Dataset | datasets.DatasetDict:
+              text_pair_column: str | None, rationale_column: str | None = None
+              ) -> datasets.Dataset | datasets.DatasetDict:
     """`hf:NAME[:CONFIG]` through `datasets.load_dataset` (needs network), columns renamed to ours."""
     _, _, rest = spec.partition(":")
     name, _, config = rest.partition(":")
@@ -270,13 +277,15 @@ def _from_hub(spec: str, split: str | None, text_column: str, label_column: str 
         raise UserError(f"cannot load dataset {name!r} from the hub ({type(e).__name__}: {msg})") from None
 
     def rename(ds: datasets.Dataset) -> datasets.Dataset:
-        mapping = {text_column: "text", label_column: "label", text_pair_column: "text_pair"}
+        mapping = {text_column: "text", label_column: "label", text_pair_column: "text_pair",
+                   rationale_column: "rationale"}
         mapping = {k: v for k, v in mapping.items() if k is not None and k != v}
-        for k, role in ((text_column, "text"), (label_column, "label"), (text_pair_column, "text pair")):
+        for k, role in ((text_column, "text"), (label_column, "label"), (text_pair_column, "text pair"),
+                        (rationale_column, "rationale")):
             if k is not None and k not in ds.column_names:
                 raise UserError(f"dataset {name!r}: no {role} column {k!r}; columns are {ds.column_names}")
         ds = ds.rename_columns(mapping)
-        keep = [c for c in ("text", "text_pair", "label", "id") if c in ds.column_names]
+        keep = [c for c in ("text", "text_pair", "label", "id", "rationale") if c in ds.column_names]
         return ds.select_columns(keep)
 
     if isinstance(loaded, datasets.DatasetDict):
@@ -286,12 +295,13 @@ def _from_hub(spec: str, split: str | None, text_column: str, label_column: str 
 
 def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, text_column: str = "text",
                       label_column: str | None = "label", text_pair_column: str | None = None,
-                      label_names: Sequence[str] | None = None,
-                      id_column: str | None = "id") -> datasets.Dataset | datasets.DatasetDict:
+                      label_names: Sequence[str] | None = None, id_column: str | None = "id",
+                      rationale_column: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
     """One string for any data source: a corpus name, a local table, or `hf:NAME[:CONFIG]`.
 
     Returns a Dataset when `split` is given or the source is a single file, else a DatasetDict.
     A local file has no splits: asking for one is an error (split it yourself or use a corpus).
+    `rationale_column` is read from a table or a Hub dataset as `rationale` (a corpus has none).
     """
     if spec in CORPORA:
         dd = load_corpus(spec, seed=seed)
@@ -301,13 +311,14 @@ def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, tex
             raise UserError(f"corpus {spec!r} has splits {list(dd)}, not {split!r}")
         return dd[split]
     if spec.startswith("hf:"):
-        return _from_hub(spec, split, text_column, label_column, text_pair_column)
+        return _from_hub(spec, split, text_column, label_column, text_pair_column, rationale_column)
     path = Path(spec)
     if path.suffix.lower() in TABLE_SUFFIXES or path.exists():
         if split is not None:
             raise UserError(f"{path}: a local file has no splits (asked for {split!r})")
         return load_table(path, text_column=text_column, label_column=label_column,
-                          text_pair_column=text_pair_column, label_names=label_names, id_column=id_column)
+                          text_pair_column=text_pair_column, label_names=label_names, id_column=id_column,
+                          rationale_column=rationale_column)
     raise UserError(f"dataset {spec!r} is not a corpus ({', '.join(CORPORA)}), an existing file, or hf:NAME[:CONFIG]")
 
 

@@ -9,16 +9,32 @@
 row per (example, method): `id`, `method`, `target`, `prob`, `tokens`, `seconds`, `scores` and the metric
 columns (`log_odds`, `comprehensiveness`, `sufficiency`, `aopc_comprehensiveness`, `aopc_sufficiency` —
 `jaxattr.evaluation.faithfulness`; `degradation_drop_11`, `degradation_p11`, `degradation_curve` — the
-IBA paper's degradation test). All metrics explain the attribution target (the predicted class unless
-`target="gold"`). With `out=DIR` the run is resumable: each method's records go to
-`DIR/records_<method>.jsonl` through the one `ResultWriter` (a rerun skips finished examples; a kill loses
-at most the chunk in flight), and `DIR/per_example.jsonl` is rewritten after each run with every record in
-DIR (what `eval/reproduce_sig.py` reads). `write_tables` / `write_degradation` write the papers' tables
+IBA paper's degradation test; with `rationale_column=` also plausibility against human rationales,
+`token_f1`, `iou`, `auprc` — `jaxattr.evaluation.plausibility`). All metrics explain the attribution
+target (the predicted class unless `target="gold"`). With `out=DIR` the run is resumable: each method's
+records go to `DIR/records_<method>.jsonl` through the one `ResultWriter` (a rerun skips finished examples;
+a kill loses at most the chunk in flight), and `DIR/per_example.jsonl` is rewritten after each run with
+every record in DIR (what `eval/reproduce_sig.py` reads). `write_tables` / `write_degradation` write the papers' tables
 (`attribution_table.md`/`.csv`, `degradation.md`/`.csv`/`.png`); `jaxattr evaluate` is their CLI.
 
 `run_degradation_test` is the IBA paper's protocol as `jaxattr degradation` runs it (its own deletion grids,
 the reference code's comparators `ig_ref`/`lime_ref`, IBA over all layers): per method a resumable
 `DIR/scores_<method>.jsonl`, then `DIR/degradation.md`/`.csv`/`.png` and the curves `DIR/per_example.csv`.
+
+**Several processes.** Launched as N processes (`jax.distributed.initialize`, e.g. by
+`jaxattr.sharding.initialize_distributed` before the model loads, as `jaxattr evaluate` /
+`jaxattr degradation` do from `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`) with DIR on a
+filesystem they share, `evaluate(..., out=DIR)` and `run_degradation_test` split the examples between the
+processes through `jaxattr.attribution.multihost.run_sharded`, one job per method in the order given: each
+process claims cost-balanced chunks and computes them (attributions, and for `evaluate` their metrics) into
+its shard `DIR/records_<method>.jsonl.shards/proc-NNNN.jsonl` (`scores_<method>.jsonl.shards/` for the
+degradation test), then process 0 merges each method's store (every id once, in input order). Process 0 alone
+writes `settings.json`, `per_example.jsonl`/`.csv`, `noise_stats.npz` and the tables/plots, and shows the
+progress bars. **Every process returns the same value** after a final barrier: `evaluate` the frame of the
+merged records (its rows in input order per method), `run_degradation_test` the same result and file names (its
+curves are recomputed by every process from the merged scores: forward passes only). A killed process stalls
+the others at the next barrier; relaunching the job continues from the stores and shards, nothing lost or
+repeated. Without `out` (no shared store) every process computes every example, as one process does.
 
 pandas is imported on first use (the attribution and metric paths work without it).
 """
@@ -35,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxattr.attribution import multihost
 from jaxattr.attribution.results import check_same_input
 from jaxattr.errors import LazyModule, UserError
 
@@ -56,7 +73,9 @@ METHOD_LABELS: dict[str, str] = {"random": "Random", "gradxinput": "Grad×Input"
                                  "lime": "LIME"}
 METRIC_LABELS: dict[str, str] = {"log_odds": "LO ↓", "comprehensiveness": "Comp ↑", "sufficiency": "Suff ↓",
                                  "aopc_comprehensiveness": "AOPC-Comp ↑", "aopc_sufficiency": "AOPC-Suff ↓",
-                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓"}
+                                 "degradation_drop_11": "Deg. drop@11% ↑", "degradation_auc": "Deg. AUC(d) ↓",
+                                 "token_f1": "Token F1 ↑", "iou": "IOU ↑", "auprc": "AUPRC ↑"}
+PLAUSIBILITY_METRICS: tuple[str, ...] = ("token_f1", "iou", "auprc")  # plausibility.Plausibility's fields
 DEGRADATION_METRICS: tuple[str, ...] = ("degradation_drop_11", "degradation_auc")
 PER_EXAMPLE_DEGRADATION: tuple[str, ...] = ("degradation_drop_11", "degradation_p11")
 OPTION_DEFAULTS: dict[str, Any] = {"steps": 50, "shap_samples": 20, "iba_layer": None, "iba_beta": None,
@@ -145,12 +164,13 @@ def _check_against_model(ds: Any, model: Any, data: str, need_labels: bool, labe
 
 
 def _load_spec(data: str, split: str, seed: int, text_column: str, label_column: str | None,
-               need_labels: bool) -> Any:
+               need_labels: bool, rationale_column: str | None = None) -> Any:
     from jaxattr.data.datasets import CORPORA, datasets, load_dataset_spec
 
     spec_split = split if data in CORPORA or data.startswith("hf:") else None
     load = lambda labels: load_dataset_spec(data, spec_split, seed=seed, text_column=text_column,
-                                            label_column=label_column if labels else None)
+                                            label_column=label_column if labels else None,
+                                            rationale_column=rationale_column)
     try:
         ds = load(bool(label_column))
     except UserError:
@@ -169,26 +189,29 @@ def _load_spec(data: str, split: str, seed: int, text_column: str, label_column:
 
 def load_examples(model: Any, data: Any, *, split: str = "test", examples: int | None = None,
                   max_length: int = 128, seed: int = 0, need_labels: bool = False, text_column: str = "text",
-                  label_column: str | None = "label") -> list[dict[str, Any]]:
+                  label_column: str | None = "label", rationale_column: str | None = None) -> list[dict[str, Any]]:
     """Tokenised examples of `data`: a list of texts, a `datasets.Dataset`, or a spec string (corpus name,
     CSV/JSONL/Parquet file, `hf:NAME[:CONFIG]`; `split` picks a corpus split).
 
     `examples=None` takes every row in order; an int N the first N of a seeded shuffle (0 = all, shuffled:
     what `jaxattr evaluate --examples` does). The dataset is checked against the model (label count;
-    labels present when `need_labels`)."""
+    labels present when `need_labels`). `rationale_column` names a column of human rationales (a table,
+    a Hub or a `datasets.Dataset` column; forms: `plausibility.token_rationale`): each example gets its
+    token mask as `rationale`."""
     from jaxattr.data.datasets import datasets, tokenize_dataset
+    from jaxattr.evaluation.plausibility import token_rationale
 
     model = as_model(model)
     if isinstance(data, (str, os.PathLike)):
         name = str(data)
-        ds = _load_spec(name, split, seed, text_column, label_column, need_labels)
+        ds = _load_spec(name, split, seed, text_column, label_column, need_labels, rationale_column)
     elif isinstance(data, Sequence) and all(isinstance(t, str) for t in data):
         name = "texts"
         ds = datasets.Dataset.from_dict({"text": list(data)})
     elif isinstance(data, datasets.Dataset):
         name = "dataset"
         ds = data
-        renames = {c: k for c, k in ((text_column, "text"), (label_column, "label"))
+        renames = {c: k for c, k in ((text_column, "text"), (label_column, "label"), (rationale_column, "rationale"))
                    if c and c != k and c in ds.column_names}
         ds = ds.rename_columns(renames) if renames else ds
         if "text" not in ds.column_names:
@@ -196,13 +219,22 @@ def load_examples(model: Any, data: Any, *, split: str = "test", examples: int |
     else:
         raise UserError(f"data must be a list of texts, a datasets.Dataset or a dataset spec, not "
                         f"{type(data).__name__}")
+    if rationale_column and "rationale" not in ds.column_names:
+        raise UserError(f"dataset {name!r} has no rationale column {rationale_column!r} (columns: {ds.column_names})")
     _check_against_model(ds, model, name, need_labels, label_column)
     if examples is not None:
         n = len(ds) if examples <= 0 else min(examples, len(ds))
         ds = ds.shuffle(seed=seed).select(range(n))
     if len(ds) == 0:
         raise UserError(f"dataset {name!r} is empty")
-    return tokenize_dataset(ds, model.tokenizer, max_length=min(max_length, model.cfg.max_position_embeddings))
+    exs = tokenize_dataset(ds, model.tokenizer, max_length=min(max_length, model.cfg.max_position_embeddings))
+    if rationale_column:
+        for ex, value in zip(exs, ds["rationale"]):
+            try:
+                ex["rationale"] = token_rationale(ex, value)
+            except UserError as e:
+                raise UserError(f"dataset {name!r}, example {ex['id']!r}: {e}") from None
+    return exs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,13 +343,18 @@ def _write_per_example(out: Path) -> Path:
     return path
 
 
-def _check_settings(out: Path, settings: Mapping[str, Any]) -> None:
+def _check_settings(out: Path, settings: Mapping[str, Any], *, write: bool = True) -> None:
+    """UserError when `out` holds results of other settings; then (`write`) record these in settings.json
+    (atomically: another process may be reading it)."""
     meta = out / "settings.json"
     if meta.exists() and (any(out.glob("records_*.jsonl")) or (out / "per_example.jsonl").exists()):
         old = json.loads(meta.read_text())
         if old != dict(settings):
             raise UserError(f"{out} holds results made with other settings ({old}); use another out dir or delete it")
-    meta.write_text(json.dumps(dict(settings), indent=2) + "\n")
+    if write:
+        tmp = meta.with_name(meta.name + ".tmp")
+        tmp.write_text(json.dumps(dict(settings), indent=2) + "\n")
+        os.replace(tmp, meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,8 +364,9 @@ def _check_settings(out: Path, settings: Mapping[str, Any]) -> None:
 def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "ig", "sig"),
              metrics: Sequence[str] | str | None = None, *, out: str | Path | None = None,
              target: str = "predicted", examples: int | None = None, split: str = "test", max_length: int = 128,
-             text_column: str = "text", label_column: str | None = "label", tokens_per_batch: int = 1024,
-             seed: int = 0, compute: bool = True, progress: bool = True, **method_options_: Any) -> Any:
+             text_column: str = "text", label_column: str | None = "label", rationale_column: str | None = None,
+             tokens_per_batch: int = 1024, seed: int = 0, compute: bool = True, progress: bool = True,
+             **method_options_: Any) -> Any:
     """Attribute `data` with every method and measure each attribution: a DataFrame, one row per
     (example, method), columns `id`, `method`, `target`, `prob`, `tokens`, `seconds`, `scores` and the metrics.
 
@@ -338,7 +376,19 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     `methods`: names of `METHODS`. `metrics`: None or "all" (every faithfulness metric and the degradation
     test), or a list of `faithfulness.METRICS` and/or "degradation". `method_options`: `steps` (IG/SIG,
     default 50), `shap_samples` (20), `iba_layer`, `iba_beta`, `lime_samples` (100). `out`: a directory that
-    makes the run resumable (see the module doc); `compute=False` only reads what it holds.
+    makes the run resumable (see the module doc); `compute=False` only reads what it holds. Launched as
+    several processes, a run with `out` splits the examples between them (module doc): process 0 writes the
+    files, and every process returns the same frame.
+
+    `rationale_column`: a column of human rationales in `data` (a table, Hub or `datasets.Dataset` column),
+    per row either a list of 0/1, one per whitespace-separated word of the text (`text.split()`), or a list
+    of character spans `[[start, end], ...]` (end exclusive) into the text; a CSV cell holds the list as
+    JSON text. A token is in the rationale when its tokenizer word overlaps a marked word or span. Each row
+    then gets the plausibility columns `token_f1`, `iou` (the top-k tokens, k = the rationale's size, vs
+    the rationale) and `auprc` (`plausibility.plausibility`; NaN for an empty rationale), computed from the
+    scores on every call (not stored in `out`). Pre-tokenised examples must come from
+    `load_examples(..., rationale_column=...)`. A missing column or a malformed rationale (wrong number of
+    marks, a span outside the text) is a one-line UserError.
     """
     unknown = set(method_options_) - set(OPTION_DEFAULTS)
     if unknown:
@@ -350,16 +400,25 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     model = as_model(model)
     if isinstance(data, list) and data and isinstance(data[0], Mapping) and "input_ids" in data[0]:
         exs = list(data)
+        if rationale_column and not all("rationale" in ex for ex in exs):
+            raise UserError("the examples carry no rationale; load them with load_examples(..., rationale_column=)")
     else:
         exs = load_examples(model, data, split=split, examples=examples, max_length=max_length, seed=seed,
-                            need_labels=target == "gold", text_column=text_column, label_column=label_column)
+                            need_labels=target == "gold", text_column=text_column, label_column=label_column,
+                            rationale_column=rationale_column)
     wanted = [*faith, *(PER_EXAMPLE_DEGRADATION if degradation else ())]
     stored: dict[tuple[str, str], dict[str, Any]] = {}
+    rank, sharded = 0, False
     if out is not None:
         outp = Path(out)
         outp.mkdir(parents=True, exist_ok=True)
-        _check_settings(outp, {**opts, "target": target, "seed": seed})
-        _import_legacy(outp)
+        rank, n_proc = multihost.process()
+        sharded = compute and n_proc > 1
+        # every process checks alike; process 0 alone writes, and nobody reads the store before it has
+        _check_settings(outp, {**opts, "target": target, "seed": seed}, write=rank == 0)
+        if rank == 0:
+            _import_legacy(outp)
+        multihost.barrier("jaxattr-evaluate-setup")  # (no-op in one process)
         stored = {(r["method"], json.dumps(r["id"])): r for r in stored_records(outp, methods)}
     rows: list[dict[str, Any]] = []
     for name in methods:
@@ -367,8 +426,12 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         for ex, r in zip(exs, prior):
             if r is not None:
                 check_same_input(records_path(outp, name), ex, r.get("input_sha"))
-        rows += [dict(r) for r in prior if r is not None]
         todo = [ex for ex, r in zip(exs, prior) if r is None]
+        if todo and sharded:  # every process sees the same store here, so all take this branch alike
+            rows += _run_method_sharded(model, name, exs, opts, faith, degradation, target=target, out=outp,
+                                        tokens_per_batch=tokens_per_batch, seed=seed, progress=progress)
+            continue
+        rows += [dict(r) for r in prior if r is not None]
         if todo and compute:
             rows += _run_method(model, name, todo, opts, faith, degradation, target=target, out=out,
                                 tokens_per_batch=tokens_per_batch, seed=seed, progress=progress)
@@ -380,9 +443,25 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
                                    degradation=degradation)
             for r, v in zip(lacking, vals):
                 r.update({k: x for k, x in v.items() if k not in r})
-    if out is not None and compute:
+    if out is not None and compute and rank == 0:
         _write_per_example(Path(out))
+    if sharded:
+        multihost.barrier("jaxattr-evaluate-written")  # per_example.jsonl is there when any process returns
+    if rationale_column:
+        _add_plausibility(rows, exs)
     return records_frame(rows)
+
+
+def _add_plausibility(rows: list[dict[str, Any]], examples: Sequence[Mapping[str, Any]]) -> None:
+    """`token_f1`, `iou`, `auprc` of each row's scores against its example's `rationale` token mask."""
+    from jaxattr.evaluation.plausibility import plausibility
+
+    by_id = {json.dumps(ex["id"]): ex for ex in examples}
+    for r in rows:
+        ex = by_id[json.dumps(r["id"])]
+        scores = np.zeros(len(ex["input_ids"]))
+        scores[:len(r["scores"])] = r["scores"]
+        r.update(plausibility(scores, ex["rationale"], np.asarray(ex["word_ids"]) >= 0)._asdict())
 
 
 def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping[str, Any], faith: list[str],
@@ -393,12 +472,9 @@ def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping
 
     from tqdm.auto import tqdm
 
-    from jaxattr.attribution.driver import Driver
     from jaxattr.attribution.results import ResultWriter
 
-    reg, options = method_options(name, model.cfg, **{k: opts[k] for k in OPTION_DEFAULTS})
-    driver = Driver(model.params, model.cfg, reg, options, mask_id=model.mask_id, pad_id=model.pad_id,
-                    tokens_per_batch=tokens_per_batch, seed=seed)
+    driver = _method_driver(model, name, opts, tokens_per_batch=tokens_per_batch, seed=seed)
     writer = ResultWriter(records_path(out, name)) if out is not None else None
     if writer is not None:
         writer.bind({**driver.settings(), "target": target, "seed": seed}, model=model.source)
@@ -407,21 +483,66 @@ def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping
             tqdm(total=len(todo), unit="ex", desc=name, disable=not progress) as bar:
         for s in range(0, len(todo), FLUSH):
             part = todo[s:s + FLUSH]
-            t0 = time.perf_counter()
-            res = {json.dumps(r["id"]): r for chunk in driver.run(part, target,
-                                                                  partial=writer.partial if writer else None)
-                   for r in chunk}
-            seconds = (time.perf_counter() - t0) / len(part)
-            got = [res[json.dumps(ex["id"])] for ex in part]
-            vals = example_metrics(model, part, got, metrics=faith, degradation=degradation)
-            recs = [{"id": ex["id"], "input_sha": r["input_sha"], "target": int(r["target"]),
-                     "prob": float(r["prob"]), "seconds": seconds,
-                     "tokens": len(ex["input_ids"]), "scores": [float(x) for x in r["scores"]], **v,
-                     "method": name} for ex, r, v in zip(part, got, vals)]
+            recs = _measured_records(model, driver, name, part, faith, degradation, target=target,
+                                     partial=writer.partial if writer else None)
             if writer is not None:
                 writer.write(recs)
             rows += recs
             bar.update(len(part))
+    return rows
+
+
+def _method_driver(model: Any, name: str, opts: Mapping[str, Any], *, tokens_per_batch: int, seed: int) -> Any:
+    from jaxattr.attribution.driver import Driver
+
+    reg, options = method_options(name, model.cfg, **{k: opts[k] for k in OPTION_DEFAULTS})
+    return Driver(model.params, model.cfg, reg, options, mask_id=model.mask_id, pad_id=model.pad_id,
+                  tokens_per_batch=tokens_per_batch, seed=seed)
+
+
+def _measured_records(model: Any, driver: Any, name: str, part: Sequence[Mapping[str, Any]], faith: list[str],
+                      degradation: bool, *, target: str, partial: Any) -> list[dict[str, Any]]:
+    """One stored chunk: the attributions of `part` and their metrics, as records in `part`'s order."""
+    t0 = time.perf_counter()
+    res = {json.dumps(r["id"]): r for chunk in driver.run(part, target, partial=partial) for r in chunk}
+    seconds = (time.perf_counter() - t0) / len(part)
+    got = [res[json.dumps(ex["id"])] for ex in part]
+    vals = example_metrics(model, part, got, metrics=faith, degradation=degradation)
+    return [{"id": ex["id"], "input_sha": r["input_sha"], "target": int(r["target"]), "prob": float(r["prob"]),
+             "seconds": seconds, "tokens": len(ex["input_ids"]), "scores": [float(x) for x in r["scores"]], **v,
+             "method": name} for ex, r, v in zip(part, got, vals)]
+
+
+def _run_method_sharded(model: Any, name: str, exs: list[dict[str, Any]], opts: Mapping[str, Any],
+                        faith: list[str], degradation: bool, *, target: str, out: Path, tokens_per_batch: int,
+                        seed: int, progress: bool) -> list[dict[str, Any]]:
+    """This process's claimed chunks of one method (`multihost.run_sharded`: chunks of at most FLUSH examples
+    stored at a time), then every merged record of `exs` in input order (the same on every process)."""
+    from tqdm.auto import tqdm
+
+    from jaxattr.attribution.results import read_results
+
+    driver = _method_driver(model, name, opts, tokens_per_batch=tokens_per_batch, seed=seed)
+    rank, n = multihost.process()
+    path = records_path(out, name)
+    with tqdm(unit="ex", desc=f"{name} (process 0 of {n})", disable=not progress or rank != 0) as bar:
+        def measure(chunk, writer):
+            bar.total = (bar.total or 0) + len(chunk)
+            bar.refresh()
+            for s in range(0, len(chunk), FLUSH):
+                part = chunk[s:s + FLUSH]
+                yield _measured_records(model, driver, name, part, faith, degradation, target=target,
+                                        partial=writer.partial)
+                bar.update(len(part))
+
+        multihost.run_sharded(path, exs, driver.work, measure, {**driver.settings(), "target": target, "seed": seed},
+                              model=model.source)
+    merged = {json.dumps(r["id"]): r for r in read_results(path)}
+    rows = []
+    for ex in exs:
+        r = merged.get(json.dumps(ex["id"]))
+        if r is not None:
+            rows.append(dict(r))
     return rows
 
 
@@ -438,7 +559,7 @@ def metric_columns(df: Any) -> list[str]:
     """The metric columns present in an `evaluate` frame, in table order."""
     from jaxattr.evaluation.faithfulness import METRICS
 
-    cols = [c for c in METRICS if c in df.columns]
+    cols = [c for c in (*METRICS, *PLAUSIBILITY_METRICS) if c in df.columns]
     if "degradation_drop_11" in df.columns:
         cols += list(DEGRADATION_METRICS)
     return cols
@@ -580,7 +701,7 @@ def _noise_stats(model: Any, examples: list, path: Path) -> Path:
     from jaxattr.attribution.iba import estimate_noise_stats, save_noise_stats
     from jaxattr.data.tokenize import bucket_length, pad_batch
 
-    if not path.exists():
+    if multihost.process()[0] == 0 and not path.exists():  # process 0 alone estimates; the others wait
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
 
         def batches():
@@ -589,6 +710,7 @@ def _noise_stats(model: Any, examples: list, path: Path) -> Path:
                 yield pad_batch(part, bucket_length(max(len(e["input_ids"]) for e in part)), model.pad_id)
 
         save_noise_stats(str(path), estimate_noise_stats(model.params, model.cfg, batches()))
+    multihost.barrier("jaxattr-noise-stats")
     return path
 
 
@@ -618,7 +740,8 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
                          overwrite: bool = False, progress: bool = True) -> tuple[Any, list[str]]:
     """The IBA paper's degradation test (§4.1, Table 1, Fig. 1): attributions of the probability of the
     target (resumable, `out/scores_<method>.jsonl`), then the vectorised test; returns (result, written files:
-    `degradation.md`, `.csv`, `.png`, `per_example.csv`)."""
+    `degradation.md`, `.csv`, `.png`, `per_example.csv`). Launched as several processes, the attributions are
+    split between them (module doc); process 0 writes the files and every process returns the same."""
     from tqdm.auto import tqdm
 
     from jaxattr.attribution import registry
@@ -636,6 +759,7 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
 
     model, out = as_model(model), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    rank, n_proc = multihost.process()
     fractions = grid_fractions(grid)
     for m in methods:
         registry.get(COMPARATORS.get(m, (m,))[0])  # unknown names fail before any work
@@ -650,13 +774,18 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
                                  lime_samples=lime_samples)
         driver = Driver(model.params, model.cfg, reg, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                         output="prob", tokens_per_batch=tokens_per_batch, seed=seed)
-        with ResultWriter(path, overwrite=overwrite) as writer:
-            writer.bind({**driver.settings(), "target": explain, "seed": seed}, model=model.source)
-            todo = writer.pending(examples)
-            with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
-                      disable=not (todo and progress)) as bar:
-                for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
-                    writer.write(chunk)
+        settings = {**driver.settings(), "target": explain, "seed": seed}
+        if n_proc > 1:
+            multihost.run_driver_sharded(path, examples, driver, explain, settings, desc=m, model=model.source,
+                                         overwrite=overwrite, progress=progress)
+        else:
+            with ResultWriter(path, overwrite=overwrite) as writer:
+                writer.bind(settings, model=model.source)
+                todo = writer.pending(examples)
+                with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
+                          disable=not (todo and progress)) as bar:
+                    for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
+                        writer.write(chunk)
         rows = [r for r in read_results(path) if r["id"] in by_id]
         layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
         for lay in layers:  # IBA with layer "all": one curve per layer
@@ -676,13 +805,18 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
             tgt = np.asarray([recs[ex["id"]]["gold" if target == "gold" else "prediction"] for ex in part], np.int32)
             curves[name].append(degradation_probs(model.params, model.cfg, batch, sc, tgt, fractions=fr)[1])
     allc = {k: np.concatenate(v) for k, v in curves.items()}
-    per_example = _write_curves(out / "per_example.csv", ids, allc, by_id, fractions)
     res = summarise_curves({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)
     labels = {k: DEGRADATION_LABELS.get(k.split("@")[0], k) + (f" (layer {k.split('@')[1]})" if "@" in k else "")
               for k in allc}
     title = f"Degradation test: {model.source}, {len(examples)} examples, target {target}"
-    md, csv_path = write_table(res, str(out), labels=labels, title=title)
-    png = plot_curves(res, str(out / "degradation.png"), labels=labels, title="Degradation test")
+    if rank == 0:
+        per_example = _write_curves(out / "per_example.csv", ids, allc, by_id, fractions)
+        md, csv_path = write_table(res, str(out), labels=labels, title=title)
+        png = plot_curves(res, str(out / "degradation.png"), labels=labels, title="Degradation test")
+    else:  # the names process 0 writes (`degradation.write_table` / `plot_curves` name them so)
+        per_example, png = str(out / "per_example.csv"), str(out / "degradation.png")
+        md, csv_path = str(out / "degradation.md"), str(out / "degradation.csv")
+    multihost.barrier("jaxattr-degradation-written")  # the files are there when any process returns
     return res, [md, csv_path, png, per_example]
 
 
