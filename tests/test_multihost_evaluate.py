@@ -94,6 +94,7 @@ def test_two_processes_evaluate_as_one(job):
 
 
 @pytest.mark.slow
+@pytest.mark.extra  # degradation shares evaluate's run_sharded path, checked by the test above
 def test_two_processes_degradation_as_one(job):
     d, data = job
     wait_processes(launch_processes([_degradation(d, data, d / "dg_two")]))
@@ -109,6 +110,7 @@ def test_two_processes_degradation_as_one(job):
 
 
 @pytest.mark.slow
+@pytest.mark.extra  # the same kill-and-relaunch path as test_multihost_attribute's, through the harness
 def test_killed_evaluate_relaunched_has_every_id_once(job):
     d, data = job
     out = d / "ev_killed"
