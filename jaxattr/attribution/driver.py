@@ -172,9 +172,9 @@ class Driver:
         """Paths one example costs (1 for a batch method)."""
         if self.spec.paths is None:
             return 1
-        wids = np.asarray(ex["word_ids"])
-        uid = self._unit_ids({"word_ids": wids, "attention_mask": np.ones_like(wids),
-                              "input_ids": np.asarray(ex["input_ids"])})
+        # padded to the bucket length: a handful of shapes for the eager unit_ids, not one per length
+        arrays = pad_batch([ex], bucket_length(len(ex["input_ids"]), self.buckets), self.pad_id)
+        uid = self._unit_ids({k: v[0] for k, v in arrays.items()})
         return len(np.unique(uid[uid >= 0]))
 
     def work(self, ex: Mapping[str, Any]) -> int:
@@ -255,26 +255,24 @@ class Driver:
         for job in jobs:
             descs.append((job, job.units[0] if job.units else np.zeros(length, np.float32), 1.0, 0.0))
             descs.extend((job, u, 0.0, 0.0) for u in job.units)
-        logits = []
+        logits, explained = [], []
         for s in range(0, len(descs), r):
             part = descs[s:s + r]
             rows = self._rows(part, r)
             self.compiled_shapes.add(("forward", r, length))
-            out = self._fwd(self.params, shard_batch(rows, self.mesh))
+            out, per_class = self._fwd(self.params, shard_batch(rows, self.mesh))
             logits.append(np.asarray(out)[:len(part)])
-        logits = np.concatenate(logits)
+            explained.append(np.asarray(per_class, np.float64)[:len(part)])
+        logits, explained = np.concatenate(logits), np.concatenate(explained)
         k = 0
         for job in jobs:
             lx = logits[k:k + 1]
-            lb = logits[k + 1:k + 1 + len(job.units)]
+            f = explained[k:k + 1 + len(job.units)]  # [1 + U, C]: F of every class at x and each baseline
             k += 1 + len(job.units)
             job.prediction = int(np.argmax(lx[0]))
             tgt, prob = targets_and_probs(lx, [targets[job.index]], self.cfg)
             job.target, job.prob = int(tgt[0]), float(prob[0])
-            f = explained_output(jnp.asarray(np.concatenate([lx, lb])), jnp.full(1 + len(lb), job.target),
-                                 self.cfg, self.output)
-            f = np.asarray(f, np.float64)
-            job.f_x, job.f_base = float(f[0]), f[1:]
+            job.f_x, job.f_base = float(f[0, job.target]), f[1:, job.target]
 
     def _run_paths(self, examples, targets, idx, length, progress,
                    partial: PartialSums | None) -> Iterator[list[dict[str, Any]]]:
@@ -439,7 +437,7 @@ class Driver:
                         np.ones(shape, np.float32), np.zeros(shape, np.float32), np.ones(b, np.float32),
                         np.zeros(b, np.float32), np.zeros(b, np.int32))
             self.compiled_shapes.add(("forward", b, length))
-            logits = np.asarray(self._fwd(self.params, shard_batch(rows, self.mesh)), np.float64)
+            logits = np.asarray(self._fwd(self.params, shard_batch(rows, self.mesh))[0], np.float64)
             tgt, probs = targets_and_probs(logits, [targets[i] for i in part] + [targets[part[-1]]] * (b - len(part)),
                                            self.cfg)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
@@ -501,16 +499,21 @@ def example_keys(seed: int, ids: Sequence[Any]) -> jax.Array:
 def _kernels(cfg: EncoderConfig, output: str) -> tuple[Any, Any]:
     """The jitted row kernels, shared by every Driver of the same config (one compile per shape)."""
     return (jax.jit(functools.partial(_grad_chunk, cfg=cfg, output=output)),
-            jax.jit(functools.partial(_fwd_chunk, cfg=cfg)))
+            jax.jit(functools.partial(_fwd_chunk, cfg=cfg, output=output)))
 
 
 def _grad_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> jax.Array:
     return row_contributions(params, cfg, rows, output)
 
 
-def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig) -> jax.Array:
-    """Logits at each row's path point."""
-    return row_logits(params, cfg, rows)
+def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> tuple[jax.Array, jax.Array]:
+    """Logits at each row's path point [R, C], and the explained output F for every class [R, C] (the driver
+    picks the target's column once it is resolved: the predicted class is known only after this call)."""
+    logits = row_logits(params, cfg, rows)
+    n = logits.shape[0]
+    per_class = jnp.stack([explained_output(logits, jnp.full(n, c, jnp.int32), cfg, output)
+                           for c in range(logits.shape[1])], axis=-1)
+    return logits, per_class
 
 
 def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[dict[str, Any]], method: str,
