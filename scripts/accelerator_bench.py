@@ -26,7 +26,8 @@ Peers run float32 (PyTorch's default: no TF32); their MFU is against the float32
 jaxattr's last block computes only [CLS] where only [CLS] is read, and IBA's loop runs only the blocks
 after the bottleneck: both do less work than the model FLOPs count.
 
-`--budget-s` (default 420, under 8 minutes on one H100 with start-up and compiles): once it is spent,
+`--budget-s` (default 420, under 8 minutes on one H100 with start-up and compiles; on an H200 that covers the
+128-token rows, DACT and fine-tuning, and `--lengths 512` is a second call of ~5 min): once it is spent,
 the remaining rows are reported as skipped (time budget). Unavailable peers are reported as skipped,
 with the reason. The result is a Markdown entry in benchmarks/RESULTS.md's format, printed to stdout
 and written to `--out`. Timings on a shared CPU are functional checks only, never results.
@@ -358,17 +359,18 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             steps_fn = torch_trainer(BertForSequenceClassification.from_pretrained(hf_dir), host, peer_device)
             steps_fn(1)  # warm-up
-            return median_s(lambda: steps_fn(z["ft_steps"]), rounds) / bs
+            return median_s(lambda: steps_fn(z["ft_steps"]), rounds) / (z["ft_steps"] * bs)  # as jaxattr's
         row.peer, row.peer_s, row.peer_note = peer(("train", row.tokens), "hf-train", hf)
 
-    # ---- the plan: short sequences first, then fine-tuning and DACT, then the long sequences
+    # ---- the plan: short sequences first, then DACT (cheap) and fine-tuning, then the long sequences.
+    # On an H200 (2026-12-04) the whole plan took ~11 min, compiles and the peers' warm-ups being most of it.
     plan: list[tuple[str, int, str, Callable]] = []
     for i, T in enumerate(z["lengths"]):
         for dt in args.dtypes:
             plan += [("IG", T, dt, ig), ("SIG", T, dt, sig), ("IBA", T, dt, iba_row)]
         if i == 0:
-            plan += [("fine-tune step", z["ft_length"], dt, finetune) for dt in args.dtypes]
             plan.append(("DACT early exit", z["dact_length"], "float32", dact_row))
+            plan += [("fine-tune step", z["ft_length"], dt, finetune) for dt in args.dtypes]
     examples = {T: synth_examples(max(z["ig"][0], z["iba"][0], z["ft_batch"]), T, base_cfg, ids, seed=T)
                 for T in {*z["lengths"], z["ft_length"]}}
     for name, T, dt, fn in plan:
