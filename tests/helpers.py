@@ -134,6 +134,25 @@ def sentencepiece() -> Tokenizer:
     return tok
 
 
+def spm_model_dir(path: Path) -> Path:
+    """A tokenizer directory as DeBERTa-v3 ships on the Hub: a SentencePiece `spm.model` (trained here with
+    the `sentencepiece` package) and `tokenizer_config.json`, no `tokenizer.json`."""
+    import sentencepiece as spm
+
+    path.mkdir(parents=True, exist_ok=True)
+    corpus = path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(path / "spm"), vocab_size=59, model_type="unigram",
+        character_coverage=1.0, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+        eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols=["[MASK]"], minloglevel=2)
+    corpus.unlink()
+    (path / "spm.vocab").unlink()
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer",
+                                                            "do_lower_case": False}))
+    return path
+
+
 KINDS = {
     # kind: (builder, special tokens, word-start marker, words of TOKENIZER_TEXT)
     "wordpiece": (wordpiece, dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",

@@ -9,20 +9,28 @@ input, every piece of a word must carry that word's id, and special tokens none.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from helpers import KINDS
+from helpers import KINDS, spm_model_dir
 from helpers import TOKENIZER_TEXT as TEXT
 from transformers import PreTrainedTokenizerFast
 
 from jaxattr.attribution.gradients import word_scores
 from jaxattr.data import encode_texts
+from jaxattr.models.loading import load_tokenizer
 
 PAIR = "Not worth the risk."
 
 
-@pytest.fixture(scope="module", params=sorted(KINDS))
-def kind(request):
+@pytest.fixture(scope="module", params=[*sorted(KINDS), "spm_model"])
+def kind(request, tmp_path_factory):
+    if request.param == "spm_model":  # DeBERTa-v3's Hub layout, converted by transformers when loaded
+        tok = load_tokenizer(spm_model_dir(tmp_path_factory.mktemp("spm")))
+        assert tok.is_fast
+        return request.param, tok, "▁", KINDS["sentencepiece"][3]
     build, specials, marker, words = KINDS[request.param]
     return request.param, PreTrainedTokenizerFast(tokenizer_object=build(), **specials), marker, words
 
@@ -56,3 +64,15 @@ def test_pair_words_follow_the_first_segment(kind):
     assert ex["words"][:len(want)] == want
     assert " ".join(ex["words"][len(want):]).replace(" .", ".") == PAIR, name
     assert ex["word_ids"].max() == len(ex["words"]) - 1
+
+
+def test_spm_model_without_sentencepiece_is_one_line(tmp_path):
+    """Without the `sentencepiece` package transformers cannot convert spm.model (its error names tiktoken);
+    jaxattr says what is missing."""
+    d = spm_model_dir(tmp_path / "spm")
+    code = ("import sys; sys.modules['sentencepiece'] = None\n"
+            "from jaxattr.errors import UserError\nfrom jaxattr.models.loading import load_tokenizer\n"
+            f"try:\n    load_tokenizer({str(d)!r})\nexcept UserError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (f"{d}: the tokenizer is SentencePiece's spm.model without a tokenizer.json; "
+                           "converting it needs the sentencepiece package (pip install sentencepiece)")

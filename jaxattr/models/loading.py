@@ -21,6 +21,8 @@ DEFAULT_CLASSIFIER = "default-classifier"  # what `jaxattr demo` fine-tunes and 
 QUICK_CLASSIFIER = "quick-classifier"  # `jaxattr demo --quick`
 VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                "tokenizer.model", "spm.model")  # at least one holds the vocabulary (spm.model: DeBERTa-v3)
+# SentencePiece models: transformers converts them to a fast tokenizer with the `sentencepiece` package
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "spm.model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,14 @@ def minilm_dir() -> Path:
     return Path(get_model_path())
 
 
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 def load_tokenizer(path: str | Path) -> Any:
     """The fast HF tokenizer stored in a directory (no network)."""
     from transformers import AutoTokenizer
@@ -55,6 +65,10 @@ def load_tokenizer(path: str | Path) -> Any:
     # transformers 5 silently builds an empty tokenizer (every word -> [UNK]) when the vocabulary is missing.
     if not any((Path(path) / name).exists() for name in VOCAB_FILES):
         raise UserError(f"{path}: no tokenizer files (one of {', '.join(VOCAB_FILES)})")
+    spm = [n for n in SENTENCEPIECE_FILES if (Path(path) / n).exists()]
+    if spm and not (Path(path) / "tokenizer.json").exists() and not _importable("sentencepiece"):
+        raise UserError(f"{path}: the tokenizer is SentencePiece's {spm[0]} without a tokenizer.json; converting "
+                        "it needs the sentencepiece package (pip install sentencepiece)")
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - report any failure as a bad directory
