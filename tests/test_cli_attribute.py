@@ -161,6 +161,12 @@ def test_id_column_keeps_the_inputs_ids(model_dir, tmp_path, capsys):
     assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "key", "--out", out) == 0
     assert [r["id"] for r in read_results(out)] == ["x0", "x1", "x2"]
     capsys.readouterr()
+    # input order also where the driver batches by length (long texts first here): as a multi-process job writes
+    texts = [" ".join(["cars"] * n) for n in (20, 2, 20)]
+    data.write_text("".join(json.dumps({"key": f"y{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "key", "--out",
+                     tmp_path / "q.jsonl", "--tokens-per-batch", 128) == 0
+    assert [r["id"] for r in read_results(tmp_path / "q.jsonl")] == ["y0", "y1", "y2"]
     assert attribute(model_dir, "--method", "saliency", "--input", data, "--id-column", "nope", "--out",
                      tmp_path / "p.jsonl") == 2
     assert "nope" in capsys.readouterr().err

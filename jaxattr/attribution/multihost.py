@@ -189,7 +189,8 @@ def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]],
                          settings: Mapping[str, Any], *, desc: str, model: str | None = None,
                          overwrite: bool = False, progress: bool = True) -> int:
     """A `Driver`'s records of `examples` into OUT, resumable, on one process or (`run_driver_sharded`) on
-    every process of a multi-process job. Returns how many records this process wrote."""
+    every process of a multi-process job; either way OUT ends in input order (the driver finishes examples in
+    length-bucket order). Returns how many records this process wrote."""
     import sys
 
     from tqdm.auto import tqdm
@@ -209,6 +210,7 @@ def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]],
             for chunk in driver.run(todo, target, progress=bar, partial=writer.partial):
                 written += writer.write(chunk)
                 bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
+    merge(Path(out), examples, settings, model=model)  # input order, as a multi-process job writes it
     return written
 
 
