@@ -30,12 +30,16 @@ demo: $(VENV)/.runtime
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check jaxattr train eval scripts tests
 
+# two pytest-xdist workers (one per core of the CI machine); a module stays on one worker (its fixtures once)
+TEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.test lint
-	$(PY) -m pytest -q -m "not extra" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not extra" $(PYTEST_ARGS)
 
 # every test, the `extra` ones (slower second checks of covered paths) included
 test-all: $(VENV)/.test lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Wheels an accelerator image needs beyond the JAX stack (it has jax, torch, transformers): jaxattr itself,
 # captum and time-interpret (from pip's configured, local index), into one folder of at most 64 MiB.

@@ -25,6 +25,13 @@ def test_constant_and_empty_inputs():
     assert bootstrap_mean(np.array([np.nan])).n == 0
 
 
+def test_two_seeds_are_never_resolved():
+    """Two paired runs (e.g. two training seeds) give no CI: the comparison stays unresolved."""
+    pd = paired_difference(np.array([0.864, 0.865]), np.array([0.881, 0.889]))
+    assert pd.verdict == "unresolved" and np.isnan(pd.diff.low)
+    assert str(pd.diff) == "-0.021 [no CI: n = 2]"
+
+
 def test_paired_difference_resolves_a_shift_that_unpaired_noise_hides():
     """Large per-example variation shared by both methods: the paired test sees the shift of 0.05."""
     rng = np.random.default_rng(1)

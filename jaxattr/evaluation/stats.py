@@ -19,6 +19,8 @@ class Interval:
     n: int
 
     def __str__(self) -> str:
+        if np.isnan(self.low):
+            return f"{self.mean:.3f} [no CI: n = {self.n}]"
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
@@ -43,14 +45,17 @@ class Paired:
 
 
 def bootstrap_mean(values: np.ndarray, *, resamples: int = 5000, seed: int = 0) -> Interval:
-    """Mean of `values` [N] with a 95% BCa bootstrap CI (percentile when BCa is degenerate)."""
+    """Mean of `values` [N] with a 95% BCa bootstrap CI (percentile when BCa is degenerate; NaN bounds
+    for N < 3)."""
     from scipy import stats
 
     x = np.asarray(values, np.float64)
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    if len(x) < 3 or np.ptp(x) == 0:
+    if len(x) < 3:  # no CI from one or two values: NaN bounds, so no comparison reads as resolved
+        return Interval(float(x.mean()), float("nan"), float("nan"), len(x))
+    if np.ptp(x) == 0:
         return Interval(float(x.mean()), float(x.mean()), float(x.mean()), len(x))
     res = stats.bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=0.95,
                           random_state=np.random.default_rng(seed), method="BCa")
