@@ -176,14 +176,22 @@ JOB_TEXTS = ["i love self driving cars", "the zebra news is very bad", "you hate
 WORKER = "import sys; from jaxattr.cli import main; [main(a) for a in eval(sys.argv[1])]"
 
 
-def launch_processes(commands: list[list[str]]) -> list[subprocess.Popen]:
-    """2 processes x 2 CPU devices on loopback, each running `jaxattr` `commands` one after another."""
+# the same, but every ResultWriter.write is followed by a pause: a job a test can kill between two records
+# however fast it runs (with the run's compilation cache a tiny job ends within one polling interval)
+SLOW_WRITER = ("import sys, time\nfrom jaxattr.attribution.results import ResultWriter\nwrite = ResultWriter.write\n"
+               "def slow(self, records):\n    n = write(self, records)\n    time.sleep(0.5)\n    return n\n"
+               "ResultWriter.write = slow\n" + WORKER)
+
+
+def launch_processes(commands: list[list[str]], worker: str = WORKER) -> list[subprocess.Popen]:
+    """2 processes x 2 CPU devices on loopback, each running `jaxattr` `commands` one after another (`worker`:
+    WORKER, or SLOW_WRITER for a job to be killed midway)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
-    return [subprocess.Popen([sys.executable, "-c", WORKER, repr(commands)], cwd=ROOT, stdout=subprocess.PIPE,
+    return [subprocess.Popen([sys.executable, "-c", worker, repr(commands)], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=dict(env, JAX_PROCESS_ID=str(i)))
             for i in range(2)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import JOB_TEXTS, launch_processes, read_rows, tiny_model, wait_processes
+from helpers import JOB_TEXTS, SLOW_WRITER, launch_processes, read_rows, tiny_model, wait_processes
 
 from jaxattr.cli import main
 
@@ -53,11 +53,13 @@ def test_killed_job_relaunched_has_every_id_once(job):
     d, data = job
     out = d / "killed.jsonl"
     cmd = _argv(d, data, "ig", out, "--steps", "32")[:-2] + ["--tokens-per-batch", "96"]
-    procs = launch_processes([cmd])
+    procs = launch_processes([cmd], worker=SLOW_WRITER)
     shard = d / "killed.jsonl.shards" / "proc-0001.jsonl"
     deadline = time.time() + 600
-    while time.time() < deadline and not (shard.exists() and shard.read_text().count("\n") >= 2):
+    while (time.time() < deadline and all(p.poll() is None for p in procs)
+           and not (shard.exists() and shard.read_text().count("\n") >= 2)):
         time.sleep(0.1)
+    assert all(p.poll() is None for p in procs), "the job ended before it could be killed"
     assert shard.exists(), "process 1 never wrote a record"
     for p in procs:  # process 1 dies; without its partner the job is dead, as a pod's would be
         p.send_signal(signal.SIGKILL)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import JOB_TEXTS, launch_processes, read_rows, tiny_model, wait_processes
+from helpers import JOB_TEXTS, SLOW_WRITER, launch_processes, read_rows, tiny_model, wait_processes
 
 from jaxattr.cli import main
 
@@ -115,12 +115,13 @@ def test_killed_evaluate_relaunched_has_every_id_once(job):
     d, data = job
     out = d / "ev_killed"
     cmd = _evaluate(d, data, out, "--methods", "ig", "--steps", "32", "--metrics", "log_odds")
-    procs = launch_processes([cmd])
+    procs = launch_processes([cmd], worker=SLOW_WRITER)
     shards = out / "records_ig.jsonl.shards"
     deadline = time.time() + 300
-    while time.time() < deadline and not (shards.exists() and any(
+    while time.time() < deadline and all(p.poll() is None for p in procs) and not (shards.exists() and any(
             p.read_text().count("\n") >= 1 for p in shards.glob("proc-*.jsonl"))):
         time.sleep(0.1)
+    assert all(p.poll() is None for p in procs), "the job ended before it could be killed"
     assert shards.exists(), "no process wrote a record"
     for p in procs:
         p.send_signal(signal.SIGKILL)
