@@ -33,6 +33,13 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a `slow` test first: pytest-xdist hands modules out in this order, so the long ones start
+    early instead of leaving one worker busy at the end while the other idles."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: collection order otherwise
+
+
 def pytest_unconfigure(config):
     if getattr(config, "_jax_cache_dir", None):
         shutil.rmtree(config._jax_cache_dir, ignore_errors=True)

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["workload", "tokens", "dtype", "items", "jaxattr s/item", "peer", "peer s/item", "speed-up",
            "jaxattr TFLOP/s", "jaxattr MFU", "peer MFU", "note"]
 
 
+@pytest.mark.slow
 def test_accelerator_bench_tiny(tmp_path):
     shim = tmp_path / "shim" / "captum"
     shim.mkdir(parents=True)
