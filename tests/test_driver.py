@@ -78,6 +78,19 @@ def test_chunked_bucketed_equals_single(tiny, method, opts):
         assert shapes == {("grad", 3, 16), ("grad", 1, 32)}
 
 
+def test_small_calls_share_few_shapes(tiny):
+    """A multi-process job runs the driver once per chunk; the rows per call come from a short ladder (multiples
+    of 1/16 of the memory bound), so calls of 1, 2, ..., 24 examples do not each compile their own shape."""
+    model, exs, _ = tiny
+    short = [dict(exs[0], id=f"s{i}") for i in range(24)]  # one 16-token bucket
+    drv = Driver(model.params, model.cfg, "ig", {"steps": 5}, mask_id=model.mask_id, pad_id=model.pad_id,
+                 tokens_per_batch=16 * 128)  # 128 rows of 16 tokens: the ladder steps by 8 rows
+    for n in range(1, len(short) + 1):
+        assert sum(len(chunk) for chunk in drv.run(short[:n])) == n
+    rows = sorted(s[1] for s in drv.compiled_shapes if s[0] == "grad")
+    assert all(r % 8 == 0 for r in rows) and len(rows) <= 16, rows  # 24 shapes (5, 10, ..., 120) without it
+
+
 def test_registry_and_options(tiny):
     model, exs, _ = tiny
     assert {"ig", "sig", "saliency", "gradxinput", "gradientshap"} <= set(registry.names())

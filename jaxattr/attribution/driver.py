@@ -157,10 +157,13 @@ class Driver:
         return max(1, self.tokens_per_batch // (length * max(1, cost))) * self.ndev
 
     def even_rows(self, total: int, limit: int) -> int:
-        """Rows per chunk for `total` rows under `limit`: equal chunks, a multiple of the device count."""
+        """Rows per chunk for `total` rows in as few chunks under `limit` as possible, rounded up to a multiple
+        of `limit / 16` (and of the device count): small calls (a multi-process job's chunks) then compile at
+        most 16 shapes per bucket and kind instead of one per call, for at most 1/16 of a chunk of padding."""
         n_chunks = -(-max(total, 1) // limit)
         per = -(-max(total, 1) // n_chunks)
-        return min(limit, -(-per // self.ndev) * self.ndev)
+        step = -(-limit // (16 * self.ndev)) * self.ndev
+        return min(limit, -(-per // step) * step)
 
     def _unit_ids(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """[T] the path method's unit index per position (-1: never moved)."""

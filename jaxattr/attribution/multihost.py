@@ -6,8 +6,8 @@ exchange work **through files, not collectives**: examples are independent, so n
 and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesystem every host sees.
 
 1. Every process reads which ids OUT and the shard files already hold (a barrier after the reading,
-   so that nobody writes before everybody has read), and the pending examples are cut, in input order,
-   into `CHUNKS_PER_PROCESS x N` chunks of about equal cost (`Driver.work`: rows, so a 512-token SIG
+   so that nobody writes before everybody has read), and the pending examples are sorted by length
+   (so that a chunk fills its batches and compiles few shapes) and cut into `CHUNKS_PER_PROCESS x N` chunks of about equal cost (`Driver.work`: rows, so a 512-token SIG
    example weighs ~400 tweets).
 2. Each process claims the next unclaimed chunk (an `O_EXCL` file in `OUT.shards/claims/`), runs it on
    its local devices and appends its records to its own shard file (`ResultWriter`: durable per chunk,
@@ -153,6 +153,8 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
             check_same_input(out, ex, seen[key])
         else:
             pending.append(ex)
+    # by length: a chunk then spans one or two length buckets, so its batches fill and few shapes compile
+    pending.sort(key=lambda ex: len(ex.get("input_ids", ())))
     written = 0
     with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
         writer.bind(settings, model=model)
