@@ -4,6 +4,7 @@ continues without losing or repeating a record."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
@@ -71,3 +72,24 @@ def test_killed_job_relaunched_has_every_id_once(job):
     assert main(cmd[:-4] + ["--out", str(d / "ref.jsonl"), "--tokens-per-batch", "96"]) == 0
     for a, b in zip(read_rows(d / "ref.jsonl"), rows):
         np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=1e-6)
+
+
+def test_progress_counts_every_process(tmp_path):
+    """Process 0's bar shows the whole job: what every process finished against the total of all pending rows,
+    less the rows a process restored from partial sums (as the driver lowers a bar's total)."""
+    from tqdm import tqdm
+
+    from jaxattr.attribution.multihost import JobProgress
+
+    pending = [{"input_ids": [0] * n} for n in (3, 5, 7)]  # 15 rows
+    with tqdm(file=io.StringIO()) as bar:
+        p0 = JobProgress(bar, lambda ex: len(ex["input_ids"]), every_s=0)
+        p1 = JobProgress(tqdm(disable=True), lambda ex: len(ex["input_ids"]), every_s=0)
+        p1.start(tmp_path / "progress", 1, pending)
+        p0.start(tmp_path / "progress", 0, pending)
+        p1.update(5)
+        p1.total -= 2  # process 1 resumed an example 2 rows in
+        p0.update(3)
+        assert (bar.n, bar.total) == (8, 13)
+        p0.finish()
+        assert bar.n == bar.total == 13

@@ -6,14 +6,15 @@ exchange work **through files, not collectives**: examples are independent, so n
 and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesystem every host sees.
 
 1. Every process reads which ids OUT and the shard files already hold (a barrier after the reading,
-   so that nobody writes before everybody has read), and the pending examples are sorted by length
-   (so that a chunk fills its batches and compiles few shapes) and cut into `CHUNKS_PER_PROCESS x N` chunks of about equal cost (`Driver.work`: rows, so a 512-token SIG
-   example weighs ~400 tweets).
+   so that nobody writes before everybody has read); the pending examples are sorted by length (a chunk
+   then fills its batches and compiles few shapes) and cut into `CHUNKS_PER_PROCESS x N` chunks of about
+   equal cost (`Driver.work`: rows, so a 512-token SIG example weighs ~400 tweets).
 2. Each process claims the next unclaimed chunk (an `O_EXCL` file in `OUT.shards/claims/`), runs it on
    its local devices and appends its records to its own shard file (`ResultWriter`: durable per chunk,
    resumable) until no chunk is left. A slow host thus delays the others by at most its last chunk.
 3. After a barrier, process 0 merges OUT and every shard into OUT (atomically; ids once, input order),
-   then removes the shards. Progress is shown by process 0 (its own share of the rows).
+   then removes the shards. Progress is shown by process 0 for the whole job (`JobProgress`: each
+   process counts its finished rows into a small file that process 0 sums).
 
 A killed process stalls the others at the next barrier (the JAX coordinator's timeout ends the job);
 relaunching the job continues from OUT plus the shards: records already written are neither lost nor
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,12 +127,70 @@ def _claim(claims: Path, k: int) -> bool:
         return False
 
 
+class JobProgress:
+    """Whole-job progress of a multi-process job, shown by process 0: each process counts what it finishes
+    (`update(n)`, in `units(example)`: rows or examples) into a small file under `OUT.shards/progress/`, and
+    process 0's bar shows the sum over every process against the whole job's total. The driver lowers `total`
+    by the rows it restores from partial sums, as it does with a plain tqdm bar."""
+
+    def __init__(self, bar: Any, units: Callable[[Mapping[str, Any]], int], every_s: float = 1.0) -> None:
+        self.bar, self.units, self.every_s = bar, units, every_s
+        self.folder: Path | None = None
+        self.rank = self.base = self.done = self.dropped = 0
+        self._last = float("-inf")
+
+    def start(self, folder: Path, rank: int, pending: Sequence[Mapping[str, Any]]) -> None:
+        """The job's pending examples are known (every process has the same list)."""
+        self.folder, self.rank = folder, rank
+        folder.mkdir(parents=True, exist_ok=True)
+        self.base = sum(int(self.units(ex)) for ex in pending)
+        self._sync(force=True)
+
+    @property
+    def total(self) -> int:
+        return self.base - self.dropped
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self.dropped += self.total - int(value)
+        self._sync()
+
+    def update(self, n: int = 1) -> None:
+        self.done += int(n)
+        self._sync()
+
+    def finish(self) -> None:
+        """Every process is done (after the last barrier): the bar shows the whole job finished."""
+        if self.bar.total is not None:
+            self.bar.n = self.bar.total
+            self.bar.refresh()
+
+    def _sync(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.folder is None or (not force and now - self._last < self.every_s):
+            return
+        self._last = now
+        mine = self.folder / f"proc-{self.rank:04d}"
+        tmp = mine.with_name("." + mine.name + ".tmp")
+        tmp.write_text(f"{self.done} {self.dropped}")
+        os.replace(tmp, mine)
+        if self.rank == 0 and not self.bar.disable:
+            done = dropped = 0
+            for f in self.folder.glob("proc-*"):
+                d, x = (int(v) for v in f.read_text().split())
+                done, dropped = done + d, dropped + x
+            self.bar.total, self.bar.n = self.base - dropped, done
+            self.bar.refresh()
+
+
 def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
                 work: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
-                settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False) -> int:
+                settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False,
+                progress: JobProgress | None = None) -> int:
     """Run `work(chunk, writer)` (yielding record lists: attributions, or anything keyed by example id) over
     this process's claimed chunks of the pending examples, then merge into OUT (process 0). Every process must
-    make the same calls in the same order. Returns how many records this process wrote."""
+    make the same calls in the same order. `progress` (which `work` updates) is started on the pending
+    examples. Returns how many records this process wrote."""
     out = Path(out)
     rank, n = process()
     shards, claims = shard_dir(out), shard_dir(out) / "claims"
@@ -142,6 +202,7 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
             out.unlink(missing_ok=True)
             shutil.rmtree(shards, ignore_errors=True)
         shutil.rmtree(claims, ignore_errors=True)
+        shutil.rmtree(shards / "progress", ignore_errors=True)
         claims.mkdir(parents=True)
     barrier("jaxattr-cleared")
     seen = _done_digests(out)
@@ -155,6 +216,8 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
             pending.append(ex)
     # by length: a chunk then spans one or two length buckets, so its batches fill and few shapes compile
     pending.sort(key=lambda ex: len(ex.get("input_ids", ())))
+    if progress is not None:
+        progress.start(shards / "progress", rank, pending)
     written = 0
     with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
         writer.bind(settings, model=model)
@@ -166,6 +229,8 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
     if rank == 0:
         merge(out, examples, settings, model=model)
     barrier("jaxattr-merged")
+    if progress is not None:
+        progress.finish()
     return written
 
 
@@ -173,18 +238,20 @@ def run_driver_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], d
                        settings: Mapping[str, Any], *, desc: str, model: str | None = None, overwrite: bool = False,
                        progress: bool = True) -> int:
     """`run_sharded` of a `Driver`'s records (`driver.run(chunk, target)`, partial sums in the shard's sidecar),
-    with a progress bar in rows on process 0 only. Returns how many records this process wrote."""
+    with one progress bar for the whole job, in rows, on process 0. Returns how many records this process
+    wrote."""
     from tqdm.auto import tqdm
 
     rank, n = process()
-    with tqdm(unit="row", desc=f"{desc} (process 0 of {n})", dynamic_ncols=True,
+    with tqdm(unit="row", desc=f"{desc} ({n} processes)", dynamic_ncols=True,
               disable=not progress or rank != 0) as bar:
-        def attribute(chunk, writer):
-            bar.total = (bar.total or 0) + sum(driver.work(ex) for ex in chunk)
-            bar.refresh()
-            yield from driver.run(chunk, target, progress=bar, partial=writer.partial)
+        counter = JobProgress(bar, driver.work)
 
-        return run_sharded(out, examples, driver.work, attribute, settings, model=model, overwrite=overwrite)
+        def attribute(chunk, writer):
+            yield from driver.run(chunk, target, progress=counter, partial=writer.partial)
+
+        return run_sharded(out, examples, driver.work, attribute, settings, model=model, overwrite=overwrite,
+                           progress=counter)
 
 
 def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,

@@ -525,18 +525,18 @@ def _run_method_sharded(model: Any, name: str, exs: list[dict[str, Any]], opts: 
     driver = _method_driver(model, name, opts, tokens_per_batch=tokens_per_batch, seed=seed)
     rank, n = multihost.process()
     path = records_path(out, name)
-    with tqdm(unit="ex", desc=f"{name} (process 0 of {n})", disable=not progress or rank != 0) as bar:
+    with tqdm(unit="ex", desc=f"{name} ({n} processes)", disable=not progress or rank != 0) as bar:
+        counter = multihost.JobProgress(bar, lambda ex: 1)
+
         def measure(chunk, writer):
-            bar.total = (bar.total or 0) + len(chunk)
-            bar.refresh()
             for s in range(0, len(chunk), FLUSH):
                 part = chunk[s:s + FLUSH]
                 yield _measured_records(model, driver, name, part, faith, degradation, target=target,
                                         partial=writer.partial)
-                bar.update(len(part))
+                counter.update(len(part))
 
         multihost.run_sharded(path, exs, driver.work, measure, {**driver.settings(), "target": target, "seed": seed},
-                              model=model.source)
+                              model=model.source, progress=counter)
     merged = {json.dumps(r["id"]): r for r in read_results(path)}
     rows = []
     for ex in exs:
