@@ -93,3 +93,21 @@ def test_progress_counts_every_process(tmp_path):
         assert (bar.n, bar.total) == (8, 13)
         p0.finish()
         assert bar.n == bar.total == 13
+
+
+@pytest.mark.parametrize("count,n", [(16, 2), (24, 3), (7, 3), (1, 2)])
+def test_claim_order_own_range_first(count, n):
+    """Each process tries every chunk once, its own contiguous share of the length-sorted chunks first (the
+    shares tile the chunks), then the others' from the far end backwards."""
+    from jaxattr.attribution.multihost import claim_order
+
+    shares = []
+    for rank in range(n):
+        order = claim_order(count, rank, n)
+        assert sorted(order) == list(range(count))
+        own = count * (rank + 1) // n - count * rank // n
+        assert order[:own] == list(range(count * rank // n, count * (rank + 1) // n))
+        rest = order[own:]
+        assert rest == sorted(rest, reverse=True)
+        shares += order[:own]
+    assert shares == list(range(count))

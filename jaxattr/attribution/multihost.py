@@ -8,10 +8,12 @@ and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesy
 1. Every process reads which ids OUT and the shard files already hold (a barrier after the reading,
    so that nobody writes before everybody has read); the pending examples are sorted by length (a chunk
    then fills its batches and compiles few shapes) and cut into `CHUNKS_PER_PROCESS x N` chunks of about
-   equal cost (`Driver.work`: rows, so a 512-token SIG example weighs ~400 tweets).
-2. Each process claims the next unclaimed chunk (an `O_EXCL` file in `OUT.shards/claims/`), runs it on
-   its local devices and appends its records to its own shard file (`ResultWriter`: durable per chunk,
-   resumable) until no chunk is left. A slow host thus delays the others by at most its last chunk.
+   equal cost (`Driver.work` rows times tokens, so a 512-token SIG example weighs hundreds of SIG tweets).
+2. Each process claims chunks (an `O_EXCL` file in `OUT.shards/claims/`) in its `claim_order`: its own
+   contiguous share of the length-sorted chunks first, so it compiles the shapes of one length range only,
+   then whatever the others have not claimed yet. It runs each on its local devices and appends the records
+   to its own shard file (`ResultWriter`: durable per chunk, resumable) until no chunk is left. A slow host
+   thus delays the others by at most its last chunk.
 3. After a barrier, process 0 merges OUT and every shard into OUT (atomically; ids once, input order),
    then removes the shards. Progress is shown by process 0 for the whole job (`JobProgress`: each
    process counts its finished rows into a small file that process 0 sums).
@@ -119,6 +121,15 @@ def cost_chunks(examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[s
     return [list(examples[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+def claim_order(count: int, rank: int, n: int) -> list[int]:
+    """The order in which process `rank` of `n` tries to claim `count` length-sorted chunks: its own contiguous
+    share first (so each process compiles the shapes of one length range, not of every range), then the others'
+    from the far end backwards (a fast process takes over a slow one's longest chunks, which that process
+    would reach last)."""
+    start, stop = rank * count // n, (rank + 1) * count // n
+    return [*range(start, stop), *(k for k in reversed(range(count)) if not start <= k < stop)]
+
+
 def _claim(claims: Path, k: int) -> bool:
     try:
         os.close(os.open(claims / f"chunk-{k:06d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -221,9 +232,13 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
     written = 0
     with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
         writer.bind(settings, model=model)
-        for k, chunk in enumerate(cost_chunks(pending, cost, CHUNKS_PER_PROCESS * n)):
+        # compute per row grows with the sequence: weigh rows by tokens, or the long half of a sorted job
+        # would be one process's "equal" share at twice the time
+        chunks = cost_chunks(pending, lambda ex: cost(ex) * max(1, len(ex.get("input_ids", ()))),
+                             CHUNKS_PER_PROCESS * n)
+        for k in claim_order(len(chunks), rank, n):
             if _claim(claims, k):
-                for records in work(chunk, writer):
+                for records in work(chunks[k], writer):
                     written += writer.write(records)
     barrier("jaxattr-done")
     if rank == 0:
