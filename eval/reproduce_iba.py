@@ -3,6 +3,10 @@
     .venv/bin/python eval/reproduce_iba.py --parts tweets_gold,tweets_predicted,layers,bbc_gold,bbc_predicted \
         --tweets 1000 --layer-tweets 300 --bbc-model runs/bbc_classifier/model --articles 200
 
+The tweet parts use the demo classifier (`jaxattr demo`); the BBC parts a classifier fine-tuned on BBC News:
+`jaxattr train --set model=minilm --set data=bbc --set max_length=256 --set epochs=2 --set learning_rate=5e-5
+--set batch_size=16 --set seed=0 --set output_dir=runs/bbc_classifier` (about 40 min on the 2-core CPU).
+
 Each part is one `jaxattr degradation` run (resumable: attributions are kept under --work/<part>; a
 target=predicted part reuses the target=gold attributions of the correctly classified examples, which
 explain the same class) on the reference grid np.linspace(0, 1, 10); its per-example curves go to
@@ -73,6 +77,13 @@ def run_part(name: str, spec: dict, work: Path, out: Path) -> None:
     wall_file.write_text(json.dumps(wall, indent=1))
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
+    trained = Path(args.model).parent / "results.json"  # a `jaxattr train` output_dir: how the classifier was made
+    if name.startswith("bbc") and trained.exists():
+        r = json.loads(trained.read_text())
+        keep = ("model", "data", "max_length", "epochs", "batch_size", "learning_rate", "seed")
+        (out / "bbc_classifier.json").write_text(json.dumps(
+            {"config": {k: r["config"].get(k) for k in keep}, "train_examples": r.get("train_examples"),
+             "dev_accuracy": r["dev"]["accuracy"], "test_accuracy": r["test"]["accuracy"]}, indent=1))
     for f in ("per_example.csv", "degradation.md", "degradation.png", "wall.json"):
         shutil.copy(wdir / f, dest / f)
 
@@ -170,6 +181,12 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
              "LIME samples, 10 IBA steps, bottleneck at 3/4 of the depth.", "",
              f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; "
              f"jax {jax.__version__}, Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.", ""]
+    info = out / "bbc_classifier.json"
+    if info.exists():
+        c = json.loads(info.read_text())
+        lines += [f"BBC classifier: `jaxattr train --set {' --set '.join(f'{k}={v}' for k, v in c['config'].items())}` "
+                  f"({c['train_examples']} training articles); dev accuracy {c['dev_accuracy']:.3f}, test "
+                  f"{c['test_accuracy']:.3f}.", ""]
     for name in parts(args):
         f = out / name / "per_example.csv"
         if f.exists():
