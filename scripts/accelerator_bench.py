@@ -95,6 +95,7 @@ class Row:
     peer_flops: float | None = None  # per item, when it differs
     note: str = ""
     skipped: str = ""  # the whole row
+    wall_s: float = 0.0  # the row's wall time: compiles, warm-ups and both sides' rounds
 
 
 def sizes(tiny: bool) -> dict[str, Any]:
@@ -373,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             plan += [("fine-tune step", z["ft_length"], dt, finetune) for dt in args.dtypes]
     examples = {T: synth_examples(max(z["ig"][0], z["iba"][0], z["ft_batch"]), T, base_cfg, ids, seed=T)
                 for T in {*z["lengths"], z["ft_length"]}}
+    setup_s = time.perf_counter() - start  # imports, parameters, the peers' model
     for name, T, dt, fn in plan:
         row = Row(name, T, dt)
         rows.append(row)
@@ -384,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             fn(row, base_cfg.replace(dtype=dt), examples.get(T, []))
         except Exception as e:  # one failing row must not lose the others
             row.skipped = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
-        print(f"# {name} {T} {DTYPES[dt]}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        row.wall_s = time.perf_counter() - t0
+        print(f"# {name} {T} {DTYPES[dt]}: {row.wall_s:.1f}s", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
     load1 = os.getloadavg()
 
@@ -394,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
 
     peak_fp32, src = peak_for(kind, "float32", args.peak_tflops)
     lines = ["| workload | tokens | dtype | items | jaxattr s/item | peer | peer s/item | speed-up | "
-             "jaxattr TFLOP/s | jaxattr MFU | peer MFU | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "jaxattr TFLOP/s | jaxattr MFU | peer MFU | row wall s | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.skipped:
             lines.append(f"| {r.workload} | {r.tokens} | {DTYPES[r.dtype]} | — | — | — | — | — | — | — | — | "
-                         f"{r.skipped} |")
+                         f"{r.wall_s:.0f} | {r.skipped} |")
             continue
         peak, _ = peak_for(kind, r.dtype, args.peak_tflops)
         tf = r.flops / r.jax_s / 1e12
@@ -413,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             speed, pmfu, peer_s = "—", "—", r.peer_note
         lines.append(f"| {r.workload} | {r.tokens} | {DTYPES[r.dtype]} | {r.items} {r.unit}s | {fmt(r.jax_s)} | "
-                     f"{r.peer} | {peer_s} | {speed} | {tf:.3g} | {mfu} | {pmfu} | {r.note} |")
+                     f"{r.peer} | {peer_s} | {speed} | {tf:.3g} | {mfu} | {pmfu} | {r.wall_s:.0f} | {r.note} |")
     import jaxlib
 
     date = datetime.datetime.now(datetime.UTC)
@@ -437,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         f"peers' MFU against the fp32 peak (PyTorch's float32 matmuls do not use TF32 by default).",
         "",
         f"Load average before {load0[0]:.1f}, after {load1[0]:.1f} (1-min), {os.cpu_count()} cores "
-        f"({platform.machine()}). Wall time {wall:.0f} s of a {args.budget_s:g} s budget"
+        f"({platform.machine()}). Wall time {wall:.0f} s of a {args.budget_s:g} s budget, {setup_s:.0f} s of it "
+        "set-up (imports, parameters, the peers' model); \"row wall s\" is each row's whole time, compiles and "
+        "warm-ups included, where the s/item columns time the rounds only"
         + (f"; {len(skipped)} row(s) not run (see the note column)." if skipped else "."),
         "",
         *lines,

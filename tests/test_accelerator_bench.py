@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["workload", "tokens", "dtype", "items", "jaxattr s/item", "peer", "peer s/item", "speed-up",
-           "jaxattr TFLOP/s", "jaxattr MFU", "peer MFU", "note"]
+           "jaxattr TFLOP/s", "jaxattr MFU", "peer MFU", "row wall s", "note"]
 
 
 @pytest.mark.slow
@@ -41,12 +41,15 @@ def test_accelerator_bench_tiny(tmp_path):
         assert len(cells) == len(COLUMNS), ln
         rows[cells[0]] = dict(zip(COLUMNS, cells))
     assert set(rows) == {"IG", "SIG", "IBA", "fine-tune step", "DACT early exit"}
+    wall = float(text.split("Wall time ")[1].split(" s")[0])  # the rows' own times fit in the run's wall time
+    assert 0 < sum(float(r["row wall s"]) for r in rows.values()) <= wall + len(rows), text
     for r in rows.values():
         if r["note"].startswith(("skipped (time budget)", "failed")):  # a loaded machine may run out of budget
             assert "time budget" in r["note"], r
             continue
         assert r["tokens"] == "16" and r["dtype"] == "fp32"
         assert float(r["jaxattr s/item"]) > 0, r
+        assert float(r["row wall s"]) >= 0, r  # whole seconds: compiles and warm-ups included
         assert r["jaxattr MFU"] == "n/a"  # no peak known for a CPU
     # unavailable peers: named and reported as skipped, with the reason
     for name, peer, why in (("IG", "captum", "captum not importable"), ("SIG", "tint", "not importable"),
