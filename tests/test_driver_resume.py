@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
+import jax
 import pytest
-from helpers import tiny_model
+from helpers import attribute, tiny_model
 
 from jaxattr.attribution import results as results_mod
 from jaxattr.attribution.driver import Driver
 from jaxattr.attribution.results import ResultWriter, read_results
 from jaxattr.cli import main
 from jaxattr.data import encode_texts
+from jaxattr.models import save_hf_dir
 
 LONG = "the zebra news is very bad , not good at all you know it is"
 SHORT = "you hate it"
@@ -144,3 +147,27 @@ def test_cli_keeps_partial_sums_of_an_interrupted_example(tiny, tmp_path, monkey
     _sidecar(part).write_text("{}")
     assert main([*common, "--out", str(part), "--overwrite"]) == 0
     assert not _sidecar(part).exists() and part.read_text() == full.read_text()
+
+
+@pytest.mark.parametrize("scale, resumes", [(1e-7, True), (1e-2, False)])
+def test_resume_needs_the_same_model_up_to_float_rounding(tiny, tmp_path, capsys, scale, resumes):
+    """A model that differs from the one that wrote OUT only in the last bits (the same fine-tuning rerun on
+    another CPU) resumes it; one whose logits moved (here every weight scaled by 1 + 1e-2) is refused in one
+    line, and OUT is kept."""
+    model, _, model_dir = tiny
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    save_hf_dir(model.cfg, jax.tree.map(lambda x: x * (1 + scale), model.params), other)
+    out = tmp_path / "out.jsonl"
+    common = ["--method", "ig", "--steps", "2", "--out", out]
+    assert attribute(model_dir, "--text", SHORT, *common) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    code = attribute(other, "--text", SHORT, "--text", LONG, *common)
+    err = capsys.readouterr().err.strip()
+    assert out.read_bytes().startswith(before)
+    if resumes:
+        assert code == 0 and [r["id"] for r in read_results(out)] == [0, 1]
+    else:
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert "another model (its logits on a probe batch)" in err and len(read_results(out)) == 1

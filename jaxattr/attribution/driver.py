@@ -52,7 +52,7 @@ from jaxattr.attribution.results import input_digest
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Params
+from jaxattr.models.encoder import Params, probe_logits
 from jaxattr.sharding import make_mesh, replicated, shard_batch
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ class Driver:
         self._grad, self._fwd = _kernels(cfg, output)
         self._batch_fns: dict[tuple[int, int, int], Any] = {}
         self.compiled_shapes: set[tuple[str, int, int]] = set()  # (kind, rows, T) seen: recompiles are visible
+        self._probe: list[float] | None = None
 
     # ------------------------------------------------------------------------------------------
     def rows_per_chunk(self, length: int, cost: int = 1) -> int:
@@ -218,15 +219,13 @@ class Driver:
 
     def settings(self) -> dict[str, Any]:
         """What the records and partial sums depend on besides the example: method, options, output and
-        the model (config, and a CRC of its small tensors: biases, norms, the head's bias)."""
-        leaves = jax.tree_util.tree_leaves(self.params)
-        crc = 0
-        for x in leaves:
-            if x.size <= 1 << 16:
-                crc = zlib.crc32(np.asarray(x.addressable_data(0)).tobytes(), crc)
+        the model (config, tensor count, and its logits on a probe batch, which `settings_diff` compares to
+        1e-5: the same model retrained on another CPU, equal up to float rounding, resumes a job)."""
+        if self._probe is None:
+            self._probe = [float(v) for v in probe_logits(self.params, self.cfg).ravel()]
         return {"method": self.spec.name, "options": dict(self.options), "output": self.output,
                 "model": dataclasses.asdict(self.cfg), "mask_id": self.mask_id, "pad_id": self.pad_id,
-                "params": f"{len(leaves)} tensors, crc32 {crc:08x}"}
+                "params": f"{len(jax.tree_util.tree_leaves(self.params))} tensors", "probe": self._probe}
 
     # ------------------------------------------------------------------------------------------
     # path methods

@@ -5,7 +5,9 @@ for methods that explain several layers). `ResultWriter.pending(examples)` gives
 written, so a re-run skips the others; it keys them on the id *and* `input_sha` (`input_digest`: a hash
 of the token ids), so a re-ordered, filtered or edited input never pairs an old record with a new text.
 `ResultWriter.bind(settings)` writes `OUT.meta.json` (method, options, output, model, jaxattr version): a
-results file says what made it, and resuming it with other settings is refused.
+results file says what made it, and resuming it with other settings is refused. The model is identified by
+its config and its logits on a probe batch, compared to 1e-5: a model equal up to float rounding (the same
+fine-tuning rerun on another CPU) resumes the file, any other is refused.
 
 * JSONL: records are appended, then flushed and fsync'ed after every chunk (`write`), so a kill loses
   at most the chunk in flight. A torn last line (killed mid-write) is cut off when the file is
@@ -51,11 +53,23 @@ def input_digest(example: Mapping[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+PROBE_TOLERANCE = 1e-5  # |Δ| ≤ tol·(1 + |logit|): float rounding passes (~1e-6), one more training step does not
+
+
 def settings_diff(old: Any, new: Mapping[str, Any]) -> list[str]:
-    """The keys whose values differ between two settings dicts (none when `old` is not a dict: unreadable)."""
+    """The keys whose values differ between two settings dicts (none when `old` is not a dict: unreadable).
+    `probe` (the model's logits on a probe batch, `Driver.settings`) is compared to `PROBE_TOLERANCE` and
+    named as what it means."""
     if not isinstance(old, dict):
         return []
-    return sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+    keys = sorted(k for k in set(new) | set(old) if not _same(k, old.get(k), new.get(k)))
+    return ["model (its logits on a probe batch)" if k == "probe" else k for k in keys]
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "probe" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return bool(np.allclose(a, b, rtol=PROBE_TOLERANCE, atol=PROBE_TOLERANCE))
+    return a == b
 
 
 def stored_settings(meta_path: Path) -> Any:
@@ -293,8 +307,8 @@ class PartialSums:
             ok = False
         if not ok:
             log.warning("%s is not a partial-sums file; ignoring it (it will be replaced)", self.path)
-        elif data.get("settings") != self.settings:
-            diff = settings_diff(data["settings"] if isinstance(data.get("settings"), dict) else {}, self.settings)
+        elif diff := settings_diff(data["settings"] if isinstance(data.get("settings"), dict) else {},
+                                   self.settings):
             log.warning("%s was written with other settings (%s); ignoring its partial sums", self.path,
                         ", ".join(diff))
         else:

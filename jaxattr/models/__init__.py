@@ -9,6 +9,7 @@ from jaxattr.models.encoder import (
     forward_batch,
     init_params,
     predict_probs,
+    probe_logits,
     run_layers,
     word_embeddings,
 )
@@ -16,7 +17,7 @@ from jaxattr.models.hf import load_hf_dir, save_hf_dir
 
 __all__ = [
     "EncoderConfig", "EncoderOutput", "classify", "embed", "forward", "forward_batch", "init_params",
-    "load_hf_dir", "predict_probs", "run_layers", "save_hf_dir", "tiny_config", "word_embeddings",
+    "load_hf_dir", "predict_probs", "probe_logits", "run_layers", "save_hf_dir", "tiny_config", "word_embeddings",
 ]
 
 from jaxattr.models.loading import Model, load_minilm, load_model, load_tokenizer, minilm_dir  # noqa: E402

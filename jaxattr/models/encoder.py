@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxattr.models import deberta
 from jaxattr.models.attention import attention, cpu_gradient_policy
@@ -372,6 +373,20 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
 def forward_batch(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], **kwargs: Any) -> EncoderOutput:
     """`forward` on a dict batch with `input_ids`, `attention_mask` and optional `token_type_ids`."""
     return forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), **kwargs)
+
+
+def probe_logits(params: Params, cfg: EncoderConfig) -> np.ndarray:
+    """[2, num_labels] float32 logits on a fixed pseudo-random batch (2 × 16 token ids, seed 0), computed in
+    float32: a fingerprint of the function the parameters compute. Two models agree on it to ~1e-6 only
+    when they are the same model up to float rounding (the same fine-tuning run on another CPU)."""
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 16)).astype(np.int32)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return np.asarray(_probe_fn(cfg.replace(dtype="float32"))(params, batch), np.float32)
+
+
+@functools.cache
+def _probe_fn(cfg: EncoderConfig) -> Callable[[Params, Mapping[str, Array]], Array]:
+    return jax.jit(lambda params, batch: forward_batch(params, cfg, batch).logits.astype(jnp.float32))
 
 
 def predict_probs(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], chunk: int | None = None) -> Array:
