@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from scipy.stats import spearmanr
 
 from jaxattr.attribution.driver import Driver
 from jaxattr.evaluation.harness import load_examples
-from jaxattr.evaluation.stats import bootstrap_mean
+from jaxattr.evaluation.stats import bootstrap_mean, provenance
 from jaxattr.models.loading import load_model
 from jaxattr.models.precision import with_dtype
 
@@ -84,8 +83,6 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def report(rows: list[dict], out: Path, args: argparse.Namespace) -> Path:
-    import jax
-
     lines = ["# bfloat16 vs float32 attributions", "",
              "Written by `eval/bf16_fidelity.py " + " ".join(sys.argv[1:]) + "`: the demo classifier (MiniLM) "
              "explains the same examples in float32 and with bfloat16 compute (parameters, accumulations and "
@@ -93,8 +90,7 @@ def report(rows: list[dict], out: Path, args: argparse.Namespace) -> Path:
              "GradientShap 20 samples, IBA and LIME at their defaults. Per example: Spearman ρ of the two maps "
              "over the non-special tokens, overlap of their top 20% tokens, and for IG/SIG the completeness gap "
              "|Σ − (F(x) − F(x̄))| / |F(x) − F(x̄)|. Mean [95% bootstrap CI] over examples.", "",
-             f"Machine: {platform.machine()}, 2-core CPU (XLA:CPU); jax {jax.__version__}; "
-             f"{time.strftime('%Y-%m-%d')}. Per example: `per_example.csv`.", ""]
+             provenance(shared=False) + " Per example: `per_example.csv`.", ""]
     for part in dict.fromkeys(r["part"] for r in rows):
         lines += [f"## {part}", "", "| method | examples | Spearman ρ | top-20% overlap | gap fp32 (median) | "
                   "gap bf16 (median) |", "|---|---:|---:|---:|---:|---:|"]

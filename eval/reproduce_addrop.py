@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference
+from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 VARIANTS: dict[str, list[str]] = {
     "plain": ["method=plain"],
@@ -126,8 +124,6 @@ def collect(work: Path, out: Path) -> list[dict]:
 
 
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
-    import jax
-
     rows = collect(work, out)
     out.mkdir(parents=True, exist_ok=True)
     if rows:
@@ -143,8 +139,7 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
              f"(picked on dev from {args.lrs}), up to {args.epochs} epochs, early stopping on dev accuracy with "
              f"patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test tweets "
              f"({args.eval_examples} dev). AD-DROP: GA, pseudo labels, p = 0.3, q = 0.2, all layers.", "",
-             f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; jax {jax.__version__}; "
-             f"{time.strftime('%Y-%m-%d')}. Per-run numbers: `runs.csv`.", ""]
+             provenance() + " Per-run numbers: `runs.csv`.", ""]
     for size in sorted({r["size"] for r in rows}):
         sub = [r for r in rows if r["size"] == size]
         lrs = sorted({r["lr"] for r in sub if r["variant"] != "plain"} or {r["lr"] for r in sub})

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference
+from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,7 +90,6 @@ def read_table(d: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
 
 
 def report(work: Path, out: Path, names: list[str], args: argparse.Namespace) -> Path:
-    import jax
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,8 +114,7 @@ def report(work: Path, out: Path, names: list[str], args: argparse.Namespace) ->
              "binary tweet sentiment instead of GLUE MRPC/QNLI/RTE; the paper gives no τ, so several are run; "
              "stage 2 runs a fixed 2 epochs (dev accuracy had stopped moving after epoch 1). DeeBERT's entropy "
              "thresholds S are in nats (binary: at most ln 2 = 0.69).", "",
-             f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; jax {jax.__version__}; "
-             f"{time.strftime('%Y-%m-%d')}.", "",
+             provenance(), "",
              "| Method | S | Accuracy [95% CI] | Saved | Δ accuracy vs full model, paired [95% CI] (Wilcoxon p) |",
              "|---|---|---:|---:|---:|"]
     _, per0 = read_table(out / names[0])

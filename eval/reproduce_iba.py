@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from jaxattr.commands import degradation
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference
+from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 # Table 1 of the paper (BERT-base): IMDB is the sentiment column our tweets stand in for, AG News the topic one.
 PAPER = {"tweets": ("IMDB", {"random": 0.011, "lime": 0.038, "ig": 0.090, "iba": 0.229}),
@@ -165,8 +164,6 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict)
 
 
 def write_report(out: Path, args: argparse.Namespace) -> Path:
-    import jax
-
     lines = ["# IBA (Jiang et al.): degradation test, reproduced", "",
              "Written by `eval/reproduce_iba.py`. Bottleneck after block round(0.75·L) = 4 of MiniLM's 6 (the "
              "paper: block 9 of BERT-base's 12), `sequence` noise with β = 0.3 (the binding default chosen by "
@@ -179,8 +176,7 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
              "reference's fixed σ² = 1e-5 noise with β = 1e-5; our IG/LIME explain the evaluated target, the "
              "reference's explain class 0 / label 1 (rows 'reference'). Same: deletion grid, 10 IG steps, 100 "
              "LIME samples, 10 IBA steps, bottleneck at 3/4 of the depth.", "",
-             f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; "
-             f"jax {jax.__version__}, Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.", ""]
+             provenance(), ""]
     info = out / "bbc_classifier.json"
     if info.exists():
         c = json.loads(info.read_text())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference
+from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))
 LABELS = {"sig": "SIG (mask)", "sig_pad": "SIG (pad)", "ig": "IG", "gradxinput": "Grad×Input",
@@ -112,15 +111,12 @@ def part_report(name: str, recs: dict[str, dict], wall: dict, steps: int) -> lis
 
 
 def write_report(out: Path, args: argparse.Namespace) -> Path:
-    import jax
-
     lines = ["# SIG (Enguehard): LO / Comp / Suff, reproduced", "",
              "Written by `eval/reproduce_sig.py`; IG and SIG at the Gauss–Legendre steps each part states, "
              "GradientShap 20 samples; metrics on the predicted class with the top 20% of tokens (k = int(0.2 n)): "
              "LO replaces their embeddings by [MASK]'s, Comp deletes them, Suff keeps only them (k = 0 gives 0, "
              "as DIG).", "",
-             f"Machine: {platform.machine()}, 2-core CPU shared with other jobs; jax {jax.__version__}, Python "
-             f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.", ""]
+             provenance(), ""]
     for name in parts(args):
         f = out / name / "per_example.jsonl"
         if f.exists():

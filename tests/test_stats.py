@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference
+from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
@@ -48,3 +48,14 @@ def test_paired_difference_resolves_a_shift_that_unpaired_noise_hides():
 def test_paired_difference_needs_one_shape():
     with pytest.raises(ValueError, match="one shape"):
         paired_difference(np.zeros(3), np.zeros(4))
+
+
+def test_provenance_reads_the_machine_it_runs_on():
+    import os
+
+    import jax
+
+    line = provenance()
+    assert f"{os.cpu_count()} CPU cores, shared with other jobs" in line
+    assert f"jax {jax.__version__} on {len(jax.devices())} {jax.devices()[0].device_kind} device(s)" in line
+    assert "shared" not in provenance(shared=False)

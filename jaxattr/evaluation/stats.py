@@ -79,3 +79,19 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 5000, se
     ci = bootstrap_mean(d, resamples=resamples, seed=seed)
     p = float(stats.wilcoxon(d).pvalue) if len(d) >= 1 and np.any(d != 0) else 1.0
     return Paired(ci, p)
+
+
+def provenance(shared: bool = True) -> str:
+    """The 'Machine: …' line of a reproduction's report, read from the running process (cores, JAX devices,
+    versions, date) so a report made on another machine or an accelerator says so; `shared`: other jobs ran
+    beside it, so its wall times are not speed claims."""
+    import os
+    import platform
+    import time
+
+    import jax
+
+    devices = jax.devices()
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores{', shared with other jobs' if shared else ''}; "
+            f"jax {jax.__version__} on {len(devices)} {devices[0].device_kind} device(s), Python "
+            f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
