@@ -1,6 +1,6 @@
 """Uncertainty for the reproductions: mean ± 95% bootstrap CI per method, and the paired difference of two
 methods on the same examples (bootstrap CI of the mean difference and a Wilcoxon signed-rank test), so a
-table says whether a headline comparison is resolved (scipy.stats)."""
+table says whether a headline comparison is resolved (scipy.stats); `provenance` gives the report's machine line."""
 
 from __future__ import annotations
 
