@@ -213,6 +213,8 @@ def main() -> int:
         bad = [p for p in chosen if p not in table]
         if bad:
             raise UserError(f"unknown part(s) {bad}; choose from {', '.join(table)}")
+        if args.report_only and not out.is_dir():
+            raise UserError(f"--report-only: {out} holds no results")
         if not args.report_only:
             for name in chosen:
                 print(f"reproduce_iba: {name}", file=sys.stderr, flush=True)

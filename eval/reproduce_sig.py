@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
+from jaxattr.evaluation.harness import records_frame, stored_records, summarise, write_tables
 from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))
@@ -64,13 +65,10 @@ def run_part(name: str, spec: dict, out: Path) -> None:
         wall_file.write_text(json.dumps(wall, indent=1))
 
 
-def read_records(path: Path) -> dict[str, dict]:
-    """method -> id -> record, from the harness's per-method stores in `path`'s directory (they hold every
-    finished chunk; `per_example.jsonl` is rewritten only when an evaluate call ends)."""
-    from jaxattr.evaluation.harness import stored_records
-
+def by_method(records: list[dict]) -> dict[str, dict]:
+    """method -> id -> record."""
     out: dict[str, dict] = {}
-    for r in stored_records(path.parent):
+    for r in records:
         out.setdefault(r["method"], {})[r["id"]] = r
     return out
 
@@ -118,11 +116,18 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
              "as DIG).", "",
              provenance(), ""]
     for name in parts(args):
-        f = out / name / "per_example.jsonl"
-        if f.exists():
-            settings = json.loads((out / name / "settings.json").read_text())
-            lines += part_report(name, read_records(f), json.loads((out / name / "wall.json").read_text()),
-                                 settings["steps"])
+        d = out / name
+        if not (d / "wall.json").exists():
+            continue
+        # the harness's per-method stores hold every finished chunk (`per_example.jsonl` is rewritten only
+        # when an evaluate call ends); each call writes the attribution table of its own group, so the
+        # part's table over every method is written here
+        records = stored_records(d)
+        recs = by_method(records)
+        write_tables(summarise(records_frame(records), [m for m in LABELS if m in recs]), d,
+                     title=f"{name}: every method (s / example on a shared CPU)")
+        settings = json.loads((d / "settings.json").read_text())
+        lines += part_report(name, recs, json.loads((d / "wall.json").read_text()), settings["steps"])
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -150,6 +155,8 @@ def main() -> int:
         bad = [p for p in chosen if p not in table]
         if bad:
             raise UserError(f"unknown part(s) {bad}; choose from {', '.join(table)}")
+        if args.report_only and not out.is_dir():
+            raise UserError(f"--report-only: {out} holds no results")
         if not args.report_only:
             for name in chosen:
                 run_part(name, table[name], out)
