@@ -5,22 +5,31 @@ bucket of length T every device gets `tokens_per_batch // T` rows per step, so m
 bound and never on the input: a 512-token SIG example (≈500 units × 50 steps) is split over many
 chunks of its path points, and one chunk may hold the path points of several short examples.
 
-* path methods (a spec with `paths`: IG, SIG) are flattened into rows: examples × units × steps, the
-  units being what the method's `Paths.unit_ids` groups (IG: one, all word pieces; SIG: one per token or
-  word), and finished by its `Paths.finish`; the driver knows no method by name. One forward chunk per
-  group of examples gives predictions and F at x and at every baseline (for the convergence deltas);
-  then gradient rows stream through `row_contributions` in fixed [R, T] chunks, R = rows per device ×
-  devices. Partial sums are accumulated per example on the host (float64) and an example is finished
-  when its last row is done. Given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the
-  sums and rows done of unfinished examples are saved after every chunk and a re-run continues from
-  them, so a kill loses at most the chunk in flight even inside one long SIG example.
+* path methods (a spec with `paths`: IG, SIG) run as a device-resident pipeline. A bucket's examples
+  are written once into S device slots (token ids, unit ids, the asked-for target); a gradient chunk is
+  described by four small [R] arrays (slot, unit, alpha, weight), and the jitted chunk gathers the rows,
+  builds baselines and interpolation on the device, and adds its contributions into a [S, T] float32
+  sum per slot (a scatter-add). Forwards for F(x) and F(baseline of every unit) run per group of loaded
+  examples into a [S, U + 1, C] logits buffer, so the target ("predicted") is resolved on the device
+  too: the host never waits for them. Chunks are dispatched asynchronously with `LAG` of them in
+  flight; each chunk returns the sums of the examples whose last row it holds, fetched `LAG` chunks
+  later. The units are what the method's `Paths.unit_ids` groups (IG: one, all word pieces; SIG: one
+  per token or word), finished by its `Paths.finish`; the driver knows no method by name.
+* `steps="auto"` (IG, SIG): nested trapezoid rules. Every unit starts with `AUTO_START` intervals; a
+  unit whose completeness gap |Σ scores − (F(x) − F(baseline))| is above `tolerance` gets the midpoints
+  of its intervals (doubling them, reusing every point so far) until `AUTO_MAX` intervals.
 * batch methods (saliency, Grad×Input, GradientShap, IBA, ...) get padded batches of
-  `max(1, tokens_per_batch // (T * cost)) × devices` examples.
+  `max(1, tokens_per_batch // (T * cost)) × devices` examples; the target is resolved inside the same
+  jitted call and `LAG` batches are in flight.
+
+Resume: given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the sums and rows done of
+unfinished examples are saved every `save_every` seconds (and when the run is interrupted), and finished
+records are handed out at the same ticks; a re-run continues from them, so a kill loses at most that
+interval plus the chunks in flight, even inside one long SIG example.
 
 Every chunk runs under one `jit` per (method, bucket): a dataset compiles a handful of times. Batch
-axes are sharded over a 1-D mesh of all (or `devices`) devices; params are replicated.
-`attribute_examples` yields the finished examples after every chunk, which is what the resumable
-writer flushes.
+axes are sharded over a 1-D mesh of all (or `devices`) devices; params and the slot tables are
+replicated.
 """
 
 from __future__ import annotations
@@ -30,10 +39,11 @@ import functools
 import inspect
 import json
 import logging
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +53,6 @@ from jaxattr.attribution import registry
 from jaxattr.attribution.gradients import (
     Rows,
     baseline_ids,
-    explained_output,
     quadrature,
     row_contributions,
     row_logits,
@@ -52,7 +61,7 @@ from jaxattr.attribution.results import input_digest
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Params, probe_logits
+from jaxattr.models.encoder import Params, forward, probe_logits
 from jaxattr.sharding import make_mesh, replicated, shard_batch
 
 if TYPE_CHECKING:
@@ -61,25 +70,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKENS_PER_BATCH = 8192
+DEFAULT_SAVE_EVERY = 5.0  # seconds between partial-sum saves (and record hand-outs)
+LAG = 2  # chunks in flight before the host reads the oldest one's finished examples
+AUTO_START, AUTO_MAX = 4, 64  # --steps auto: trapezoid intervals per unit at first and at most
+DEFAULT_TOLERANCE = 0.01  # --steps auto: completeness gap (in units of F) below which a unit is done
 _BATCH_FNS: dict[Any, Any] = {}  # jitted batch-method callables shared by drivers with equal settings
 
 
-@dataclasses.dataclass
-class _Job:
-    """One example on its way through the path driver."""
-
-    index: int  # position in the input list
-    ex: dict[str, Any]
-    arrays: dict[str, np.ndarray]  # padded [T] arrays
-    units: list[np.ndarray]  # float masks [T], one per unit
-    remaining: int = 0
-    rows_done: int = 0  # a prefix of the (unit, step) rows, in order
-    acc: np.ndarray | None = None  # float64 [T]
-    target: int = 0
-    prediction: int = 0
-    prob: float = float("nan")
-    f_x: float = float("nan")
-    f_base: np.ndarray | None = None  # [U]
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax on the host (float64)."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
 
 
 def targets_and_probs(logits: np.ndarray, targets: Sequence[int | None], cfg: EncoderConfig
@@ -90,8 +92,32 @@ def targets_and_probs(logits: np.ndarray, targets: Sequence[int | None], cfg: En
     if cfg.problem_type == "regression":
         return np.zeros(len(logits), np.int32), logits[:, 0].astype(np.float64)
     tgt = np.asarray([int(np.argmax(lg)) if t is None else int(t) for lg, t in zip(logits, targets)], np.int32)
-    probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
-    return tgt, probs[np.arange(len(tgt)), tgt]
+    return tgt, softmax(logits)[np.arange(len(tgt)), tgt]
+
+
+def explained_host(logits: np.ndarray, target: int, cfg: EncoderConfig, output: str) -> np.ndarray:
+    """F of `target` for each row of logits [N, C] on the host (`gradients.explained_output`'s rule)."""
+    if cfg.problem_type == "regression":
+        return np.asarray(logits[:, 0], np.float64)
+    values = softmax(logits) if output == "prob" else np.asarray(logits, np.float64)
+    return values[:, target]
+
+
+def auto_tokens_per_batch(cfg: EncoderConfig, device: Any = None, fraction: float = 0.5) -> int:
+    """`--tokens-per-batch auto`: the memory bound from the device's memory (accelerators), else the default.
+
+    A gradient row keeps, per token and block, about 12 hidden-size and 2 intermediate-size activations
+    and the attention's per-head rows (its backward recomputes no more than that); `fraction` of the
+    memory the device reports free goes to them, in powers of two.
+    """
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if not stats or "bytes_limit" not in stats:
+        return DEFAULT_TOKENS_PER_BATCH
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    per_token = 4 * cfg.num_layers * (12 * cfg.hidden_size + 2 * cfg.intermediate_size + 4 * cfg.num_heads * 128)
+    tokens = max(1024, int(fraction * free // per_token))
+    return 1 << (tokens.bit_length() - 1)
 
 
 def resolve_targets(examples: Sequence[Mapping[str, Any]], target: Any, cfg: EncoderConfig
@@ -124,21 +150,33 @@ class Driver:
     """Runs one method over examples (dicts from `encode_texts` / `tokenize_dataset`).
 
     `params`/`cfg`: the model; `mask_id`/`pad_id`: the tokenizer's ids; `tokens_per_batch`: the memory
-    bound per device (rows × sequence length); `devices`: how many devices of the mesh to use.
+    bound per device (rows × sequence length; "auto": from the device's memory); `devices`: how many
+    devices of the mesh to use; `save_every`: seconds between partial-sum saves (0: after every chunk);
+    `tolerance`: the completeness gap `steps="auto"` refines down to.
     """
 
     def __init__(self, params: Params, cfg: EncoderConfig, method: str, options: Mapping[str, Any] | None = None,
                  *, mask_id: int | None = None, pad_id: int = 0, output: str = "logit",
-                 tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH, devices: int | None = None,
-                 buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0) -> None:
+                 tokens_per_batch: int | str = DEFAULT_TOKENS_PER_BATCH, devices: int | None = None,
+                 buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0, save_every: float = DEFAULT_SAVE_EVERY,
+                 tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.spec = registry.get(method)
         self.options = self.spec.resolve_options(dict(options or {}))
         self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output
-        if tokens_per_batch < 1:
-            raise UserError(f"tokens per batch must be >= 1, not {tokens_per_batch}")
+        if tokens_per_batch == "auto":
+            tokens_per_batch = auto_tokens_per_batch(cfg)
+        if not isinstance(tokens_per_batch, int) or tokens_per_batch < 1:
+            raise UserError(f"tokens per batch must be an integer >= 1 or 'auto', not {tokens_per_batch!r}")
         self.tokens_per_batch = int(tokens_per_batch)
         if devices is not None and not 1 <= devices <= len(jax.local_devices()):
             raise UserError(f"asked for {devices} devices, {len(jax.local_devices())} available")
+        self.auto = self.options.get("steps") == "auto"
+        if self.auto and self.spec.paths is None:
+            raise UserError(f"--steps auto is for path methods (ig, sig), not {method!r}")
+        if not (tolerance > 0 and np.isfinite(tolerance)):
+            raise UserError(f"the tolerance must be a positive number, not {tolerance!r}")
+        self.tolerance = float(tolerance)
+        self.save_every = float(save_every)
         self.mesh = make_mesh(devices, local=True)  # several processes: each runs its own examples
         self.ndev = self.mesh.size
         self.buckets = tuple(buckets)
@@ -147,10 +185,15 @@ class Driver:
                                                                  else pad_id) is None:
             raise UserError(f"the tokenizer has no {self.options['baseline']} token; use --baseline zero")
         self.params = jax.device_put(params, replicated(self.mesh))
-        self._grad, self._fwd = _kernels(cfg, output)
+        self._load, self._fwd, self._grad = _path_kernels(cfg, output, self._row_opts())
         self._batch_fns: dict[tuple[int, int, int], Any] = {}
+        self._unit_cache: dict[tuple[bytes, bytes], int] = {}
         self.compiled_shapes: set[tuple[str, int, int]] = set()  # (kind, rows, T) seen: recompiles are visible
         self._probe: list[float] | None = None
+
+    def _row_opts(self) -> tuple:
+        base = self.options.get("baseline", "mask")
+        return (base, self.mask_id, self.pad_id, self.cfg.problem_type == "regression")
 
     # ------------------------------------------------------------------------------------------
     def rows_per_chunk(self, length: int, cost: int = 1) -> int:
@@ -166,20 +209,31 @@ class Driver:
         step = -(-limit // (16 * self.ndev)) * self.ndev
         return min(limit, -(-per // step) * step)
 
-    def _unit_ids(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        """[T] the path method's unit index per position (-1: never moved)."""
-        batch = {k: np.asarray(v)[None] for k, v in arrays.items() if k in ("input_ids", "attention_mask",
-                                                                          "token_type_ids", "word_ids")}
-        return np.asarray(self.spec.paths.unit_ids(batch, self.options))[0]
+    def _steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The base rule's (alphas, weights): the quadrature, or (auto) the first trapezoid rule with its
+        weights in units of one interval (the host divides by the intervals when the unit is done)."""
+        if not self.auto:
+            return quadrature(self.options["method"], self.options["steps"])
+        w = np.ones(AUTO_START + 1)
+        w[[0, -1]] = 0.5
+        return np.linspace(0.0, 1.0, AUTO_START + 1), w
+
+    def _unit_table(self, examples: Sequence[Mapping[str, Any]], length: int) -> np.ndarray:
+        """[N, T] unit value per position of examples padded to `length` (-1: never moved): one call."""
+        arrays = pad_batch(list(examples), length, self.pad_id)
+        uid = np.asarray(self.spec.paths.unit_ids(arrays, self.options), np.int32)
+        for ex, row in zip(examples, uid):
+            self._unit_cache[_example_key(ex)] = len(np.unique(row[row >= 0]))
+        return uid
 
     def _n_units(self, ex: Mapping[str, Any]) -> int:
         """Paths one example costs (1 for a batch method)."""
         if self.spec.paths is None:
             return 1
-        # padded to the bucket length: a handful of shapes for the eager unit_ids, not one per length
-        arrays = pad_batch([ex], bucket_length(len(ex["input_ids"]), self.buckets), self.pad_id)
-        uid = self._unit_ids({k: v[0] for k, v in arrays.items()})
-        return len(np.unique(uid[uid >= 0]))
+        key = _example_key(ex)
+        if key not in self._unit_cache:
+            self._unit_table([ex], bucket_length(len(ex["input_ids"]), self.buckets))
+        return self._unit_cache[key]
 
     def work(self, ex: Mapping[str, Any]) -> int:
         """Gradient rows one example costs (for progress bars)."""
@@ -187,7 +241,8 @@ class Driver:
 
     def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted", progress: Any = None,
             partial: PartialSums | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield lists of finished results (one dict per example, or per example and layer).
+        """Yield lists of finished results (one dict per example, or per example and layer); path methods
+        yield after every chunk (often an empty list: records are handed out at each save tick).
 
         `partial` (IG, SIG): a sidecar that keeps unfinished examples' sums between runs; the caller
         must have stored every yielded list before asking for the next. Entries of examples not in
@@ -213,7 +268,7 @@ class Driver:
         for length in sorted(by_bucket):
             idx = by_bucket[length]
             if self.spec.kind == "paths":
-                yield from self._run_paths(examples, targets, idx, length, progress, partial)
+                yield from _PathRun(self, examples, targets, idx, length, progress, partial).run()
             else:
                 yield from self._run_batch(examples, targets, idx, length, progress)
 
@@ -225,173 +280,30 @@ class Driver:
             self._probe = [float(v) for v in probe_logits(self.params, self.cfg).ravel()]
         return {"method": self.spec.name, "options": dict(self.options), "output": self.output,
                 "model": dataclasses.asdict(self.cfg), "mask_id": self.mask_id, "pad_id": self.pad_id,
-                "params": f"{len(jax.tree_util.tree_leaves(self.params))} tensors", "probe": self._probe}
+                "params": f"{len(jax.tree_util.tree_leaves(self.params))} tensors", "probe": self._probe,
+                **({"tolerance": self.tolerance, "max_intervals": AUTO_MAX} if self.auto else {})}
 
-    # ------------------------------------------------------------------------------------------
-    # path methods
-    def _units(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """[T] float masks, one per unit, in unit-index order."""
-        uid = self._unit_ids(arrays)
-        return [(uid == u).astype(np.float32) for u in np.unique(uid[uid >= 0])]
-
-    def _base_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The baseline's (token ids [T], embedding scale [T]), as the pure functions make them."""
-        ids, scale = baseline_ids({k: arrays[k][None] for k in ("input_ids", "attention_mask", "word_ids")},
-                                  self.options["baseline"], self.mask_id, self.pad_id)
-        return np.asarray(ids[0], np.int32), np.asarray(scale[0], np.float32)
-
-    def _rows(self, jobs_units: list[tuple[_Job, np.ndarray, float, float]], r: int) -> Rows:
-        """Stack row descriptors (job, interp mask, alpha, weight) into [r, T] arrays (padding rows weigh 0)."""
-        n = len(jobs_units)
-        pad = [jobs_units[-1][:2] + (0.0, 0.0)] * (r - n)
-        items = jobs_units + pad
-        st = lambda key: np.stack([j.arrays[key] for j, *_ in items])
-        return Rows(st("input_ids"), st("attention_mask"), st("token_type_ids"), st("baseline_ids"),
-                    st("baseline_scale"), np.stack([m for _, m, _, _ in items]),
-                    np.asarray([a for *_, a, _ in items], np.float32), np.asarray([w for *_, w in items], np.float32),
-                    np.asarray([j.target for j, *_ in items], np.int32))
-
-    def _forward_group(self, jobs: list[_Job], targets: list[int | None], r: int, length: int) -> None:
-        """Predictions and F at x and at every unit's baseline for a group of jobs."""
-        descs: list[tuple[_Job, np.ndarray, float, float]] = []
-        for job in jobs:
-            descs.append((job, job.units[0] if job.units else np.zeros(length, np.float32), 1.0, 0.0))
-            descs.extend((job, u, 0.0, 0.0) for u in job.units)
-        logits, explained = [], []
-        for s in range(0, len(descs), r):
-            part = descs[s:s + r]
-            rows = self._rows(part, r)
-            self.compiled_shapes.add(("forward", r, length))
-            out, per_class = self._fwd(self.params, shard_batch(rows, self.mesh))
-            logits.append(np.asarray(out)[:len(part)])
-            explained.append(np.asarray(per_class, np.float64)[:len(part)])
-        logits, explained = np.concatenate(logits), np.concatenate(explained)
-        k = 0
-        for job in jobs:
-            lx = logits[k:k + 1]
-            f = explained[k:k + 1 + len(job.units)]  # [1 + U, C]: F of every class at x and each baseline
-            k += 1 + len(job.units)
-            job.prediction = int(np.argmax(lx[0]))
-            tgt, prob = targets_and_probs(lx, [targets[job.index]], self.cfg)
-            job.target, job.prob = int(tgt[0]), float(prob[0])
-            job.f_x, job.f_base = float(f[0, job.target]), f[1:, job.target]
-
-    def _run_paths(self, examples, targets, idx, length, progress,
-                   partial: PartialSums | None) -> Iterator[list[dict[str, Any]]]:
-        alphas, weights = quadrature(self.options["method"], self.options["steps"])
-        steps = len(alphas)
-        # chunk sizes: at most the memory bound, and the bucket's rows split evenly (no padding waste on
-        # small jobs); one compiled shape per bucket and kind
-        n_fwd = n_grad = 0
-        for i in idx:
-            n_units = self._n_units(examples[i])
-            n_grad += n_units * steps
-            n_fwd += 1 + n_units
-        r = self.even_rows(n_grad, self.rows_per_chunk(length))
-        r_fwd = self.even_rows(n_fwd, r)
-        pending: deque[tuple[_Job, int, int]] = deque()  # (job, unit index, step)
-        queue = deque(idx)
-        finished: list[dict[str, Any]] = []
-        handed: list[dict[str, Any]] = []  # last results yielded: stored by the caller once we resume
-
-        def check(job: _Job) -> dict[str, Any]:
-            a = job.arrays
-            crc = zlib.crc32(a["token_type_ids"].tobytes(), zlib.crc32(a["input_ids"].tobytes()))
-            return {"inputs": zlib.crc32(a["word_ids"].tobytes(), crc), "length": length,
-                    "rows": len(job.units) * steps, "target": job.target}
-
-        def restore(job: _Job) -> int:
-            """Continue `job` from its stored partial sum; returns the rows skipped."""
-            got = partial.get(_partial_key(job.ex.get("id", job.index)), check(job)) if partial else None
-            if got is None or not 0 < got[0] < job.remaining or got[1].shape != job.acc.shape:
-                return 0
-            job.rows_done, job.acc = got[0], got[1].copy()
-            job.remaining -= job.rows_done
-            if progress is not None and getattr(progress, "total", None):
-                progress.total -= job.rows_done
-            return job.rows_done
-
-        def settle() -> None:
-            """The caller has stored the results handed out: their partial sums can go."""
-            if partial is not None:
-                for rec in handed:
-                    partial.drop(_partial_key(rec["id"]))
-            handed.clear()
-
-        def refill() -> None:
-            group: list[_Job] = []
-            budget = 8 * r
-            while queue and budget > 0:
-                i = queue.popleft()
-                arrays = pad_batch([examples[i]], length, self.pad_id)
-                arrays = {k: v[0] for k, v in arrays.items()}
-                arrays["baseline_ids"], arrays["baseline_scale"] = self._base_arrays(arrays)
-                job = _Job(i, examples[i], arrays, self._units(arrays))
-                job.acc = np.zeros(length, np.float64)
-                job.remaining = len(job.units) * steps
-                group.append(job)
-                budget -= max(1, job.remaining)
-            if not group:
-                return
-            self._forward_group(group, targets, r_fwd, length)
-            for job in group:
-                if job.remaining == 0:
-                    finished.append(self._finish_path(job))
-                for p in range(restore(job), len(job.units) * steps):
-                    pending.append((job, p // steps, p % steps))
-
-        while True:
-            if len(pending) < r and queue:
-                refill()
-                if finished and not pending:
-                    settle()
-                    handed.extend(self._emit(finished, progress, 0))
-                    yield list(handed)
-                continue
-            if not pending:
-                break
-            take = [pending.popleft() for _ in range(min(r, len(pending)))]
-            rows = self._rows([(j, j.units[u], float(alphas[s]), float(weights[s])) for j, u, s in take], r)
-            self.compiled_shapes.add(("grad", r, length))
-            contrib = np.asarray(self._grad(self.params, shard_batch(rows, self.mesh)), np.float64)
-            for k, (job, _, _) in enumerate(take):
-                job.acc += contrib[k]
-                job.remaining -= 1
-                job.rows_done += 1
-                if job.remaining == 0:
-                    finished.append(self._finish_path(job))
-            settle()
-            if partial is not None:
-                for job in {id(j): j for j, _, _ in take}.values():
-                    if job.remaining:
-                        partial.put(_partial_key(job.ex.get("id", job.index)), check(job), job.rows_done, job.acc)
-                partial.flush()
-            handed.extend(self._emit(finished, progress, len(take)))
-            yield list(handed)
-        settle()
-        if finished:
-            handed.extend(self._emit(finished, progress, 0))
-            yield list(handed)
-            settle()
-        if partial is not None:
-            partial.flush()
-
-    def _emit(self, finished: list[dict[str, Any]], progress: Any, rows_done: int) -> list[dict[str, Any]]:
-        out = list(finished)
-        finished.clear()
-        if progress is not None and rows_done:
-            progress.update(rows_done)
-        return out
-
-    def _finish_path(self, job: _Job) -> dict[str, Any]:
-        n = len(job.ex["input_ids"])
-        raw = job.acc[:n]
-        if job.units:
-            units = np.stack([u[:n] > 0 for u in job.units]).astype(np.float64)
-            scores, delta = self.spec.paths.finish(raw, units, job.f_x - job.f_base)
+    def _finish_path(self, ex: Mapping[str, Any], index: int, raw: np.ndarray, logits: np.ndarray,
+                     units: np.ndarray, given: int | None, intervals: np.ndarray | None = None
+                     ) -> tuple[dict[str, Any], np.ndarray]:
+        """(record, per-unit completeness gaps) of a path example from its raw sums [T] and logits
+        [1 + U, C] (x, then each unit's baseline); `intervals` [U] (auto): the raw sums' trapezoid scale."""
+        n = len(ex["input_ids"])
+        raw = np.asarray(raw[:n], np.float64)
+        if intervals is not None and len(units):
+            raw = raw / (intervals @ units[:, :n] + (units[:, :n].sum(0) == 0))
+        prediction = int(np.argmax(logits[0]))
+        tgt, prob = targets_and_probs(logits[:1], [given], self.cfg)
+        target = int(tgt[0])
+        f = explained_host(logits, target, self.cfg, self.output)
+        if len(units):
+            unit_masks = units[:, :n]
+            f_gap = f[0] - f[1:1 + len(units)]
+            scores, delta = self.spec.paths.finish(raw, unit_masks, f_gap)
+            gaps = unit_masks.astype(np.float64) @ raw - f_gap
         else:  # nothing to move (no word pieces): all scores 0
-            scores, delta = raw, 0.0
-        return self._result(job.ex, job.index, scores, job.target, job.prob, delta, job.prediction)
+            scores, delta, gaps = raw, 0.0, np.zeros(0)
+        return self._result(ex, index, scores, target, float(prob[0]), delta, prediction), gaps
 
     # ------------------------------------------------------------------------------------------
     # batch: saliency, Grad×Input, GradientShap, IBA and other registered methods
@@ -404,11 +316,17 @@ class Driver:
         takes_key = "key" in sig
         cfg = self.cfg
 
-        def call(params, batch, target, key):
+        def call(params, batch, given, key):
+            logits = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                             cls_only=True).logits
+            if cfg.problem_type == "regression":
+                target = jnp.zeros_like(given)
+            else:
+                target = jnp.where(given >= 0, given, jnp.argmax(logits, -1).astype(jnp.int32))
             kw = dict(ctx, **opts, target=target)
             if takes_key:
                 kw["key"] = key
-            return fn(params, cfg, batch, **kw)
+            return fn(params, cfg, batch, **kw), logits, target
 
         return jax.jit(call)
 
@@ -429,44 +347,46 @@ class Driver:
         fn = cache.get(cache_key or (b, length, chunk))
         if fn is None:
             fn = cache[cache_key or (b, length, chunk)] = self._batch_callable(chunk * self.ndev)
+        in_flight: deque[tuple[list[int], Any]] = deque()
         for s in range(0, len(idx), b):
             part = idx[s:s + b]
             exs = [examples[i] for i in part]
             batch = pad_batch(exs + [exs[-1]] * (b - len(part)), length, self.pad_id)
-            sharded = shard_batch(batch, self.mesh)
-            shape = batch["input_ids"].shape
-            rows = Rows(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["input_ids"],
-                        np.ones(shape, np.float32), np.zeros(shape, np.float32), np.ones(b, np.float32),
-                        np.zeros(b, np.float32), np.zeros(b, np.int32))
-            self.compiled_shapes.add(("forward", b, length))
-            logits = np.asarray(self._fwd(self.params, shard_batch(rows, self.mesh))[0], np.float64)
-            tgt, probs = targets_and_probs(logits, [targets[i] for i in part] + [targets[part[-1]]] * (b - len(part)),
-                                           self.cfg)
+            given = np.asarray([-1 if targets[i] is None else targets[i] for i in part] + [-1] * (b - len(part)),
+                               np.int32)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
             self.compiled_shapes.add(("batch", b, length))
-            result = fn(self.params, sharded, shard_batch(tgt, self.mesh), shard_batch(keys, self.mesh))
-            conv = self.spec.outputs(result) if self.spec.outputs is not None else {
-                "scores": result.scores, "delta": getattr(result, "delta", None)}
-            scores = np.asarray(conv["scores"], np.float64)
-            delta = conv.get("delta")
-            delta = None if delta is None else np.asarray(delta, np.float64)
-            layers = conv.get("layers")
-            out = []
-            for k, i in enumerate(part):
-                d = None if delta is None or not np.isfinite(delta[k]) else float(delta[k])
-                n = len(examples[i]["input_ids"])
-                if layers is None:
-                    out.append(self._result(examples[i], i, scores[k, :n], int(tgt[k]), float(probs[k]), d,
-                                            int(np.argmax(logits[k]))))
-                else:
-                    for li, name in enumerate(layers):
-                        row = self._result(examples[i], i, scores[li, k, :n], int(tgt[k]), float(probs[k]), d,
-                                           int(np.argmax(logits[k])))
-                        row["layer"] = name
-                        out.append(row)
-            if progress is not None:
-                progress.update(sum(self.work(examples[i]) for i in part))
-            yield out
+            out = fn(self.params, shard_batch(batch, self.mesh), shard_batch(given, self.mesh),
+                     shard_batch(keys, self.mesh))
+            for leaf in jax.tree.leaves(out):
+                leaf.copy_to_host_async()
+            in_flight.append((part, out))
+            if len(in_flight) > LAG:
+                yield self._batch_records(examples, progress, *in_flight.popleft())
+        while in_flight:
+            yield self._batch_records(examples, progress, *in_flight.popleft())
+
+    def _batch_records(self, examples, progress, part: list[int], out: Any) -> list[dict[str, Any]]:
+        result, logits, tgt = jax.device_get(out)
+        conv = self.spec.outputs(result) if self.spec.outputs is not None else {
+            "scores": result.scores, "delta": getattr(result, "delta", None)}
+        scores = np.asarray(conv["scores"], np.float64)
+        delta = conv.get("delta")
+        delta = None if delta is None else np.asarray(delta, np.float64)
+        probs = targets_and_probs(logits, list(tgt), self.cfg)[1]
+        layers = conv.get("layers")
+        records = []
+        for k, i in enumerate(part):
+            d = None if delta is None or not np.isfinite(delta[k]) else float(delta[k])
+            n = len(examples[i]["input_ids"])
+            common = (int(tgt[k]), float(probs[k]), d, int(np.argmax(logits[k])))
+            if layers is None:
+                records.append(self._result(examples[i], i, scores[k, :n], *common))
+            for li, name in enumerate(layers or ()):
+                records.append({**self._result(examples[i], i, scores[li, k, :n], *common), "layer": name})
+        if progress is not None:
+            progress.update(sum(self.work(examples[i]) for i in part))
+        return records
 
     # ------------------------------------------------------------------------------------------
     def _result(self, ex: Mapping[str, Any], index: int, scores: np.ndarray, target: int, prob: float,
@@ -486,6 +406,239 @@ class Driver:
                    and self.cfg.problem_type != "regression" else {})}
 
 
+class _PathRun:
+    """One bucket of a path method through the device pipeline (see the module docstring)."""
+
+    def __init__(self, drv: Driver, examples: Sequence[Mapping[str, Any]], targets: Sequence[int | None],
+                 idx: Sequence[int], length: int, progress: Any, partial: PartialSums | None) -> None:
+        self.drv, self.examples, self.targets, self.length = drv, examples, targets, length
+        self.progress, self.partial = progress, partial
+        self.alphas, self.weights = drv._steps()
+        self.steps = len(self.alphas)
+        uid = drv._unit_table([examples[i] for i in idx], length)
+        self.units = {i: np.unique(row[row >= 0]) for i, row in zip(idx, uid)}
+        self.uid = dict(zip(idx, uid))
+        counts = [len(self.units[i]) for i in idx]
+        n_grad = sum(counts) * self.steps
+        self.r = drv.even_rows(n_grad, drv.rows_per_chunk(length))
+        self.r_fwd = drv.even_rows(len(idx) + sum(counts), self.r)
+        min_rows = max(1, min(min(counts) * self.steps, AUTO_START if drv.auto else n_grad))
+        self.k = min(len(idx), self.r // min_rows + 1)  # examples that can finish in one chunk
+        self.g = min(len(idx), 2 * self.r // min_rows + 1)  # examples loaded at once
+        n_slots = min(len(idx), 2 * self.g + (LAG + 2) * self.k)
+        umax = max(counts) if counts else 0
+        rep = replicated(drv.mesh)
+        zeros = lambda shape, dt: jax.device_put(np.zeros(shape, dt), rep)
+        self.tables = _Tables(*(zeros((n_slots, length), np.int32) for _ in range(5)),
+                              zeros((n_slots,), np.int32), zeros((n_slots, length), np.float32),
+                              zeros((n_slots, umax + 1, max(1, drv.cfg.num_labels)), np.float32))
+        self.queue = deque(idx)
+        self.free = list(range(n_slots))[::-1]
+        self.jobs: dict[int, _PathJob] = {}  # slot -> job
+        self.stream: deque[list[Any]] = deque()  # [job, slots, units, alphas, weights, is_last, base rows]
+        self.stream_rows = 0
+        self.in_flight: deque[tuple[Any, Any, list[tuple[int, _PathJob]]]] = deque()
+        self.finished: list[dict[str, Any]] = []
+        self.handed: list[dict[str, Any]] = []
+        self.last_save = time.monotonic()
+
+    # -- loading ------------------------------------------------------------------------------
+    def _check(self, i: int) -> dict[str, Any]:
+        ex = self.examples[i]
+        crc = zlib.crc32(np.asarray(ex["token_type_ids"], np.int32).tobytes(),
+                         zlib.crc32(np.asarray(ex["input_ids"], np.int32).tobytes()))
+        return {"inputs": zlib.crc32(np.asarray(ex["word_ids"], np.int32).tobytes(), crc), "length": self.length,
+                "rows": len(self.units[i]) * self.steps, "target": self.targets[i]}
+
+    def _load_group(self) -> None:
+        """Load up to G examples into free slots, dispatch their forwards, queue their gradient rows."""
+        drv, length = self.drv, self.length
+        g = min(self.g, len(self.free), len(self.queue))
+        group = [self.queue.popleft() for _ in range(g)]
+        acc0 = np.zeros((self.g, length), np.float32)
+        jobs = []
+        for k, i in enumerate(group):
+            ex = self.examples[i]
+            job = _PathJob(i, ex, self.free.pop(), self.units[i], self._check(i), len(self.units[i]) * self.steps)
+            got = self.partial.get(_partial_key(ex.get("id", i)), job.check) if self.partial else None
+            if not drv.auto and got is not None and 0 < got[0] <= job.rows_total and got[1].shape == (length,):
+                job.rows_done, acc0[k] = got[0], got[1]
+                if self.progress is not None and getattr(self.progress, "total", None):
+                    self.progress.total -= job.rows_done
+            if drv.auto:
+                job.intervals = np.full(len(job.unit_values), AUTO_START, np.float64)
+            self.jobs[job.slot] = job
+            jobs.append(job)
+        slots = np.full(self.g, self.tables.given.shape[0], np.int32)  # padding: an out-of-range slot
+        slots[:g] = [j.slot for j in jobs]
+        arrays = pad_batch([self.examples[i] for i in group] + [self.examples[group[0]]] * (self.g - g), length,
+                           drv.pad_id)
+        arrays["unit_ids"] = np.stack([self.uid[i] for i in group] + [self.uid[group[0]]] * (self.g - g))
+        given = np.asarray([-1 if self.targets[i] is None else self.targets[i] for i in group] + [-1] * (self.g - g),
+                           np.int32)
+        self.tables = drv._load(self.tables, slots, arrays, given, acc0)
+        self._forwards(jobs)
+        for job in jobs:
+            p = np.arange(job.rows_done, job.rows_total)
+            self._queue_rows(job, job.unit_values[p // self.steps] if len(p) else p, self.alphas[p % self.steps],
+                             self.weights[p % self.steps], base=True)
+
+    def _forwards(self, jobs: list[_PathJob]) -> None:
+        """F at x and at every unit's baseline, in chunks of r_fwd rows (no waiting)."""
+        slot = np.concatenate([np.full(1 + len(j.unit_values), j.slot, np.int32) for j in jobs])
+        unit = np.concatenate([np.concatenate([[-2], j.unit_values]).astype(np.int32) for j in jobs])
+        column = np.concatenate([np.arange(1 + len(j.unit_values), dtype=np.int32) for j in jobs])
+        out_of_range = self.tables.given.shape[0]
+        for s in range(0, len(slot), self.r_fwd):
+            part = [_pad(a[s:s + self.r_fwd], self.r_fwd, fill) for a, fill in
+                    ((slot, out_of_range), (unit, -2), (column, 0))]
+            self.drv.compiled_shapes.add(("forward", self.r_fwd, self.length))
+            self.tables = self.drv._fwd(self.drv.params, self.tables,
+                                        *shard_batch(tuple(part), self.drv.mesh))
+
+    def _queue_rows(self, job: _PathJob, units: np.ndarray, alphas: np.ndarray, weights: np.ndarray, *,
+                    base: bool) -> None:
+        n = len(units)
+        self.stream.append([job, np.full(n, job.slot, np.int32), np.asarray(units, np.int32),
+                            np.asarray(alphas, np.float32), np.asarray(weights, np.float32), True, base])
+        self.stream_rows += n
+
+    # -- the chunk loop -----------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Take up to r rows off the stream into one gradient chunk and dispatch it."""
+        r, parts, done, counted, base_rows = self.r, [], [], [], 0
+        taken = 0
+        while self.stream and taken < r and len(done) < self.k:
+            seg = self.stream[0]
+            job, n = seg[0], len(seg[1])
+            take = min(n, r - taken)
+            parts.append([a[:take] for a in seg[1:5]])
+            if seg[6]:
+                counted.append((job, take))
+                base_rows += take
+            taken += take
+            if take == n:
+                self.stream.popleft()
+                done.append(job)
+            else:
+                seg[1:5] = [a[take:] for a in seg[1:5]]
+            self.stream_rows -= take
+        out_of_range = self.tables.given.shape[0]
+        cat = lambda k, fill: _pad(np.concatenate([p[k] for p in parts]) if parts else np.zeros(0), r, fill)
+        desc = (cat(0, out_of_range).astype(np.int32), cat(1, -2).astype(np.int32),
+                cat(2, 0).astype(np.float32), cat(3, 0).astype(np.float32))
+        finish = _pad(np.asarray([j.slot for j in done], np.int32), self.k, 0)
+        self.drv.compiled_shapes.add(("grad", r, self.length))
+        self.tables, sums, logits = self.drv._grad(self.drv.params, self.tables, *shard_batch(desc, self.drv.mesh),
+                                                   finish)
+        for job, take in counted:  # dispatched: its rows are in the sums from now on
+            job.rows_done += take
+        if done:
+            sums.copy_to_host_async()
+            logits.copy_to_host_async()
+        self.in_flight.append((sums, logits, list(enumerate(done))))
+        if self.progress is not None and base_rows:
+            self.progress.update(base_rows)
+
+    def _collect(self) -> None:
+        """Read the oldest chunk's finished examples; finish them (or, auto, refine their loose units)."""
+        sums, logits, done = self.in_flight.popleft()
+        if not done:
+            return
+        sums, logits = np.asarray(sums), np.asarray(logits)
+        for k, job in done:
+            units = (self.uid[job.index][None, :] == job.unit_values[:, None])
+            record, gaps = self.drv._finish_path(job.ex, job.index, sums[k], logits[k], units.astype(np.float64),
+                                                 self.targets[job.index], job.intervals)
+            if self.drv.auto and self._refine(job, gaps):
+                continue
+            self.finished.append(record)
+            del self.jobs[job.slot]
+            self.free.append(job.slot)
+
+    def _refine(self, job: _PathJob, gaps: np.ndarray) -> bool:
+        """Queue the midpoints of every unit whose gap is above the tolerance; False if none is left."""
+        loose = (np.abs(gaps) > self.drv.tolerance) & (job.intervals < AUTO_MAX)
+        if not loose.any():
+            return False
+        job.refining = True
+        units, alphas = [], []
+        for u in np.flatnonzero(loose):
+            n = int(job.intervals[u])
+            units.append(np.full(n, job.unit_values[u]))
+            alphas.append((np.arange(n) + 0.5) / n)
+            job.intervals[u] = 2 * n
+        units, alphas = np.concatenate(units), np.concatenate(alphas)
+        self._queue_rows(job, units, alphas, np.ones(len(units)), base=False)
+        return True
+
+    def _release(self) -> list[dict[str, Any]]:
+        """Settle what was handed out before (stored by the caller by now), hand out what finished."""
+        if self.partial is not None:
+            for rec in self.handed:
+                self.partial.drop(_partial_key(rec["id"]))
+        self.handed = self.finished
+        self.finished = []
+        return list(self.handed)
+
+    def _save(self) -> None:
+        """Store every unfinished example's rows done and sums (waits for the chunks in flight)."""
+        self.last_save = time.monotonic()
+        if self.partial is None:
+            return
+        acc = None
+        for job in self.jobs.values():
+            if job.refining or not 0 < job.rows_done:
+                continue
+            if acc is None:
+                acc = np.asarray(self.tables.acc)
+            self.partial.put(_partial_key(job.ex.get("id", job.index)), job.check, job.rows_done, acc[job.slot])
+        self.partial.flush()
+
+    def run(self) -> Iterator[list[dict[str, Any]]]:
+        ok = False
+        try:
+            while True:
+                while self.stream_rows < 2 * self.r and self.queue and self.free:
+                    self._load_group()
+                if self.stream:
+                    self._dispatch()
+                    if len(self.in_flight) > LAG:
+                        self._collect()
+                elif self.in_flight:
+                    self._collect()
+                    continue
+                else:
+                    break
+                if time.monotonic() - self.last_save >= self.drv.save_every:
+                    self._save()
+                    yield self._release()
+                else:
+                    yield []
+            ok = True
+        finally:
+            if not ok:  # interrupted (an error, Ctrl-C, or the caller stopped): keep what was done
+                try:
+                    self._save()
+                except Exception:  # noqa: BLE001 - the device state may be gone with the error
+                    log.warning("could not save the partial sums of the examples in flight")
+        self._save()
+        yield self._release()
+        self._release()
+        if self.partial is not None:
+            self.partial.flush()
+
+
+def _pad(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    """`a` [m <= n] padded to n entries with `fill`."""
+    a = np.asarray(a)
+    return a if len(a) == n else np.concatenate([a, np.full(n - len(a), fill, a.dtype if len(a) else None)])
+
+
+def _example_key(ex: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    return (np.asarray(ex["input_ids"], np.int32).tobytes(), np.asarray(ex["word_ids"], np.int32).tobytes())
+
+
 def _partial_key(example_id: Any) -> str:
     """An example's key in a `PartialSums` sidecar."""
     return json.dumps(example_id)
@@ -493,29 +646,103 @@ def _partial_key(example_id: Any) -> str:
 
 def example_keys(seed: int, ids: Sequence[Any]) -> jax.Array:
     """One PRNG key per example from the seed and the example's id (stable across resumed runs)."""
+    crcs = np.asarray([zlib.crc32(str(i).encode()) & 0x7FFFFFFF for i in ids], np.uint32)
+    return _fold_keys(seed, crcs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _fold_keys(seed: int, crcs: jax.Array) -> jax.Array:
     base = jax.random.key(seed)
-    return jnp.stack([jax.random.fold_in(base, zlib.crc32(str(i).encode()) & 0x7FFFFFFF) for i in ids])
+    return jax.vmap(lambda c: jax.random.fold_in(base, c))(crcs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The device-resident path pipeline
+
+
+class _Tables(NamedTuple):
+    """Device state of one bucket's path pipeline: S example slots of length T, U units at most."""
+
+    input_ids: jax.Array  # [S, T] int32
+    attention_mask: jax.Array  # [S, T]
+    token_type_ids: jax.Array  # [S, T]
+    word_ids: jax.Array  # [S, T]
+    unit_ids: jax.Array  # [S, T] unit value per position (-1: never moved)
+    given: jax.Array  # [S] int32 target asked for (-1: the predicted class)
+    acc: jax.Array  # [S, T] float32 running sum of row contributions
+    logits: jax.Array  # [S, U + 1, C] logits at x (index 0) and at each unit's baseline (1 + unit index)
+
+
+@dataclasses.dataclass
+class _PathJob:
+    """One example on its way through the path pipeline (host bookkeeping only: its sums live on the device)."""
+
+    index: int
+    ex: Mapping[str, Any]
+    slot: int
+    unit_values: np.ndarray  # [U] unit ids in index order
+    check: dict[str, Any]
+    rows_total: int
+    rows_done: int = 0  # base-rule rows dispatched (a prefix of its unit x step rows)
+    intervals: np.ndarray | None = None  # --steps auto: [U] trapezoid intervals of each unit so far
+    refining: bool = False
+
+
+def _gather(a: jax.Array, idx: jax.Array) -> jax.Array:
+    return jnp.take(a, idx, axis=0, mode="clip")
+
+
+def _row_view(t: _Tables, slot: jax.Array, unit: jax.Array, alpha: jax.Array, weight: jax.Array,
+              baseline: str, mask_id: int | None, pad_id: int, regression: bool) -> Rows:
+    """Rows built on the device from descriptors (slot, unit value, alpha, weight) [R]."""
+    ids, am, wid = _gather(t.input_ids, slot), _gather(t.attention_mask, slot), _gather(t.word_ids, slot)
+    base_ids, base_scale = baseline_ids({"input_ids": ids, "attention_mask": am, "word_ids": wid}, baseline,
+                                        mask_id, pad_id)
+    interp = (_gather(t.unit_ids, slot) == unit[:, None]).astype(jnp.float32)
+    given = _gather(t.given, slot)
+    predicted = jnp.argmax(_gather(t.logits, slot)[:, 0], axis=-1).astype(jnp.int32)
+    target = jnp.zeros_like(given) if regression else jnp.where(given >= 0, given, predicted)
+    return Rows(ids, am, _gather(t.token_type_ids, slot), base_ids, base_scale, interp, alpha, weight, target)
+
+
+def _load_step(t: _Tables, slots: jax.Array, arrays: Mapping[str, jax.Array], given: jax.Array,
+               acc0: jax.Array) -> _Tables:
+    """Write G examples into their slots (padding entries carry slot S and are dropped)."""
+    put = lambda a, v: a.at[slots].set(v, mode="drop")
+    return t._replace(input_ids=put(t.input_ids, arrays["input_ids"]),
+                      attention_mask=put(t.attention_mask, arrays["attention_mask"]),
+                      token_type_ids=put(t.token_type_ids, arrays["token_type_ids"]),
+                      word_ids=put(t.word_ids, arrays["word_ids"]), unit_ids=put(t.unit_ids, arrays["unit_ids"]),
+                      given=put(t.given, given), acc=put(t.acc, acc0))
+
+
+def _forward_step(params: Params, t: _Tables, slot: jax.Array, unit: jax.Array, column: jax.Array, *,
+                  cfg: EncoderConfig, opts: tuple) -> _Tables:
+    """Logits at x (column 0, alpha 1) or at a unit's baseline (column 1 + u, alpha 0), stored per slot."""
+    alpha = (column == 0).astype(jnp.float32)
+    rows = _row_view(t, slot, unit, alpha, jnp.zeros_like(alpha), *opts)
+    logits = row_logits(params, cfg, rows)
+    return t._replace(logits=t.logits.at[slot, column].set(logits.astype(t.logits.dtype), mode="drop"))
+
+
+def _grad_step(params: Params, t: _Tables, slot: jax.Array, unit: jax.Array, alpha: jax.Array,
+               weight: jax.Array, done: jax.Array, *, cfg: EncoderConfig, output: str, opts: tuple
+               ) -> tuple[_Tables, jax.Array, jax.Array]:
+    """One chunk of gradient rows added into the slots' sums; returns the sums and logits of the slots in
+    `done` [K] (the examples whose last row is in this chunk) for the host to fetch later."""
+    rows = _row_view(t, slot, unit, alpha, weight, *opts)
+    contrib = row_contributions(params, cfg, rows, output)
+    acc = t.acc.at[slot].add(contrib.astype(t.acc.dtype), mode="drop")
+    return t._replace(acc=acc), _gather(acc, done), _gather(t.logits, done)
 
 
 @functools.cache
-def _kernels(cfg: EncoderConfig, output: str) -> tuple[Any, Any]:
-    """The jitted row kernels, shared by every Driver of the same config (one compile per shape)."""
-    return (jax.jit(functools.partial(_grad_chunk, cfg=cfg, output=output)),
-            jax.jit(functools.partial(_fwd_chunk, cfg=cfg, output=output)))
-
-
-def _grad_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> jax.Array:
-    return row_contributions(params, cfg, rows, output)
-
-
-def _fwd_chunk(params: Params, rows: Rows, *, cfg: EncoderConfig, output: str) -> tuple[jax.Array, jax.Array]:
-    """Logits at each row's path point [R, C], and the explained output F for every class [R, C] (the driver
-    picks the target's column once it is resolved: the predicted class is known only after this call)."""
-    logits = row_logits(params, cfg, rows)
-    n = logits.shape[0]
-    per_class = jnp.stack([explained_output(logits, jnp.full(n, c, jnp.int32), cfg, output)
-                           for c in range(logits.shape[1])], axis=-1)
-    return logits, per_class
+def _path_kernels(cfg: EncoderConfig, output: str, opts: tuple) -> tuple[Any, Any, Any]:
+    """The jitted load / forward / gradient steps, shared by every Driver of the same settings; the slot
+    tables are donated, so each step updates them in place."""
+    return (jax.jit(_load_step, donate_argnums=0),
+            jax.jit(functools.partial(_forward_step, cfg=cfg, opts=opts), donate_argnums=1),
+            jax.jit(functools.partial(_grad_step, cfg=cfg, output=output, opts=opts), donate_argnums=1))
 
 
 def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[dict[str, Any]], method: str,

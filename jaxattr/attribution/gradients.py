@@ -355,7 +355,8 @@ def check_path_options(o: Mapping[str, Any]) -> None:
     """The options every path method shares (`steps`, quadrature `method`, `baseline`), checked."""
     from jaxattr.attribution.registry import check_choice, check_int
 
-    check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
+    if o["steps"] != "auto":  # "auto": the driver's nested trapezoid rules (its `tolerance`)
+        check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
     check_choice("method", o["method"], METHODS)
     check_choice("baseline", o["baseline"], BASELINES)
 
@@ -374,6 +375,11 @@ def _ig_finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[n
     return raw, float(raw.sum() - f_gap[0])
 
 
+def _path_cost(o: Mapping[str, Any]) -> int:
+    """Rows per unit: the steps (`steps="auto"`: the driver's first rule, 5 points)."""
+    return 5 if o["steps"] == "auto" else int(o["steps"])
+
+
 PATH_OPTIONS: dict[str, Any] = {"steps": 50, "method": "gausslegendre", "baseline": "mask"}
 
 
@@ -385,7 +391,7 @@ def _register() -> None:
     register(MethodSpec("gradientshap", gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
                         cost=lambda o: o["samples"], validate=_check_shap,
                         description="expected gradients with random points on the baseline-input path"))
-    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=lambda o: o["steps"],
+    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=_path_cost,
                         paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
                                     finish=_ig_finish),
                         validate=check_path_options, description="integrated gradients over word embeddings"))

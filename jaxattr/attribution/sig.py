@@ -30,6 +30,7 @@ from jaxattr.attribution.gradients import (
     Rows,
     _prepare,
     _tt,
+    _path_cost,
     check_path_options,
     quadrature,
     row_contributions,
@@ -122,7 +123,7 @@ def _register() -> None:
     from jaxattr.attribution.registry import MethodSpec, Paths, register
 
     register(MethodSpec("sig", sequential_integrated_gradients, {**PATH_OPTIONS, "unit": "token"},
-                        cost=lambda o: o["steps"], validate=_validate,
+                        cost=_path_cost, validate=_validate,
                         paths=Paths(unit_ids=lambda batch, o: unit_ids(batch, o["unit"]), finish=_finish),
                         description="sequential integrated gradients: one path per token (or word)"))
 

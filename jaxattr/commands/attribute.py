@@ -5,7 +5,8 @@ texts or a dataset, written to a resumable JSONL / Parquet file, optionally with
     jaxattr attribute --model MODEL --method ig --input data.csv --target gold --out out.jsonl
 
 Re-running the same command skips the examples already in OUT; a kill loses at most the chunk in
-flight (an unfinished IG/SIG example continues from its partial sums in OUT.partial.json). Texts
+flight and the last `--save-every` seconds (an unfinished IG/SIG example continues from its partial sums
+in OUT.partial.json). Texts
 longer than the model's maximum are truncated (with a warning).
 """
 
@@ -22,7 +23,9 @@ log = logging.getLogger("jaxattr.attribute")
 
 # generic method options: flag -> (dest, type, help). Passed to a method only if it declares them.
 METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
-    "--steps": ("steps", int, "integration / optimisation steps (IG, SIG: 50; IBA: 10)"),
+    "--steps": ("steps", lambda v: v if v == "auto" else int(v),
+                "integration / optimisation steps (IG, SIG: 50; IBA: 10); IG/SIG: 'auto' refines each unit's "
+                "nested trapezoid rule until its completeness gap is below --tolerance"),
     "--baseline": ("baseline", str, "IG/SIG/GradientShap baseline: mask (default), pad or zero"),
     "--integration": ("method", str, "quadrature: gausslegendre (default), riemann_left/right/middle/trapezoid, "
                                      "captum_trapezoid (Captum's weights)"),
@@ -67,12 +70,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", default=None, help="also write an HTML report here")
     parser.add_argument("--html-view", default="words", choices=("words", "tokens"),
                         help="the report shows the original text coloured by word (default) or the word pieces")
-    parser.add_argument("--tokens-per-batch", type=int, default=8192,
-                        help="memory bound: rows x sequence length per device and chunk (default 8192)")
+    parser.add_argument("--tokens-per-batch", type=_tokens_per_batch, default=None,
+                        help="memory bound: rows x sequence length per device and chunk; 'auto' (the default on "
+                             "accelerators) sizes it from the device's memory; 8192 on CPU")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="--steps auto: the completeness gap (in units of the explained output) a unit is "
+                             "refined down to (default 0.01)")
+    parser.add_argument("--save-every", type=float, default=None,
+                        help="seconds between saves of unfinished IG/SIG sums and finished records (default 5; "
+                             "a kill loses at most this much work plus the chunks in flight)")
     parser.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling methods (GradientShap, IBA)")
     for flag, (dest, typ, help_text) in METHOD_OPTIONS.items():
         parser.add_argument(flag, dest=f"opt_{dest}", type=typ, default=None, help=help_text)
+
+
+def _tokens_per_batch(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', not {value!r}") from None
+
+
+def driver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The Driver's run settings from the shared flags (--tokens-per-batch, --tolerance, --save-every)."""
+    import jax
+
+    from jaxattr.attribution.driver import DEFAULT_SAVE_EVERY, DEFAULT_TOLERANCE, DEFAULT_TOKENS_PER_BATCH
+
+    tpb = args.tokens_per_batch
+    if tpb is None:
+        tpb = DEFAULT_TOKENS_PER_BATCH if jax.default_backend() == "cpu" else "auto"
+    if args.tolerance is not None and getattr(args, "opt_steps", None) != "auto":
+        raise UserError("--tolerance goes with --steps auto")
+    return {"tokens_per_batch": tpb, "tolerance": DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            "save_every": DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every}
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
     _warn_truncated(examples, args, model)
     resolve_targets(examples, args.target, model.cfg)  # bad --target / missing gold labels: fail before writing
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
-                    output=args.output, tokens_per_batch=args.tokens_per_batch, devices=args.devices,
-                    seed=args.seed)
+                    output=args.output, devices=args.devices, seed=args.seed, **driver_kwargs(args))
     settings = {**driver.settings(), "target": args.target, "seed": args.seed}
     written = multihost.write_driver_records(args.out, examples, driver, args.target, settings, desc=args.method,
                                              model=model.source, overwrite=args.overwrite)
