@@ -41,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == wanted:
             _module(name).add_arguments(p)
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled XLA programs in the jaxattr cache directory (or set "
+                             "JAXATTR_COMPILE_CACHE=0)")
     args = parser.parse_args(argv)
     try:
+        if not args.no_compile_cache:
+            from jaxattr.models.loading import enable_compilation_cache
+
+            enable_compilation_cache()
         from jaxattr.models.precision import matmul_precision
 
         with matmul_precision(getattr(args, "matmul_precision", "default")):

@@ -129,6 +129,26 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(base).expanduser() / "jaxattr"
 
 
+def enable_compilation_cache(cache_dir: str | Path | None = None) -> Path | None:
+    """Keep XLA's compiled programs in `cache_root()/xla` across runs (JAX's persistent compilation cache):
+    a second `jaxattr attribute` skips its compiles. Off with JAXATTR_COMPILE_CACHE=0 (or `--no-compile-cache`);
+    a JAX_COMPILATION_CACHE_DIR the user set wins. Returns the directory in use, or None."""
+    import jax
+
+    if os.environ.get("JAXATTR_COMPILE_CACHE", "1") == "0":
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    path = cache_root(cache_dir) / "xla"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return path
+
+
 def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir: str | Path | None = None) -> Path:
     """Directory of the demo's cached classifier (what `--model default` loads).
 
