@@ -128,7 +128,7 @@ MULTI = textwrap.dedent("""
     for i, e in enumerate(exs):
         e["id"] = f"ex{{i}}"
     out = {{}}
-    for method, opts in (("sig", {{"steps": 3}}),):
+    for method, opts in (("sig", {{"steps": 3}}), ("ig", {{"steps": 6}}), ("gradientshap", {{"samples": 3}})):
         drv = Driver(model.params, model.cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                      tokens_per_batch=48, devices=4)
         got = {{r["id"]: np.asarray(r["scores"]) for c in drv.run(exs) for r in c}}
@@ -148,5 +148,6 @@ def test_four_fake_devices_equal_single(tiny):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][0]
     res = json.loads(line[len("RESULT "):])
-    assert res["sig"] < 1e-4, res
-    assert all(r % 4 == 0 for r in res["sig_rows"]), res  # chunks span the 4 devices
+    for method in ("sig", "ig", "gradientshap"):
+        assert res[method] < 1e-4, res
+        assert all(r % 4 == 0 for r in res[method + "_rows"]), res  # chunks span the 4 devices
