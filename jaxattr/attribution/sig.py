@@ -28,9 +28,9 @@ import numpy as np
 from jaxattr.attribution.gradients import (
     PATH_OPTIONS,
     Rows,
+    _path_cost,
     _prepare,
     _tt,
-    _path_cost,
     check_path_options,
     quadrature,
     row_contributions,

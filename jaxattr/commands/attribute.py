@@ -98,7 +98,7 @@ def driver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The Driver's run settings from the shared flags (--tokens-per-batch, --tolerance, --save-every)."""
     import jax
 
-    from jaxattr.attribution.driver import DEFAULT_SAVE_EVERY, DEFAULT_TOLERANCE, DEFAULT_TOKENS_PER_BATCH
+    from jaxattr.attribution.driver import DEFAULT_SAVE_EVERY, DEFAULT_TOKENS_PER_BATCH, DEFAULT_TOLERANCE
 
     tpb = args.tokens_per_batch
     if tpb is None:

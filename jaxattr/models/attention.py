@@ -1,26 +1,53 @@
 """Scaled dot-product attention without the probabilities, fast on every backend.
 
-On GPU/TPU this is `jax.nn.dot_product_attention` (cuDNN flash attention where available). On CPU,
-XLA's batched attention materialises the full [B, heads, T, T] scores, softmax and their gradients
-in main memory and runs at a fraction of the matmul rate; here the (batch, head) pairs are instead
-walked in small blocks under `lax.map`, so each block's scores stay in cache, and a custom VJP
-recomputes the block's probabilities from the saved log-sum-exp in the backward pass (the
-flash-attention recipe) rather than storing them. The backward pass keeps its [T, T] matrices
-keys-major, which spares XLA:CPU two transposing copies of them. Both give the same values to
-float32 rounding (tests/test_attention.py).
+`attention(q, k, v, bias=None, *, key_mask=None)` takes the padding as a [B, Tk] key mask apart from
+any further additive bias, and `attention_implementation` decides at trace time, for the default
+backend (`current_backend()`: `jax.default_backend()`, CUDA told from ROCm), what runs:
+
+  * "cudnn": CUDA, a padding-only call (`bias=None`), fp16/bf16 inputs, compute capability 8.0 or
+    later, head dim a multiple of 8 and at most 128 (256 from 9.0). cuDNN's flash attention,
+    `jax.nn.dot_product_attention(implementation="cudnn")`, with the padding given as key lengths
+    (`padded_attention` moves each row's attended keys to the front, so any mask is a prefix): no
+    [T, T] array is built. The call is wrapped so that it batches under `vmap` (JAX's cuDNN attention
+    does not by itself) and its backward pass recomputes the forward. Should cuDNN still refuse the
+    call at trace time, XLA's runs instead (logged at debug level).
+  * "xla": everything else off CPU: float32 inputs on CUDA (cuDNN takes fp16/bf16 only), a call with
+    an additive bias (DeBERTa's relative-position terms, AD-DROP's `attn_bias`, ModernBERT, which
+    passes padding and its local window as one bias), ROCm and TPU; and CPU up to `SHORT_LENGTH`
+    tokens. `jax.nn.dot_product_attention` with the padding folded into one additive bias, the default
+    implementation, which builds the float32 [B, heads, T, T] scores.
+  * "cpu_blocked": CPU beyond `SHORT_LENGTH` tokens. XLA's batched attention materialises the full
+    [B, heads, T, T] scores, softmax and their gradients in main memory and runs at a fraction of the
+    matmul rate; here the (batch, head) pairs are instead walked in small blocks under `lax.map`, so
+    each block's scores stay in cache, and a custom VJP recomputes the block's probabilities from the
+    saved log-sum-exp in the backward pass (the flash-attention recipe) rather than storing them. The
+    backward pass keeps its [T, T] matrices keys-major, which spares XLA:CPU two transposing copies of
+    them. (`lax.platform_dependent` still picks XLA's attention should this be lowered for another
+    platform.)
+
+All give the same values up to rounding (tests/test_attention.py; the key-lengths form against the
+additive bias in tests/test_attention_impl.py, through XLA, since cuDNN needs a GPU). Whoever needs the
+probabilities (`return_attention`, `attn_perturb`, attention dropout, `cls_only`) does not come here:
+`encoder.attend` computes them explicitly.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from jaxattr.models.primitives import mask_value
 from jaxattr.types import Array
+
+log = logging.getLogger(__name__)
 
 # Up to this many tokens XLA's own attention is faster on CPU than the blocked kernel, whose loop and
 # transposes then cost more than the [T, T] passes it saves (gradient per layer, 100 x 28 tokens:
@@ -114,9 +141,121 @@ def _xla_attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
     return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype))
 
 
-def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
-    """softmax(q k^T / sqrt(d) + bias) v, [B, T, heads, d]: XLA's fused attention, except on CPU for
-    sequences longer than `SHORT_LENGTH`, which get the blocked kernel."""
+def padding_bias(key_mask: Array) -> Array:
+    """[B, 1, 1, Tk] additive bias of a [B, Tk] key mask: 0 where attended, `mask_value` where not."""
+    return jnp.where(key_mask.astype(bool), 0.0, mask_value(jnp.float32))[:, None, None, :]
+
+
+def full_bias(bias: Array | None, key_mask: Array | None, keys: int) -> Array:
+    """The one additive bias of `attention(q, k, v, bias, key_mask=...)`: padding plus extra terms."""
+    if key_mask is None:
+        return jnp.zeros((1, 1, 1, keys), jnp.float32) if bias is None else bias
+    return padding_bias(key_mask) if bias is None else padding_bias(key_mask) + bias
+
+
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def attention_implementation(dtype: Any, backend: str, *, has_bias: bool, length: int, head_dim: int,
+                             capability: tuple[int, int] | None = None) -> str:
+    """Which attention runs: "cudnn", "xla" or "cpu_blocked" (see the module docstring).
+
+    `backend`: "cpu", "cuda" (or "gpu", as `jax.default_backend()` names it), "rocm", "tpu", ...;
+    `has_bias`: an additive bias beyond the padding (cuDNN is only given the padding, as lengths);
+    `length`: the query length; `capability`: the CUDA compute capability, (major, minor).
+    cuDNN's flash attention needs fp16/bf16, sm80 or later and a head dim that is a multiple of 8,
+    at most 128 (256 from sm90), the limits `jax.nn.dot_product_attention` checks."""
+    if (backend in ("cuda", "gpu") and not has_bias and jnp.dtype(dtype) in _HALF and capability is not None
+            and capability >= (8, 0) and head_dim % 8 == 0 and head_dim <= (256 if capability >= (9, 0) else 128)):
+        return "cudnn"
+    if backend == "cpu" and length > SHORT_LENGTH:
+        return "cpu_blocked"
+    return "xla"
+
+
+def current_backend() -> tuple[str, tuple[int, int] | None]:
+    """(backend, CUDA compute capability or None) of the default device, as the selector takes them."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend, None
+    if "rocm" in jax.extend.backend.get_backend().platform_version.lower():
+        return "rocm", None
+    version = getattr(jax.devices()[0], "compute_capability", None)
+    try:
+        return "cuda", tuple(int(x) for x in str(version).split(".")[:2])
+    except ValueError:
+        return "cuda", None
+
+
+def _flat_batch_rule(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A `custom_vmap` rule that folds the mapped axis into the batch axis of every argument and output
+    (unmapped arguments are broadcast), so `fn` sees one plain [B, ...] batch however it is vmapped:
+    JAX's cuDNN attention batches only when every operand, its own default query lengths included,
+    is mapped on axis 0."""
+    def rule(axis_size: int, in_batched: list[bool], *args: Array):
+        args = [x if b else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, b in zip(args, in_batched)]
+        out = fn(*(x.reshape(-1, *x.shape[2:]) for x in args))
+        unfold = lambda y: y.reshape(axis_size, -1, *y.shape[1:])
+        return jax.tree.map(unfold, out), jax.tree.map(lambda _: True, out)
+    return rule
+
+
+@functools.cache
+def _length_attention(implementation: str) -> Callable[[Array, Array, Array, Array], Array]:
+    """`jax.nn.dot_product_attention` over keys [0, lengths) of each row, by `implementation`, wrapped to
+    batch under `vmap` (`_flat_batch_rule`) and to differentiate under it: the backward pass recomputes
+    the forward inside `jax.vjp` (cuDNN's own VJP keeps no residuals we could carry across the wrapper)."""
+    def call(q: Array, k: Array, v: Array, lengths: Array) -> Array:
+        q_lengths = jnp.full(q.shape[:1], q.shape[1], jnp.int32)
+        return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=lengths,
+                                            implementation=implementation)
+
+    def grads(q: Array, k: Array, v: Array, lengths: Array, d_out: Array) -> tuple[Array, Array, Array]:
+        return jax.vjp(lambda *a: call(*a, lengths), q, k, v)[1](d_out)
+
+    forward = jax.custom_batching.custom_vmap(call)
+    forward.def_vmap(_flat_batch_rule(forward))
+    backward = jax.custom_batching.custom_vmap(grads)
+    backward.def_vmap(_flat_batch_rule(backward))
+    fn = jax.custom_vjp(lambda q, k, v, lengths: forward(q, k, v, lengths))
+    fn.defvjp(lambda q, k, v, lengths: (forward(q, k, v, lengths), (q, k, v, lengths)),
+              lambda res, d_out: (*backward(*res, d_out), None))
+    return fn
+
+
+def padded_attention(q: Array, k: Array, v: Array, key_mask: Array | None, implementation: str) -> Array:
+    """Attention with only a [B, Tk] key mask, given to `jax.nn.dot_product_attention` as key lengths
+    (what cuDNN takes without a [T, T] bias): the attended keys are moved to the front in their order,
+    which changes nothing (no score here depends on a key's position), so any mask is a prefix. A row
+    with no key attended averages every value, as the additive bias gives it."""
+    b, tk = k.shape[:2]
+    if key_mask is None:
+        return _length_attention(implementation)(q, k, v, jnp.full((b,), tk, jnp.int32))
+    key_mask = key_mask.astype(bool)
+    order = jnp.argsort(~key_mask, axis=-1, stable=True)[:, :, None, None]
+    k_sorted, v_sorted = (jnp.take_along_axis(x, order, axis=1) for x in (k, v))
+    n = key_mask.sum(-1, dtype=jnp.int32)
+    out = _length_attention(implementation)(q, k_sorted, v_sorted, jnp.maximum(n, 1))
+    return jnp.where((n == 0)[:, None, None, None], v.mean(1, keepdims=True).astype(out.dtype), out)
+
+
+def attention(q: Array, k: Array, v: Array, bias: Array | None = None, *, key_mask: Array | None = None) -> Array:
+    """softmax(q k^T / sqrt(d) + bias + padding) v, [B, T, heads, d].
+
+    `key_mask`: [B, Tk], true where a key is attended (None: all are); `bias`: any further additive
+    bias, broadcastable to [B, heads, Tq, Tk] (without `key_mask` it carries the padding itself, the old
+    single-bias form). What runs is `attention_implementation`'s choice for the default backend: cuDNN
+    for a padding-only call in fp16/bf16 on CUDA, else XLA's fused attention, or on CPU past
+    `SHORT_LENGTH` the blocked kernel."""
+    backend, capability = current_backend()
+    impl = attention_implementation(q.dtype, backend, has_bias=bias is not None, length=q.shape[1],
+                                    head_dim=q.shape[-1], capability=capability)
+    if impl == "cudnn":
+        try:
+            return padded_attention(q, k, v, key_mask, "cudnn")
+        except (NotImplementedError, RuntimeError, ValueError) as e:  # JAX's checks, at trace time
+            log.debug("cuDNN attention unavailable for %s %s, using XLA's: %s", q.shape, q.dtype, e)
+    bias = full_bias(bias, key_mask, k.shape[1])
     if q.shape[1] <= SHORT_LENGTH:
         return _xla_attention(q, k, v, bias)
     return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu_attention, default=_xla_attention)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxattr.models import deberta
-from jaxattr.models.attention import attention, cpu_gradient_policy
+from jaxattr.models.attention import attention, cpu_gradient_policy, full_bias
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.primitives import activation, mask_value
 from jaxattr.models.primitives import dense as _dense
@@ -87,17 +87,21 @@ class Embeddings(nn.Module):
         return x
 
 
-def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array, attn_perturb: Array | None,
-           return_attention: bool, deterministic: bool, cls_only: bool) -> tuple[Array, Array | None]:
+def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None, attn_perturb: Array | None,
+           return_attention: bool, deterministic: bool, cls_only: bool,
+           key_mask: Array | None = None) -> tuple[Array, Array | None]:
     """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
 
     `bias` is added to the scaled scores, `attn_perturb` to the probabilities; called from inside a
-    block's compact method (its attention dropout is a submodule of that block)."""
+    block's compact method (its attention dropout is a submodule of that block). With `key_mask`
+    ([B, T], true where attended) `bias` holds only the terms beyond the padding (None: none), and a
+    padding-only call may take cuDNN's attention (models/attention.py)."""
     # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
     needs_probs = cls_only or return_attention or attn_perturb is not None or (
         not deterministic and cfg.attention_dropout_rate > 0)
     if not needs_probs:  # fused attention when nobody needs the probabilities
-        return attention(q, k, v, bias), None
+        return attention(q, k, v, bias, key_mask=key_mask), None
+    bias = full_bias(bias, key_mask, k.shape[1])
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
     if attn_perturb is not None:
@@ -131,13 +135,13 @@ class Layer(nn.Module):
         query, key = _dense(cfg.hidden_size, cfg, "query"), _dense(cfg.hidden_size, cfg, "key")
         q, k = split(query(hq)), split(key(h))
         v = split(_dense(cfg.hidden_size, cfg, "value")(h))
-        bias = key_bias[:, None, None, :]
+        bias = None  # score terms beyond the padding, which goes to `attend` as a key mask
         if cfg.family == deberta.FAMILY:
-            q, rel_bias = deberta.relative_bias(cfg, q, k, rel, query, key, deterministic)
-            bias = bias if rel_bias is None else bias + rel_bias
+            q, bias = deberta.relative_bias(cfg, q, k, rel, query, key, deterministic)
         if attn_bias is not None:
-            bias = bias + attn_bias
-        ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only)
+            bias = attn_bias if bias is None else bias + attn_bias
+        key_mask = key_bias == 0  # run_layers' key_bias is exactly 0 where attended
+        ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only, key_mask)
         ctx = ctx.reshape(b, tq, cfg.hidden_size)
         a = nn.Dropout(cfg.dropout_rate)(_dense(cfg.hidden_size, cfg, "attn_out")(ctx), deterministic=deterministic)
         h = _layer_norm(cfg, "attn_norm")(hq + a)
