@@ -9,7 +9,9 @@ leave the batch between blocks), and writes to --out (default: the run directory
   per_example.csv                  per test example and method: correct (0/1) and exit layer
   dact_exit_layers.png             exit-layer histogram, DACT (blue) vs DeeBERT (red) (paper Fig. 5)
   dact_ig_<i>.png / dact_ig.json   IG of each block's halting value and of the output (paper Fig. 4)
-The full model is the stage-1 model (= DeeBERT with threshold 0: its final classifier is unchanged).
+The full model is DeeBERT with threshold 0: its backbone and final classifier, unchanged by the off-ramps.
+In `train/dact.py`'s layout that is the stage-1 model; `eval/reproduce_dact.py` trains DeeBERT on a full model
+with the DACT models' total epochs and links it as stage1/ (only its tokenizer is read from there).
 """
 
 from __future__ import annotations
