@@ -23,9 +23,9 @@ chunks of its path points, and one chunk may hold the path points of several sho
   jitted call and `LAG` batches are in flight.
 
 Resume: given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the sums and rows done of
-unfinished examples are saved every `save_every` seconds (and when the run is interrupted), and finished
-records are handed out at the same ticks; a re-run continues from them, so a kill loses at most that
-interval plus the chunks in flight, even inside one long SIG example.
+unfinished examples are saved every `save_every` seconds (and when the run is interrupted); finished
+records are handed out as soon as their chunk is read. A re-run continues from them, so a kill loses at
+most that interval plus the chunks in flight, even inside one long SIG example.
 
 Every chunk runs under one `jit` per (method, bucket): a dataset compiles a handful of times. Batch
 axes are sharded over a 1-D mesh of all (or `devices`) devices; params and the slot tables are
@@ -242,7 +242,7 @@ class Driver:
     def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted", progress: Any = None,
             partial: PartialSums | None = None) -> Iterator[list[dict[str, Any]]]:
         """Yield lists of finished results (one dict per example, or per example and layer); path methods
-        yield after every chunk (often an empty list: records are handed out at each save tick).
+        yield after every chunk (an empty list until the chunks in flight finish an example).
 
         `partial` (IG, SIG): a sidecar that keeps unfinished examples' sums between runs; the caller
         must have stored every yielded list before asking for the next. Entries of examples not in
@@ -612,9 +612,7 @@ class _PathRun:
                     break
                 if time.monotonic() - self.last_save >= self.drv.save_every:
                     self._save()
-                    yield self._release()
-                else:
-                    yield []
+                yield self._release()
             ok = True
         finally:
             if not ok:  # interrupted (an error, Ctrl-C, or the caller stopped): keep what was done
