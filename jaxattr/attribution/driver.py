@@ -179,6 +179,8 @@ class Driver:
         self.save_every = float(save_every)
         self.mesh = make_mesh(devices, local=True)  # several processes: each runs its own examples
         self.ndev = self.mesh.size
+        # rows onto the mesh: one device takes host arrays through jit's own (faster) transfer
+        self.put = (lambda x: x) if self.ndev == 1 else (lambda x: shard_batch(x, self.mesh))
         self.buckets = tuple(buckets)
         self.seed = seed
         if self.options.get("baseline") in ("mask", "pad") and (mask_id if self.options["baseline"] == "mask"
@@ -238,6 +240,17 @@ class Driver:
     def work(self, ex: Mapping[str, Any]) -> int:
         """Gradient rows one example costs (for progress bars)."""
         return max(1, self._n_units(ex) * int(self.spec.cost(self.options)))
+
+    def total_work(self, examples: Sequence[Mapping[str, Any]]) -> int:
+        """Σ `work(ex)`, a path method's unit counts computed in one call per length bucket."""
+        if self.spec.paths is not None:
+            by_bucket: dict[int, list[Mapping[str, Any]]] = {}
+            for ex in examples:
+                if _example_key(ex) not in self._unit_cache:
+                    by_bucket.setdefault(bucket_length(len(ex["input_ids"]), self.buckets), []).append(ex)
+            for length, exs in by_bucket.items():
+                self._unit_table(exs, length)
+        return sum(self.work(ex) for ex in examples)
 
     def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted", progress: Any = None,
             partial: PartialSums | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -356,8 +369,7 @@ class Driver:
                                np.int32)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
             self.compiled_shapes.add(("batch", b, length))
-            out = fn(self.params, shard_batch(batch, self.mesh), shard_batch(given, self.mesh),
-                     shard_batch(keys, self.mesh))
+            out = fn(self.params, self.put(batch), self.put(given), self.put(keys))
             for leaf in jax.tree.leaves(out):
                 leaf.copy_to_host_async()
             in_flight.append((part, out))
@@ -493,8 +505,7 @@ class _PathRun:
             part = [_pad(a[s:s + self.r_fwd], self.r_fwd, fill) for a, fill in
                     ((slot, out_of_range), (unit, -2), (column, 0))]
             self.drv.compiled_shapes.add(("forward", self.r_fwd, self.length))
-            self.tables = self.drv._fwd(self.drv.params, self.tables,
-                                        *shard_batch(tuple(part), self.drv.mesh))
+            self.tables = self.drv._fwd(self.drv.params, self.tables, *self.drv.put(tuple(part)))
 
     def _queue_rows(self, job: _PathJob, units: np.ndarray, alphas: np.ndarray, weights: np.ndarray, *,
                     base: bool) -> None:
@@ -529,8 +540,7 @@ class _PathRun:
                 cat(2, 0).astype(np.float32), cat(3, 0).astype(np.float32))
         finish = _pad(np.asarray([j.slot for j in done], np.int32), self.k, 0)
         self.drv.compiled_shapes.add(("grad", r, self.length))
-        self.tables, sums, logits = self.drv._grad(self.drv.params, self.tables, *shard_batch(desc, self.drv.mesh),
-                                                   finish)
+        self.tables, sums, logits = self.drv._grad(self.drv.params, self.tables, *self.drv.put(desc), finish)
         for job, take in counted:  # dispatched: its rows are in the sums from now on
             job.rows_done += take
         if done:

@@ -258,6 +258,7 @@ def run_driver_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], d
     from tqdm.auto import tqdm
 
     rank, n = process()
+    driver.total_work(examples)  # the unit counts of every example in one call per bucket
     with tqdm(unit="row", desc=f"{desc} ({n} processes)", dynamic_ncols=True,
               disable=not progress or rank != 0) as bar:
         counter = JobProgress(bar, driver.work)
@@ -289,7 +290,7 @@ def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]],
         if len(todo) < len(examples):
             print(f"{desc}: {len(examples) - len(todo)} of {len(examples)} examples already in {out}; resuming",
                   file=sys.stderr)
-        with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=desc, dynamic_ncols=True,
+        with tqdm(total=driver.total_work(todo), unit="row", desc=desc, dynamic_ncols=True,
                   disable=not progress or not todo) as bar:
             for chunk in driver.run(todo, target, progress=bar, partial=writer.partial):
                 written += writer.write(chunk)
@@ -303,16 +304,62 @@ def merge(out: Path, examples: Sequence[Mapping[str, Any]], settings: Mapping[st
     """OUT := OUT's records and every shard's, each key once, in input order (ids not among `examples`
     after), written atomically in OUT's format; then the shards go."""
     order = {json.dumps(ex["id"]): i for i, ex in enumerate(examples)}
+    sources = ([out] if out.exists() else []) + _shard_files(out)
+    tmp = out.with_name("." + out.name + ".merging" + out.suffix)  # hidden: no `records_*.jsonl` glob sees it
+    tmp.unlink(missing_ok=True)
+    if all(p.suffix == ".jsonl" for p in [out, *sources]):  # lines move as they are: no decoding, no encoding
+        lines: dict[str, tuple[Any, str]] = {}
+        for path in sources:
+            for rid, layer, line in _record_lines(path):
+                lines.setdefault(json.dumps([rid, layer]), (rid, line))
+        ranked_lines = sorted(lines.values(), key=lambda v: order.get(json.dumps(v[0]), len(order)))
+        with ResultWriter(tmp) as writer:
+            writer.bind(settings, model=model)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(line for _, line in ranked_lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace_merged(tmp, out)
+        return
     records: dict[str, dict[str, Any]] = {}
-    for path in ([out] if out.exists() else []) + _shard_files(out):
+    for path in sources:
         for r in read_results(path):
             records.setdefault(json.dumps([r["id"], r.get("layer")]), r)
     ranked = sorted(records.values(), key=lambda r: (order.get(json.dumps(r["id"]), len(order)),))
-    tmp = out.with_name("." + out.name + ".merging" + out.suffix)  # hidden: no `records_*.jsonl` glob sees it
-    tmp.unlink(missing_ok=True)
     with ResultWriter(tmp) as writer:
         writer.bind(settings, model=model)
         writer.write(ranked)
+    _replace_merged(tmp, out)
+
+
+def _replace_merged(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     os.replace(tmp.with_name(tmp.name + ".meta.json"), out.with_name(out.name + ".meta.json"))
     shutil.rmtree(shard_dir(out), ignore_errors=True)
+
+
+_ID_PREFIX, _LAYER_KEY = '{"id": ', ', "layer": '
+
+
+def _record_lines(path: Path) -> Iterator[tuple[Any, Any, str]]:
+    """(id, layer, line) of every complete record line of a JSONL result file. Records start with their id
+    and end with their layer when they have one, so those two values are decoded alone (a key with bare
+    quotes cannot occur inside a JSON string); other lines are decoded whole, a torn last line is skipped."""
+    dec = json.JSONDecoder()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                if not line.startswith(_ID_PREFIX):
+                    raise ValueError
+                rid = dec.raw_decode(line, len(_ID_PREFIX))[0]
+                k = line.rfind(_LAYER_KEY)
+                layer = dec.raw_decode(line, k + len(_LAYER_KEY))[0] if k >= 0 else None
+            except ValueError:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                rid, layer = r["id"], r.get("layer")
+            yield rid, layer, line

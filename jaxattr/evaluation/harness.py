@@ -782,7 +782,7 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
             with ResultWriter(path, overwrite=overwrite) as writer:
                 writer.bind(settings, model=model.source)
                 todo = writer.pending(examples)
-                with tqdm(total=sum(driver.work(ex) for ex in todo), unit="row", desc=m, dynamic_ncols=True,
+                with tqdm(total=driver.total_work(todo), unit="row", desc=m, dynamic_ncols=True,
                           disable=not (todo and progress)) as bar:
                     for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
                         writer.write(chunk)
