@@ -278,7 +278,7 @@ def _check(cfg: EncoderConfig, layer: Any, steps: int, samples: int, noise: str,
             raise UserError("noise='reference' needs layer >= 1 (its mean is the state entering the block)")
 
 
-def _prepare(batch: Mapping[str, Any], target: Any, key: Array):
+def _prepare(batch: Mapping[str, Any], target: Any, key: Array, cfg: EncoderConfig):
     ids = jnp.asarray(batch["input_ids"], jnp.int32)
     mask = jnp.asarray(batch["attention_mask"], jnp.int32)
     tt = batch.get("token_type_ids")
@@ -287,7 +287,8 @@ def _prepare(batch: Mapping[str, Any], target: Any, key: Array):
     if target is None or (isinstance(target, str) and target == "predicted"):
         tgt = None
     else:
-        tgt = resolve_target(target, jnp.zeros((ids.shape[0], 1)), batch)
+        tgt = resolve_target(target, jnp.zeros((ids.shape[0], 1)), batch,
+                             num_classes=None if cfg.problem_type == "regression" else cfg.num_labels)
     return ids, mask, tt, special, tgt, _example_keys(key, ids.shape[0])
 
 
@@ -312,7 +313,7 @@ def iba(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, layer: 
     """
     _check(cfg, layer, steps, samples, noise, noise_stats)
     beta = default_beta(noise) if beta is None else beta
-    ids, mask, tt, special, tgt, keys = _prepare(batch, target, key)
+    ids, mask, tt, special, tgt, keys = _prepare(batch, target, key, cfg)
     stats = noise_stats if noise == "dataset" else None
     if layer == "all":
         return _iba_all(params, cfg, ids, mask, tt, special, tgt, keys, beta, lr, stats,
@@ -328,7 +329,7 @@ def iba_beta_sweep(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any],
     _check(cfg, layer, steps, samples, noise, noise_stats)
     if layer == "all":
         raise UserError("a beta sweep takes one layer; call it per layer or use layer='all' with one beta")
-    ids, mask, tt, special, tgt, keys = _prepare(batch, target, key)
+    ids, mask, tt, special, tgt, keys = _prepare(batch, target, key, cfg)
     stats = noise_stats if noise == "dataset" else None
     run = lambda b: _iba_layer(params, cfg, ids, mask, tt, special, tgt, keys, b, lr, stats,
                                layer=int(layer), steps=steps, samples=samples, noise=noise)

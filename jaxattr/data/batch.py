@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxattr.errors import UserError
 from jaxattr.types import Array
@@ -40,9 +42,11 @@ def token_mask(batch: Mapping[str, Any]) -> Array:
     return jnp.asarray(batch["attention_mask"]).astype(bool) & ~special_mask(batch)
 
 
-def resolve_target(target: Any, logits: Array, batch: Mapping[str, Any] | None = None) -> Array:
+def resolve_target(target: Any, logits: Array, batch: Mapping[str, Any] | None = None, *,
+                   num_classes: int | None = None) -> Array:
     """The class each row explains ([B] int32): `None`/"predicted" -> the argmax of `logits` [B, C];
-    "gold" -> the batch's `label`/`labels`; an int or [B] ints -> as given."""
+    "gold" -> the batch's `label`/`labels`; an int or [B] ints -> as given. Given classes that are
+    concrete (not traced) must lie in 0..num_classes-1 (default: `logits`' last axis)."""
     if target is None or (isinstance(target, str) and target == "predicted"):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if isinstance(target, str):
@@ -52,6 +56,12 @@ def resolve_target(target: Any, logits: Array, batch: Mapping[str, Any] | None =
             if batch is not None and k in batch:
                 return jnp.asarray(batch[k]).astype(jnp.int32)
         raise UserError("target 'gold' needs labels in the batch (key 'label'); use target='predicted'")
+    n = num_classes if num_classes is not None else (logits.shape[-1] if logits.ndim == 2 else None)
+    if n is not None and not isinstance(target, jax.core.Tracer):
+        given = np.asarray(target)
+        if given.size and (given.min() < 0 or given.max() >= n):
+            bad = int(given.min() if given.min() < 0 else given.max())
+            raise UserError(f"target class {bad} is outside 0..{n - 1} (the model has {n} classes)")
     return jnp.broadcast_to(jnp.asarray(target).astype(jnp.int32), logits.shape[:1])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -316,6 +317,10 @@ def params_to_state_dict(cfg: EncoderConfig, params: Params) -> dict[str, np.nda
     return sd
 
 
+# `architectures` entries whose weights jaxattr runs as they are (a bare encoder gets a new seeded head)
+RUNNABLE_ARCHITECTURES = ("ForSequenceClassification", "Model")
+
+
 def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = None,
                 problem_type: str | None = None) -> tuple[EncoderConfig, Params]:
     """Read a HF checkpoint directory into (config, params). Tokenizer: `jaxattr.models.load_tokenizer`.
@@ -331,6 +336,11 @@ def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = N
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: malformed JSON ({e})") from None
     cfg = config_from_hf(hf_cfg)
+    heads = [a for a in hf_cfg.get("architectures") or [] if not a.endswith(RUNNABLE_ARCHITECTURES)]
+    if heads and num_labels is None and problem_type is None:
+        raise CheckpointError(f"{hf_dir}: its head is {heads[0]}, which jaxattr does not run (it runs "
+                              "...ForSequenceClassification checkpoints and bare encoders); fine-tune a sequence "
+                              "classifier from it with `jaxattr train` instead of loading it as one")
     if num_labels is not None or problem_type is not None:
         pt = problem_type or ("regression" if num_labels == 1 else "classification")
         n = 1 if pt == "regression" else (num_labels or cfg.num_labels)
@@ -354,6 +364,7 @@ def save_hf_dir(cfg: EncoderConfig, params: Params, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
     save_file(params_to_state_dict(cfg, params), str(out / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(out / "model.safetensors", 0o644)  # safetensors writes 0600; the other files are 0644
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
