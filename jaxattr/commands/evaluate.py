@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default="all",
                         help="comma-separated faithfulness metrics and/or 'degradation', or 'all'")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
-    parser.add_argument("--examples", type=int, default=100, help="first N examples of a seeded shuffle (0 = all)")
+    parser.add_argument("--limit", "--examples", dest="examples", type=int, default=100,
+                        help="first N examples of a seeded shuffle (0 = all); --limit as in attribute and "
+                             "degradation (--examples is its old name)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per input (longer ones are truncated)")
     parser.add_argument("--target", default="predicted", choices=("predicted", "gold"),
                         help="class explained by the attributions and tracked by the degradation test")
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("examples", "steps", "shap_samples", "lime_samples", "max_length", "tokens_per_batch"):
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
-            raise UserError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'examples' else 1}, not {v}")
+            name = "limit" if flag == "examples" else flag.replace("_", "-")
+            raise UserError(f"--{name} must be >= {0 if flag == 'examples' else 1}, not {v}")
     initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(load_model(args.model), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
