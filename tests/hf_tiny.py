@@ -21,9 +21,11 @@ WORDS = ["the", "a", "car", "cars", "good", "bad", "love", "hate", "drive", "sel
          "it", "is", "not", "very", "news", "sport", "##s", "##ing", "##ed", "!", ".", ",", "?"]
 
 
-def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.PretrainedConfig:
-    labels = {"id2label": {i: f"class{i}" for i in range(num_labels)},
-              "label2id": {f"class{i}": i for i in range(num_labels)}} if num_labels > 1 else {}
+def hf_config(family: str, num_labels: int = 3, label_names: list[str] | None = None,
+              **extra) -> transformers.PretrainedConfig:
+    names = label_names or [f"class{i}" for i in range(num_labels)]
+    labels = {} if num_labels == 1 else {"id2label": dict(enumerate(names)),
+                                         "label2id": {n: i for i, n in enumerate(names)}}
     if num_labels == 1:
         extra.setdefault("problem_type", "regression")
     common = dict(vocab_size=VOCAB, max_position_embeddings=64, num_labels=num_labels, **labels, **extra)
@@ -61,10 +63,13 @@ def hf_config(family: str, num_labels: int = 3, **extra) -> transformers.Pretrai
     raise ValueError(family)
 
 
-def hf_model(family: str, num_labels: int = 3, seed: int = 0, **extra) -> torch.nn.Module:
-    """A random `...ForSequenceClassification` in eval mode with O(1) logits."""
+def hf_model(family: str, num_labels: int = 3, seed: int = 0, task: str = "sequence", **extra) -> torch.nn.Module:
+    """A random `...ForSequenceClassification` (task "token": `...ForTokenClassification`) in eval mode with
+    O(1) logits."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForSequenceClassification.from_config(hf_config(family, num_labels, **extra))
+    auto = {"sequence": transformers.AutoModelForSequenceClassification,
+            "token": transformers.AutoModelForTokenClassification}[task]
+    model = auto.from_config(hf_config(family, num_labels, **extra))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name.lower():
@@ -75,9 +80,10 @@ def hf_model(family: str, num_labels: int = 3, seed: int = 0, **extra) -> torch.
 
 
 def save_tiny(family: str, path: Path, num_labels: int = 3, seed: int = 0, tokenizer: bool = False,
-              **extra) -> torch.nn.Module:
-    """Save a tiny model (and optionally a matching 100-word WordPiece tokenizer) to `path`."""
-    model = hf_model(family, num_labels, seed, **extra)
+              task: str = "sequence", **extra) -> torch.nn.Module:
+    """Save a tiny model (and optionally a matching 100-word WordPiece tokenizer) to `path`; task "token":
+    a `...ForTokenClassification`."""
+    model = hf_model(family, num_labels, seed, task=task, **extra)
     model.save_pretrained(path)
     if tokenizer:
         save_tokenizer(path)

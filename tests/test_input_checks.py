@@ -6,13 +6,15 @@ import json
 import stat
 
 import jax
+import numpy as np
 import pytest
-from helpers import attribute, encoded, tiny_model
+from helpers import attribute, encoded, save_tiny_tokenizer, tiny_model
+from hf_tiny import hf_logits, save_tiny
 
 from jaxattr.attribution.gradients import integrated_gradients, saliency
 from jaxattr.attribution.iba import iba
 from jaxattr.errors import UserError
-from jaxattr.models import load_model, save_hf_dir
+from jaxattr.models import forward_batch, load_model, save_hf_dir
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def test_public_functions_refuse_a_target_outside_the_classes(tiny, target):
     assert ok.target.tolist() == [2, 2, 2]
 
 
-@pytest.mark.parametrize("head", ["BertForTokenClassification", "BertForMaskedLM", "BertForQuestionAnswering"])
+@pytest.mark.parametrize("head", ["BertForMaskedLM", "BertForQuestionAnswering", "BertForMultipleChoice",
+                                  "BertForNextSentencePrediction"])
 def test_a_checkpoint_with_another_head_is_refused_in_one_line(tiny, tmp_path, capsys, head):
     model, path = tiny
     other = tmp_path / "other"
@@ -52,6 +55,20 @@ def test_a_checkpoint_with_another_head_is_refused_in_one_line(tiny, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and head in err[0] and "jaxattr train" in err[0], err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_token_classification_checkpoint_loads_as_a_token_model(tmp_path):
+    torch_model = save_tiny("bert", tmp_path, num_labels=5, seed=2, task="token")
+    assert type(torch_model).__name__ == "BertForTokenClassification"
+    save_tiny_tokenizer(tmp_path)
+    model = load_model(str(tmp_path))  # was refused: then re-headed as a sequence classifier before that
+    assert model.cfg.task == "token" and model.cfg.num_labels == 5
+    _, batch = encoded(model)
+    logits = np.asarray(forward_batch(model.params, model.cfg, batch).logits)
+    assert logits.shape == (3, 16, 5)
+    want = hf_logits(torch_model, batch, "bert")
+    mask = batch["attention_mask"].astype(bool)
+    np.testing.assert_allclose(logits[mask], want[mask], atol=1e-5, rtol=0)
 
 
 def test_export_writes_world_readable_weights(tiny, tmp_path):

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.results import read_results
-    from jaxattr.models.loading import load_model
+    from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
 
     spec = registry.get(args.method)
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be >= 1, not {args.limit}")
     if not (args.out.endswith(".jsonl") or args.out.endswith(".parquet")):
         raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
-    model = with_dtype(load_model(args.model), args.dtype)
+    model = with_dtype(sequence_model(load_model(args.model), "attribute"), args.dtype)
     examples = _examples(args, model)
     _warn_truncated(examples, args, model)
     resolve_targets(examples, args.target, model.cfg)  # bad --target / missing gold labels: fail before writing

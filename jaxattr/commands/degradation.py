@@ -76,7 +76,7 @@ def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], o
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost
-    from jaxattr.models.loading import load_model
+    from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
     from jaxattr.sharding import initialize_distributed
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     initialize_distributed()  # N processes: before any device is touched
-    model = with_dtype(load_model(args.model), args.dtype)
+    model = with_dtype(sequence_model(load_model(args.model), "degradation"), args.dtype)
     _, files = run_degradation(model, examples(args, model), methods, out, args)
     if multihost.process()[0] != 0:
         return 0

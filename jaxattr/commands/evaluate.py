@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost
-    from jaxattr.models.loading import load_model
+    from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
     from jaxattr.sharding import initialize_distributed
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             name = "limit" if flag == "examples" else flag.replace("_", "-")
             raise UserError(f"--{name} must be >= {0 if flag == 'examples' else 1}, not {v}")
     initialize_distributed()  # N processes: before any device is touched
-    model = with_dtype(load_model(args.model), args.dtype)
+    model = with_dtype(sequence_model(load_model(args.model), "evaluate"), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
                                      text_column=args.text_column, label_column=args.label_column,

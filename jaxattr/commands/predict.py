@@ -1,4 +1,5 @@
-"""`jaxattr predict --model MODEL --text TEXT [--text-pair TEXT] [--json]`: label and probabilities."""
+"""`jaxattr predict --model MODEL --text TEXT [--text-pair TEXT] [--json]`: label and probabilities; on a
+token-classification model, a label and logits per token and the entities found (`jaxattr.data.entities`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from jaxattr.data.tokenize import bucket_length, encode_texts, pad_batch
+from jaxattr.data.entities import entities
+from jaxattr.data.tokenize import Example, bucket_length, encode_texts, pad_batch
 from jaxattr.models.encoder import forward_batch
 from jaxattr.models.loading import Model, load_model
 from jaxattr.models.precision import with_dtype
@@ -23,12 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--text", required=True, help="the text to classify")
     parser.add_argument("--text-pair", default=None, help="second segment for sentence-pair models")
-    parser.add_argument("--json", action="store_true", help='print {"label": int, "probs": [...], "logits": [...]}')
+    parser.add_argument("--json", action="store_true", help='print {"label": int, "probs": [...], "logits": [...]}; '
+                        'a token model: {"tokens", "labels", "tags", "logits" [T, C], "entities"}')
 
 
-def predict_logits(model: Model, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-    """Logits [N, num_labels] for texts (one jit-compiled forward per bucket length)."""
-    examples = encode_texts(model.tokenizer, texts, pairs, max_length=model.cfg.max_length)
+def predict_logits(model: Model, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                   examples: Sequence[Example] | None = None) -> np.ndarray:
+    """Logits [N, num_labels] for texts (one jit-compiled forward per bucket length); a token model's are
+    [N, T, num_labels] over the padded length (row i's first len(examples[i]["input_ids"]) are its tokens).
+    `examples`: the texts already encoded."""
+    if examples is None:
+        examples = encode_texts(model.tokenizer, texts, pairs, max_length=model.cfg.max_length)
     length = bucket_length(max(len(e["input_ids"]) for e in examples))
     batch = pad_batch(examples, length, model.pad_id)
     batch = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -36,9 +43,41 @@ def predict_logits(model: Model, texts: Sequence[str], pairs: Sequence[str] | No
     return np.asarray(fwd(model.params, batch), np.float64)
 
 
+def predict_tokens(model: Model, text: str, pair: str | None = None) -> dict:
+    """A token model on one text: its tokens (special tokens included), per token the predicted label
+    (`labels`, ints; `tags`, their names) and logits [T, C], and the entities the tags spell
+    (`jaxattr.data.entities.entities`: label, start/end token, segment, characters and text)."""
+    pairs = None if pair is None else [pair]
+    example = encode_texts(model.tokenizer, [text], pairs, max_length=model.cfg.max_length)[0]
+    n = len(example["input_ids"])
+    logits = predict_logits(model, [], examples=[example])[0, :n]
+    labels = logits.argmax(-1)
+    names = model.cfg.label_names or tuple(f"LABEL_{i}" for i in range(model.cfg.num_labels))
+    tags = [names[k] for k in labels]
+    found = entities(tags, example["word_ids"], example["word_spans"], (text, pair or ""))
+    return {"tokens": list(example["tokens"]), "labels": labels.tolist(), "tags": tags, "logits": logits.tolist(),
+            "entities": found}
+
+
+def _run_token(model: Model, args: argparse.Namespace) -> int:
+    out = predict_tokens(model, args.text, args.text_pair)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    width = max(len(t) for t in out["tokens"])
+    for tok, tag, row in zip(out["tokens"], out["tags"], out["logits"]):
+        print(f"  {tok:<{width}}  {tag:<12} logit={max(row):+.4f}")
+    print(f"entities: {len(out['entities'])}")
+    for e in out["entities"]:
+        print(f"  {e['label']:<12} tokens {e['start']}..{e['end'] - 1}  {e['text']!r}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     model = with_dtype(load_model(args.model), args.dtype)
     cfg = model.cfg
+    if cfg.task == "token":
+        return _run_token(model, args)
     logits = predict_logits(model, [args.text], None if args.text_pair is None else [args.text_pair])[0]
     if cfg.problem_type == "regression":
         out = {"value": float(logits[0]), "logits": logits.tolist()}

@@ -135,12 +135,12 @@ def method_options(name: str, model_cfg: Any, *, steps: int = 50, shap_samples: 
 
 def as_model(model: Any) -> Any:
     """A `jaxattr.models.loading.Model`, or a model spec string loaded with `load_model`."""
-    from jaxattr.models.loading import Model, load_model
+    from jaxattr.models.loading import Model, load_model, sequence_model
 
     if isinstance(model, Model):
-        return model
+        return sequence_model(model, "the evaluation harness")
     if isinstance(model, (str, os.PathLike)):
-        return load_model(str(model))
+        return sequence_model(load_model(str(model)), "the evaluation harness")
     raise UserError(f"model must be a jaxattr Model or a model spec string, not {type(model).__name__}")
 
 

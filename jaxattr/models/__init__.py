@@ -11,13 +11,15 @@ from jaxattr.models.encoder import (
     predict_probs,
     probe_logits,
     run_layers,
+    token_logits,
     word_embeddings,
 )
 from jaxattr.models.hf import load_hf_dir, save_hf_dir
 
 __all__ = [
     "EncoderConfig", "EncoderOutput", "classify", "embed", "forward", "forward_batch", "init_params",
-    "load_hf_dir", "predict_probs", "probe_logits", "run_layers", "save_hf_dir", "tiny_config", "word_embeddings",
+    "load_hf_dir", "predict_probs", "probe_logits", "run_layers", "save_hf_dir", "tiny_config", "token_logits",
+    "word_embeddings",
 ]
 
 from jaxattr.models.loading import Model, load_minilm, load_model, load_tokenizer, minilm_dir  # noqa: E402

@@ -113,7 +113,7 @@ def _check_shapes(expected: Any, stored: Any, where: str) -> None:
 
 def config_diff(a: EncoderConfig, b: EncoderConfig, *, ignore: tuple[str, ...] = ()) -> list[str]:
     """`field: checkpoint A, expected B` for every config field where `a` (stored) and `b` (expected) differ."""
-    da, db = a.to_dict(), b.to_dict()
+    da, db = (c.to_dict() | {"task": c.task} for c in (a, b))  # to_dict leaves out the default task
     return [f"{k}: checkpoint {da[k]!r}, expected {db[k]!r}" for k in da if k not in ignore and da[k] != db[k]]
 
 

@@ -27,7 +27,8 @@ DEBERTA_DEFAULTS: dict[str, Any] = {
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """Architecture of a BERT-family encoder with a sequence classification/regression head."""
+    """Architecture of a BERT-family encoder with a sequence classification/regression head, or (`task="token"`)
+    a token-classification head: one label per position, logits [B, T, num_labels]."""
 
     family: Family = "bert"
     vocab_size: int = 30522
@@ -44,6 +45,7 @@ class EncoderConfig:
     pad_token_id: int = 0
     num_labels: int = 2
     problem_type: Literal["classification", "regression"] = "classification"
+    task: Literal["sequence", "token"] = "sequence"  # "token": HF's ...ForTokenClassification head on every position
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     classifier_dropout_rate: float | None = None  # None = dropout_rate
@@ -78,6 +80,10 @@ class EncoderConfig:
             raise ValueError(f"unknown encoder family {self.family!r}; expected one of {FAMILIES}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.task not in ("sequence", "token"):
+            raise ValueError(f"task {self.task!r}: use 'sequence' or 'token'")
+        if self.task == "token" and self.problem_type != "classification":
+            raise ValueError("a token-classification head is single-label classification, not regression")
         if self.problem_type == "regression" and self.num_labels != 1:
             raise ValueError("a regression head has num_labels == 1")
         if self.num_layer_groups is not None and not 1 <= self.num_layer_groups <= self.num_layers:
@@ -122,9 +128,9 @@ class EncoderConfig:
 
     @property
     def head_reads_cls_only(self) -> bool:
-        """Whether the classification head reads the [CLS] row alone (not mean pooling): then the last
-        block may compute that row only (`cls_only`)."""
-        return self.classifier_pooling == "cls"
+        """Whether the classification head reads the [CLS] row alone (not mean pooling, not a token head):
+        then the last block may compute that row only (`cls_only`)."""
+        return self.task == "sequence" and self.classifier_pooling == "cls"
 
     @property
     def compute_dtype(self) -> Any:
@@ -148,6 +154,8 @@ class EncoderConfig:
         d = dataclasses.asdict(self)
         d["label_names"] = list(self.label_names) if self.label_names else None
         d["pos_att_type"] = list(self.pos_att_type)
+        if self.task == "sequence":  # the default: sequence configs serialise (and hash) as before the field existed
+            del d["task"]
         return d
 
     @classmethod

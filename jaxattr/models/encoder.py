@@ -176,16 +176,38 @@ class Head(nn.Module):
         return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
 
 
+class TokenHead(nn.Module):
+    """Token classification head (HF `...ForTokenClassification`): dropout -> `classifier` Linear on every
+    position's final hidden state, [B, T, H] -> logits [B, T, num_labels]. The same for BERT, RoBERTa,
+    DistilBERT, ELECTRA, ALBERT and DeBERTa (no pooler, no dense layer); ModernBERT's is its own
+    (`modernbert.TokenHead`). `attention_mask` is accepted for `Head`'s signature and not read: padded
+    positions get logits too, which callers mask out."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
+        cfg = self.cfg
+        if x.ndim != 3:
+            raise ValueError("a token-classification head reads every position: pass the [B, T, H] hidden state")
+        # HF: DistilBERT's token head drops out with config.dropout, DeBERTa's with hidden_dropout_prob; the
+        # others with classifier_dropout (ALBERT: classifier_dropout_prob), else the hidden dropout
+        own = cfg.family in ("distilbert", deberta.FAMILY) or cfg.classifier_dropout_rate is None
+        x = nn.Dropout(cfg.dropout_rate if own else cfg.classifier_dropout_rate)(x, deterministic=deterministic)
+        return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
+
+
 def modules(cfg: EncoderConfig) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
     """(Embeddings, Layer, Head) classes of `cfg`'s family: ModernBERT has its own, DeBERTa its embeddings,
-    the rest share these."""
+    the rest share these; the head is `TokenHead` (ModernBERT: `modernbert.TokenHead`) when cfg.task == "token"."""
+    token = cfg.task == "token"
     if cfg.family == "modernbert":
         from jaxattr.models import modernbert  # imports this module's helpers
 
-        return modernbert.Embeddings, modernbert.Layer, modernbert.Head
+        return modernbert.Embeddings, modernbert.Layer, modernbert.TokenHead if token else modernbert.Head
     if cfg.family == deberta.FAMILY:  # optional positions, embeddings zeroed on padding
-        return deberta.DebertaEmbeddings, Layer, Head
-    return Embeddings, Layer, Head
+        return deberta.DebertaEmbeddings, Layer, TokenHead if token else Head
+    return Embeddings, Layer, TokenHead if token else Head
 
 
 def head_module(cfg: EncoderConfig) -> nn.Module:
@@ -316,14 +338,15 @@ def classify(params: Params, cfg: EncoderConfig, hidden: Array, attention_mask: 
              deterministic: bool = True, rng: Array | None = None) -> Array:
     """Logits ([B, num_labels], float32) from the last hidden state [B, T, H] (or [B, 1, H] after
     `cls_only`) and its `attention_mask`, pooled as the family's head does; a [B, H] [CLS] vector
-    also works wherever the head reads [CLS] alone (mean pooling refuses it: it needs every row)."""
+    also works wherever the head reads [CLS] alone (mean pooling refuses it: it needs every row).
+    A token-classification model (cfg.task == "token") gives [B, T, num_labels], one row per position."""
     rngs = None if deterministic else {"dropout": rng}
     return head_module(cfg).apply({"params": params["head"]}, hidden, attention_mask, deterministic=deterministic,
                                   rngs=rngs)
 
 
 class EncoderOutput(NamedTuple):
-    logits: Array  # [B, num_labels] float32
+    logits: Array  # [B, num_labels] float32; [B, T, num_labels] for a token-classification model
     cls: Array  # [L, B, H] every block's [CLS] state
     hidden: Array  # [B, T, H] last hidden state
     attention: Array | None  # [L, B, heads, T, T] if return_attention
@@ -341,7 +364,8 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
     applies `fn` to the hidden state after block l (0 = embedding output) before block l+1 runs.
     `cls_only`: the last block computes only the [CLS] row the head reads (`hidden` is then
     [B, 1, H]): the same logits and gradients for ~1/L fewer FLOPs (the attribution kernels use it);
-    ignored when the head mean-pools (ModernBERT's classifier_pooling="mean").
+    ignored when the head mean-pools (ModernBERT's classifier_pooling="mean") or classifies every token
+    (cfg.task == "token": logits [B, T, num_labels], see `token_logits`).
     """
     if word_embeds is None:
         if input_ids is None:
@@ -379,10 +403,21 @@ def forward_batch(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array]
     return forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), **kwargs)
 
 
+def token_logits(params: Params, cfg: EncoderConfig, input_ids: Array, attention_mask: Array,
+                 token_type_ids: Array | None = None) -> Array:
+    """Per-token logits [B, T, num_labels] (float32) of a token-classification model (cfg.task == "token"),
+    inference mode; padded positions get logits too (mask them with `attention_mask`)."""
+    if cfg.task != "token":
+        raise ValueError(f"token_logits needs a token-classification model; this one has task={cfg.task!r} "
+                         "(use forward(...).logits)")
+    return forward(params, cfg, input_ids, attention_mask, token_type_ids).logits
+
+
 def probe_logits(params: Params, cfg: EncoderConfig) -> np.ndarray:
-    """[2, num_labels] float32 logits on a fixed pseudo-random batch (2 × 16 token ids, seed 0), computed in
-    float32: a fingerprint of the function the parameters compute. Two models agree on it to ~1e-6 only
-    when they are the same model up to float rounding (the same fine-tuning run on another CPU)."""
+    """[2, num_labels] ([2, 16, num_labels] for a token model) float32 logits on a fixed pseudo-random batch
+    (2 × 16 token ids, seed 0), computed in float32: a fingerprint of the function the parameters compute.
+    Two models agree on it to ~1e-6 only when they are the same model up to float rounding (the same
+    fine-tuning run on another CPU)."""
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 16)).astype(np.int32)
     batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     return np.asarray(_probe_fn(cfg.replace(dtype="float32"))(params, batch), np.float32)
@@ -395,7 +430,10 @@ def _probe_fn(cfg: EncoderConfig) -> Callable[[Params, Mapping[str, Array]], Arr
 
 def predict_probs(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], chunk: int | None = None) -> Array:
     """Softmax class probabilities [N, C] (float32) of a dict batch, `chunk` rows at a time under
-    `lax.map` (None: all at once) so that memory is bounded; the last block runs for [CLS] only."""
+    `lax.map` (None: all at once) so that memory is bounded; the last block runs for [CLS] only.
+    Sequence classifiers only (a token model's [N, T, C] would not fit the rows)."""
+    if cfg.task != "sequence":
+        raise ValueError("predict_probs is for sequence classifiers, not token-classification models (issue 34)")
     probs = lambda b: jax.nn.softmax(forward_batch(params, cfg, b, cls_only=True).logits.astype(jnp.float32), -1)
     n, t = batch["input_ids"].shape
     size = n if chunk is None else max(1, min(int(chunk), n))

@@ -2,7 +2,9 @@
 
 transformers v5 removed its Flax models and the PyTorch->Flax converters, so the name mapping lives
 here. One table per family maps HF tensor names to paths in our parameter pytree; import and export
-both read it, so they cannot drift apart.
+both read it, so they cannot drift apart. `...ForSequenceClassification` checkpoints load as sequence
+classifiers, `...ForTokenClassification` ones as token classifiers (`EncoderConfig.task == "token"`: no
+pooler, a `classifier` Linear on every position; ModernBERT's keeps its `head`), and export to the same.
 """
 
 from __future__ import annotations
@@ -36,14 +38,28 @@ _ARCH = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequence
          "modernbert": "ModernBertForSequenceClassification"}
 # HF model_types whose weights and computation are another family's, tensor for tensor (kept for export)
 ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}
+TOKEN_HEAD = "ForTokenClassification"  # the architecture suffix of a token-classification checkpoint
+
+
+def architecture(cfg: EncoderConfig) -> str:
+    """The HF class name `cfg` exports as: `...ForSequenceClassification` or `...ForTokenClassification`."""
+    name = _ARCH[cfg.hf_model_type or cfg.family]
+    return name.replace("ForSequenceClassification", TOKEN_HEAD) if cfg.task == "token" else name
+
+
+def task_of(hf: dict[str, Any]) -> str:
+    """"token" when the config's `architectures` names a `...ForTokenClassification`, else "sequence"."""
+    return "token" if any(a.endswith(TOKEN_HEAD) for a in hf.get("architectures") or []) else "sequence"
 
 
 class CheckpointError(UserError):
     """A checkpoint directory that cannot be read as the expected model (message names the file/tensor)."""
 
 
-def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
-    """Translate a HF `config.json` dict into an EncoderConfig."""
+def config_from_hf(hf: dict[str, Any], task: str | None = None) -> EncoderConfig:
+    """Translate a HF `config.json` dict into an EncoderConfig; `task` None: from its `architectures`
+    (`task_of`). A token head is single-label classification over `id2label` (HF's token heads ignore
+    problem_type; "regression" is refused rather than guessed)."""
     hf_type = hf.get("model_type")
     family = ALIASES.get(hf_type, hf_type)
     if family not in _PREFIX:
@@ -56,9 +72,13 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
     if hf.get("problem_type") == "multi_label_classification":
         raise CheckpointError("problem_type='multi_label_classification' is not supported (single-label "
                               "classification or regression); its sigmoid targets would be explained as softmax")
+    task = task_of(hf) if task is None else task
+    if task == "token" and hf.get("problem_type") == "regression":
+        raise CheckpointError("problem_type='regression' on a token-classification head is not supported (a "
+                              "token head classifies each token over id2label)")
     id2label = hf.get("id2label")
     num_labels = len(id2label) if id2label else hf.get("num_labels", 2)
-    regression = hf.get("problem_type") == "regression" or num_labels == 1
+    regression = task == "sequence" and (hf.get("problem_type") == "regression" or num_labels == 1)
     labels = None
     if id2label and not regression:
         labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
@@ -70,7 +90,7 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         except ValueError as e:
             raise CheckpointError(str(e)) from None
         return EncoderConfig(**kwargs, num_labels=1 if regression else num_labels, label_names=labels,
-                             problem_type="regression" if regression else "classification")
+                             problem_type="regression" if regression else "classification", task=task)
     if family == "distilbert":
         return EncoderConfig(
             family="distilbert", vocab_size=hf["vocab_size"], hidden_size=hf["dim"], num_layers=hf["n_layers"],
@@ -79,7 +99,7 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
             hidden_act=hf.get("activation", "gelu"), pad_token_id=hf.get("pad_token_id", 0) or 0,
             num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
             dropout_rate=hf.get("dropout", 0.1), attention_dropout_rate=hf.get("attention_dropout", 0.1),
-            classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels)
+            classifier_dropout_rate=hf.get("seq_classif_dropout"), label_names=labels, task=task)
     emb = hf.get("embedding_size") if family in ("electra", "albert") else None
     groups, classifier_dropout, extra = None, hf.get("classifier_dropout"), {}
     if family == "albert":
@@ -103,15 +123,15 @@ def config_from_hf(hf: dict[str, Any]) -> EncoderConfig:
         num_labels=1 if regression else num_labels, problem_type="regression" if regression else "classification",
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
-        classifier_dropout_rate=classifier_dropout, label_names=labels, hf_model_type=alias)
+        classifier_dropout_rate=classifier_dropout, label_names=labels, hf_model_type=alias, task=task)
     return EncoderConfig(**(fields | extra))
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict[str, Any]:
-    """A HF `config.json` dict for `cfg` with a sequence-classification architecture."""
+    """A HF `config.json` dict for `cfg` with a sequence- or token-classification architecture (`architecture`)."""
     labels = cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
     model_type = cfg.hf_model_type or cfg.family
-    common = {"architectures": [_ARCH[model_type]], "model_type": model_type, "vocab_size": cfg.vocab_size,
+    common = {"architectures": [architecture(cfg)], "model_type": model_type, "vocab_size": cfg.vocab_size,
               "max_position_embeddings": cfg.max_position_embeddings, "pad_token_id": cfg.pad_token_id,
               "id2label": {str(i): lab for i, lab in enumerate(labels)},
               "label2id": {lab: i for i, lab in enumerate(labels)},
@@ -182,6 +202,10 @@ def _name_table(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], bool
             base = layer_fmt.format(i=i) + theirs
             yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
             yield base + ".bias", ("layers", i, ours, "bias"), False
+    if cfg.task == "token":  # dropout + `classifier` on every position: no pooler, no dense layer
+        yield "@classifier.weight", ("head", "out", "kernel"), True
+        yield "@classifier.bias", ("head", "out", "bias"), False
+        return
     head = {"bert": ("pooler.dense", "@classifier"), "albert": ("pooler", "@classifier"),
             "roberta": ("@classifier.dense", "@classifier.out_proj"),
             "electra": ("@classifier.dense", "@classifier.out_proj"),
@@ -221,7 +245,8 @@ def _deberta_names(cfg: EncoderConfig) -> Iterator[tuple[str, tuple[Any, ...], b
             base = f"encoder.layer.{i}.{theirs}"
             yield base + ".weight", ("layers", i, ours, "scale" if is_norm else "kernel"), not is_norm
             yield base + ".bias", ("layers", i, ours, "bias"), False
-    for ours, theirs in (("dense", "@pooler.dense"), ("out", "@classifier")):
+    head = (("out", "@classifier"),) if cfg.task == "token" else (("dense", "@pooler.dense"), ("out", "@classifier"))
+    for ours, theirs in head:
         yield theirs + ".weight", ("head", ours, "kernel"), True
         yield theirs + ".bias", ("head", ours, "bias"), False
 
@@ -302,7 +327,8 @@ def params_from_state_dict(cfg: EncoderConfig, sd: dict[str, np.ndarray], *, see
 
 
 def params_to_state_dict(cfg: EncoderConfig, params: Params) -> dict[str, np.ndarray]:
-    """Our params as a HF `...ForSequenceClassification` state dict (float32 numpy)."""
+    """Our params as a HF `...ForSequenceClassification` (or, task "token", `...ForTokenClassification`)
+    state dict (float32 numpy)."""
     prefix = _PREFIX[cfg.family] + "."
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     sd = {}
@@ -318,14 +344,16 @@ def params_to_state_dict(cfg: EncoderConfig, params: Params) -> dict[str, np.nda
 
 
 # `architectures` entries whose weights jaxattr runs as they are (a bare encoder gets a new seeded head)
-RUNNABLE_ARCHITECTURES = ("ForSequenceClassification", "Model")
+RUNNABLE_ARCHITECTURES = ("ForSequenceClassification", TOKEN_HEAD, "Model")
 
 
 def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = None,
-                problem_type: str | None = None) -> tuple[EncoderConfig, Params]:
+                problem_type: str | None = None, task: str | None = None) -> tuple[EncoderConfig, Params]:
     """Read a HF checkpoint directory into (config, params). Tokenizer: `jaxattr.models.load_tokenizer`.
 
-    `num_labels`/`problem_type` override the config (e.g. a fresh head on a base encoder).
+    `num_labels`/`problem_type` override the config (e.g. a fresh head on a base encoder). `task`
+    ("sequence" or "token"): the head to build; None = the checkpoint's (`...ForTokenClassification` ->
+    "token", else "sequence"). Asking for the other task gives a fresh seeded head of that kind.
     """
     hf_dir = Path(hf_dir)
     cfg_path = hf_dir / "config.json"
@@ -335,22 +363,31 @@ def load_hf_dir(hf_dir: str | Path, *, seed: int = 0, num_labels: int | None = N
         hf_cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: malformed JSON ({e})") from None
-    cfg = config_from_hf(hf_cfg)
+    if task not in (None, "sequence", "token"):
+        raise ValueError(f"task {task!r}: use 'sequence', 'token' or None")
+    cfg = config_from_hf(hf_cfg, task)
     heads = [a for a in hf_cfg.get("architectures") or [] if not a.endswith(RUNNABLE_ARCHITECTURES)]
     if heads and num_labels is None and problem_type is None:
         raise CheckpointError(f"{hf_dir}: its head is {heads[0]}, which jaxattr does not run (it runs "
-                              "...ForSequenceClassification checkpoints and bare encoders); fine-tune a sequence "
-                              "classifier from it with `jaxattr train` instead of loading it as one")
+                              "...ForSequenceClassification and ...ForTokenClassification checkpoints and bare "
+                              "encoders); fine-tune a sequence classifier from it with `jaxattr train` instead of "
+                              "loading it as one")
     if num_labels is not None or problem_type is not None:
-        pt = problem_type or ("regression" if num_labels == 1 else "classification")
+        pt = problem_type or ("regression" if num_labels == 1 and cfg.task == "sequence" else "classification")
+        if pt == "regression" and cfg.task == "token":
+            raise CheckpointError(f"{hf_dir}: a token-classification head cannot be a regression head")
         n = 1 if pt == "regression" else (num_labels or cfg.num_labels)
         labels = cfg.label_names if cfg.label_names and len(cfg.label_names) == n else None
         cfg = cfg.replace(num_labels=n, problem_type=pt, label_names=labels)
     sd = _read_state_dict(hf_dir)
+    if cfg.task != task_of(hf_cfg):  # the other kind of head: none of the stored head's tensors is read
+        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "pre_classifier.", "pooler.", "head."))
+              and ".pooler." not in k}
     head_keys = [k for k in sd if k.startswith(("classifier.", "pre_classifier."))]
     if num_labels is not None and head_keys:
         # A new head size: drop the old output layer so it is initialised fresh.
-        out = "classifier.out_proj." if cfg.family in ("roberta", "electra") else "classifier."
+        seq_proj = cfg.family in ("roberta", "electra") and cfg.task == "sequence"
+        out = "classifier.out_proj." if seq_proj else "classifier."
         sd = {k: v for k, v in sd.items() if not k.startswith(out) or v.shape[0] == cfg.num_labels}
     return cfg, params_from_state_dict(cfg, sd, seed=seed, source=str(hf_dir))
 

@@ -161,9 +161,20 @@ def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir:
     return d
 
 
+def sequence_model(model: Model, command: str) -> Model:
+    """`model` when it classifies whole sequences; a token-classification model (`cfg.task == "token"`) is a
+    one-line UserError naming `command` (what runs only on sequence classifiers so far: attribute, evaluate,
+    degradation, train)."""
+    if model.cfg.task != "sequence":
+        raise UserError(f"{model.source}: token classification models are not supported by {command} yet "
+                        "(issue 34); `jaxattr predict` runs them")
+    return model
+
+
 def load_model(spec: str | Path) -> Model:
     """`minilm`, `default` (the demo's fine-tuned classifier), a jaxattr checkpoint dir, a HF dir or a Hub
-    name `ORG/NAME[@REVISION]` (resolved through the local HF cache; see `resolve_hub_name`)."""
+    name `ORG/NAME[@REVISION]` (resolved through the local HF cache; see `resolve_hub_name`). A sequence or a
+    token classifier (`cfg.task`): commands that run sequence classifiers only pass it through `sequence_model`."""
     spec = str(spec)
     if spec == "minilm":
         return load_minilm()

@@ -177,6 +177,26 @@ class Head(nn.Module):
         return _dense(cfg.num_labels, cfg, "out", True)(x).astype(jnp.float32)
 
 
+class TokenHead(nn.Module):
+    """HF's ModernBertForTokenClassification head on every position: final_norm (inside HF's ModernBertModel)
+    -> head.dense -> act -> head.norm -> dropout -> classifier, [B, T, H] -> [B, T, num_labels]. The same
+    parameters (and HF names) as `Head`, without the pooling."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
+        cfg = self.cfg
+        if x.ndim != 3:
+            raise ValueError("a token-classification head reads every position: pass the [B, T, H] hidden state")
+        x = _norm(cfg, "final_norm")(x)
+        x = _dense(cfg.hidden_size, cfg, "dense", cfg.classifier_bias)(x)
+        x = _norm(cfg, "norm")(activation(cfg.classifier_activation)(x))
+        rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
+        x = nn.Dropout(rate)(x, deterministic=deterministic)
+        return _dense(cfg.num_labels, cfg, "out", True)(x).astype(jnp.float32)
+
+
 # ----------------------------------------------------------------------------------------------
 # The HF layout (`jaxattr.models.hf` dispatches here for model_type "modernbert").
 

@@ -79,6 +79,7 @@ def build_method(cfg: TrainConfig, model: Model) -> Method:
 def load_start_model(cfg: TrainConfig, num_labels: int, label_names: tuple[str, ...] | None) -> Model:
     """The model to fine-tune, with a head of the right size (a checkpoint must already fit the data)."""
     from jaxattr.models import init_params, load_minilm, load_model, load_tokenizer, minilm_dir, tiny_config
+    from jaxattr.models.loading import sequence_model
 
     regression = cfg.task == "regression"
     if cfg.model == "minilm":
@@ -90,7 +91,7 @@ def load_start_model(cfg: TrainConfig, num_labels: int, label_names: tuple[str, 
                          label_names=None if regression else label_names)
         m = Model(mc, init_params(mc, jax.random.PRNGKey(cfg.seed)), tok, "tiny")
     else:
-        m = load_model(cfg.model)
+        m = sequence_model(load_model(cfg.model), "train")
         if m.cfg.num_labels != num_labels:
             raise UserError(f"model {cfg.model} has a {m.cfg.num_labels}-label head but the data has {num_labels} "
                             "labels: that checkpoint comes from another task")
