@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import holm, mean_ci, paired, provenance
+from jaxattr.evaluation.stats import holm, machine_line, mean_ci, paired
 
 VARIANTS: dict[str, list[str]] = {
     "plain": ["method=plain"],
@@ -148,17 +148,6 @@ PAPER_RERUN = (".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --see
 ALPHA = 0.05
 
 
-def _machine_line(out: Path, args: argparse.Namespace) -> str:
-    """The machine the runs were made on: this process's when it trained, else the line of the report it
-    rewrites (a `--report-only` rewrite runs nothing, so its own machine says nothing about the runs)."""
-    old = out / "README.md"
-    if args.report_only and old.exists():
-        for line in old.read_text().splitlines():
-            if line.startswith("Machine:"):
-                return line.split(" Per-run numbers")[0]
-    return provenance()
-
-
 def _tests(rows: list[dict], metric: str) -> list[dict]:
     """Each variant − plain on the same seeds, per size, for `metric`: t-interval, exact sign-flip p,
     paired t p, and both p-values Holm-adjusted over the family (every size × variant of this metric)."""
@@ -218,7 +207,7 @@ def _test_table(tests: list[dict], metric: str, verdicts: bool) -> list[str]:
 
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     rows = collect(work, out)
-    machine = _machine_line(out, args)
+    machine = machine_line(out / "README.md", args.report_only).split(" Per-run numbers")[0]
     out.mkdir(parents=True, exist_ok=True)
     if rows:
         with open(out / "runs.csv", "w", newline="") as f:

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxattr.commands import degradation
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, holm, paired, provenance
+from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
 
 # Table 1 of the paper (BERT-base): IMDB is the sentiment column our tweets stand in for, AG News the topic one.
 PAPER = {"tweets": ("IMDB", {"random": 0.011, "lime": 0.038, "ig": 0.090, "iba": 0.229}),
@@ -230,19 +230,9 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
     return lines
 
 
-def _machine_line(out: Path, args: argparse.Namespace) -> str:
-    """The machine the runs were made on: this process's after a run, else the rewritten report's line."""
-    old = out / "README.md"
-    if args.report_only and old.exists():
-        for line in old.read_text().splitlines():
-            if line.startswith("Machine:"):
-                return line
-    return provenance()
-
-
 def write_report(out: Path, args: argparse.Namespace) -> Path:
     """The report from the per-example curves only (no model is loaded, nothing is attributed)."""
-    machine = _machine_line(out, args)
+    machine = machine_line(out / "README.md", args.report_only)
     found = []
     for name in parts(args):
         f = out / name / "per_example.csv"

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxattr.errors import UserError
 from jaxattr.evaluation.harness import records_frame, stored_records, summarise, write_tables
-from jaxattr.evaluation.stats import bootstrap_mean, holm, paired, provenance
+from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))
 LABELS = {"sig": "SIG (mask)", "sig_pad": "SIG (pad)", "ig": "IG", "gradxinput": "Grad×Input",
@@ -165,19 +165,9 @@ def part_report(name: str, recs: dict[str, dict], wall: dict, steps: int, tests:
     return lines
 
 
-def _machine_line(out: Path, args: argparse.Namespace) -> str:
-    """The machine the records were made on: this process's after a run, else the rewritten report's line."""
-    old = out / "README.md"
-    if args.report_only and old.exists():
-        for line in old.read_text().splitlines():
-            if line.startswith("Machine:"):
-                return line
-    return provenance()
-
-
 def write_report(out: Path, args: argparse.Namespace) -> Path:
     """The report from the stored records only (no model is loaded, nothing is attributed)."""
-    machine = _machine_line(out, args)
+    machine = machine_line(out / "README.md", args.report_only)
     found = []
     for name in parts(args):
         d = out / name

@@ -375,7 +375,7 @@ def _ig_finish(raw: np.ndarray, units: np.ndarray, f_gap: np.ndarray) -> tuple[n
     return raw, float(raw.sum() - f_gap[0])
 
 
-def _path_cost(o: Mapping[str, Any]) -> int:
+def path_cost(o: Mapping[str, Any]) -> int:
     """Rows per unit: the steps (`steps="auto"`: the driver's first rule, 5 points)."""
     return 5 if o["steps"] == "auto" else int(o["steps"])
 
@@ -391,7 +391,7 @@ def _register() -> None:
     register(MethodSpec("gradientshap", gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
                         cost=lambda o: o["samples"], validate=_check_shap,
                         description="expected gradients with random points on the baseline-input path"))
-    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=_path_cost,
+    register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=path_cost,
                         paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
                                     finish=_ig_finish),
                         validate=check_path_options, description="integrated gradients over word embeddings"))

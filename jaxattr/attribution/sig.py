@@ -28,10 +28,10 @@ import numpy as np
 from jaxattr.attribution.gradients import (
     PATH_OPTIONS,
     Rows,
-    _path_cost,
     _prepare,
     _tt,
     check_path_options,
+    path_cost,
     quadrature,
     row_contributions,
     row_outputs,
@@ -123,7 +123,7 @@ def _register() -> None:
     from jaxattr.attribution.registry import MethodSpec, Paths, register
 
     register(MethodSpec("sig", sequential_integrated_gradients, {**PATH_OPTIONS, "unit": "token"},
-                        cost=_path_cost, validate=_validate,
+                        cost=path_cost, validate=_validate,
                         paths=Paths(unit_ids=lambda batch, o: unit_ids(batch, o["unit"]), finish=_finish),
                         description="sequential integrated gradients: one path per token (or word)"))
 

@@ -10,6 +10,7 @@ output. `holm` corrects the p-values of the comparisons within one table (Holm 1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,15 @@ class Interval:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
+def ci_verdict(diff: Interval) -> str:
+    """'a > b', 'a < b' or 'unresolved' for a difference a - b: resolved when its 95% CI excludes 0."""
+    if diff.low > 0:
+        return "a > b"
+    if diff.high < 0:
+        return "a < b"
+    return "unresolved"
+
+
 @dataclass(frozen=True)
 class Paired:
     """Mean of a − b over paired examples, its bootstrap CI and the two-sided Wilcoxon p-value."""
@@ -44,11 +54,7 @@ class Paired:
     @property
     def verdict(self) -> str:
         """'a > b', 'a < b' or 'unresolved': resolved when the 95% CI excludes 0."""
-        if self.diff.low > 0:
-            return "a > b"
-        if self.diff.high < 0:
-            return "a < b"
-        return "unresolved"
+        return ci_verdict(self.diff)
 
     def __str__(self) -> str:
         return f"{self.diff} (Wilcoxon p = {self.p_value:.2g})"
@@ -181,11 +187,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """'a > b', 'a < b' or 'unresolved': resolved when the 95% CI excludes 0."""
-        if self.diff.low > 0:
-            return "a > b"
-        if self.diff.high < 0:
-            return "a < b"
-        return "unresolved"
+        return ci_verdict(self.diff)
 
     @property
     def method(self) -> str:
@@ -241,3 +243,13 @@ def provenance(shared: bool = True) -> str:
     return (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores{', shared with other jobs' if shared else ''}; "
             f"jax {jax.__version__} on {len(devices)} {devices[0].device_kind} device(s), Python "
             f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
+
+
+def machine_line(readme: Path, reuse: bool) -> str:
+    """A report's 'Machine: …' line: with `reuse` (a `--report-only` rewrite, which runs nothing) the line
+    already in `readme` when there is one, else this process's (`provenance`)."""
+    if reuse and readme.exists():
+        for line in readme.read_text().splitlines():
+            if line.startswith("Machine:"):
+                return line
+    return provenance()
