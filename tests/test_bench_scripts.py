@@ -155,3 +155,15 @@ def test_accelerator_bench_tiny_end_to_end(tmp_path):
     assert rows["SIG"]["speed-up"] == "—"
     assert rows["IBA"]["strongest peer (config)"].startswith(("beat iba-ref (", "lost to iba-ref (")), rows["IBA"]
     assert "- captum 16 tokens fp32:" in text  # the whole grid is printed
+
+
+def test_attention_cost_runs_and_reports_every_row(capsys):
+    import attention_cost
+
+    attention_cost.main(["--rows", "1", "--length", "48", "--reps", "1"])
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| ms")]
+    assert len(rows) == 5, out
+    for ln in rows:
+        assert float(ln.split("|")[2]) > 0, ln  # jaxattr's time
+    assert "GFLOP/s" in out and "load average after" in out
