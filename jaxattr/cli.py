@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "convert": "HF checkpoint directory -> jaxattr checkpoint",
     "export": "jaxattr checkpoint -> HF directory",
     "attribute": "token attributions for texts or a dataset (SIG, IG, IBA, ...)",
+    "merge": "join the --shard K/N jobs of an attribute OUT into OUT",
     "train": "fine-tune (plain, AD-DROP, DACT, DeeBERT)",
     "evaluate": "faithfulness metrics and degradation tables for attribution methods",
     "degradation": "the IBA paper's degradation test for a set of methods",

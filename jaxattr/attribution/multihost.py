@@ -18,6 +18,10 @@ and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesy
    then removes the shards. Progress is shown by process 0 for the whole job (`JobProgress`: each
    process counts its finished rows into a small file that process 0 sums).
 
+Without a coordinator, `--shard K/N` runs N independent jobs (a SLURM array): each writes its cost-balanced,
+contiguous part of the input to `OUT.shards/shard-K-of-N.jsonl` (resumable as one process is) and a marker when
+it is done; `jaxattr merge OUT` (`merge_shards`) joins them in input order once all N are done.
+
 A killed process stalls the others at the next barrier (the JAX coordinator's timeout ends the job);
 relaunching the job continues from OUT plus the shards: records already written are neither lost nor
 redone, and the claims of the killed launch are discarded (process 0 clears them before the first read).
@@ -82,7 +86,8 @@ def shard_dir(out: str | Path) -> Path:
 
 
 def _shard_files(out: Path) -> list[Path]:
-    return sorted(shard_dir(out).glob("proc-*.jsonl"))
+    """Every shard file of OUT: one per process of a multi-process job, one per `--shard K/N` job."""
+    return sorted([*shard_dir(out).glob("proc-*.jsonl"), *shard_dir(out).glob("shard-*-of-*.jsonl")])
 
 
 def done_ids(out: str | Path) -> set[str]:
@@ -110,15 +115,22 @@ def check_settings(out: str | Path, settings: Mapping[str, Any]) -> None:
                             "another --out")
 
 
-def cost_chunks(examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
-                n: int) -> list[list[Mapping[str, Any]]]:
-    """Cut `examples` (kept in order) into at most `n` contiguous chunks of about equal total cost."""
+def split_by_cost(examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
+                  n: int) -> list[list[Mapping[str, Any]]]:
+    """Cut `examples` (kept in order) into exactly `n` contiguous parts of about equal total cost (some may
+    be empty)."""
     if not examples:
-        return []
+        return [[] for _ in range(n)]
     w = np.cumsum([max(1, int(cost(ex))) for ex in examples], dtype=np.float64)
     cut = np.searchsorted(w, w[-1] * np.arange(1, n) / n, side="left") + 1
-    bounds = [0, *sorted(set(int(c) for c in cut if 0 < c < len(examples))), len(examples)]
-    return [list(examples[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+    bounds = [0, *(int(c) for c in np.minimum(cut, len(examples))), len(examples)]
+    return [list(examples[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def cost_chunks(examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
+                n: int) -> list[list[Mapping[str, Any]]]:
+    """Cut `examples` (kept in order) into at most `n` contiguous, non-empty chunks of about equal total cost."""
+    return [part for part in split_by_cost(examples, cost, n) if part]
 
 
 def claim_order(count: int, rank: int, n: int) -> list[int]:
@@ -336,6 +348,109 @@ def _replace_merged(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     os.replace(tmp.with_name(tmp.name + ".meta.json"), out.with_name(out.name + ".meta.json"))
     shutil.rmtree(shard_dir(out), ignore_errors=True)
+
+
+SHARD_FORMAT = "jaxattr-shard"
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`--shard K/N` as (K, N), 0 <= K < N."""
+    try:
+        k, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {spec!r}: expected K/N, e.g. 0/4 (shard K of N, K from 0 to N-1)") from None
+    if not 0 <= k < n:
+        raise UserError(f"--shard {spec!r}: K must be in 0..N-1")
+    return k, n
+
+
+def _shard_path(out: Path, k: int, n: int) -> Path:
+    return shard_dir(out) / f"shard-{k:05d}-of-{n:05d}.jsonl"
+
+
+def _shard_marker(out: Path, k: int, n: int) -> Path:
+    return _shard_path(out, k, n).with_suffix(".done.json")
+
+
+def _shard_counts(out: Path) -> set[int]:
+    """The N of every `--shard K/N` file or marker under OUT.shards/."""
+    return {int(p.name.split("-of-")[1].split(".")[0]) for p in shard_dir(out).glob("shard-*-of-*")}
+
+
+def write_shard(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
+                settings: Mapping[str, Any], *, shard: tuple[int, int], desc: str, model: str | None = None,
+                overwrite: bool = False, progress: bool = True) -> int:
+    """Shard K of N of a job (`jaxattr attribute --shard K/N`): N independent jobs (a SLURM array, any
+    scheduler) each take one contiguous part of the input, cut by cost as a multi-process job cuts it, and
+    write it resumably to `OUT.shards/shard-K-of-N.jsonl`; a finished shard leaves a marker with its ids, and
+    `merge_shards(OUT)` (`jaxattr merge OUT`) joins them once all N are done. Ids already in OUT are skipped.
+    Returns how many records this shard wrote."""
+    out, (k, n) = Path(out), shard
+    if process()[1] > 1:
+        raise UserError("--shard K/N runs each shard as one process; launch N jobs, not N processes")
+    others = _shard_counts(out) - {n}
+    if others:
+        raise UserError(f"{shard_dir(out)} holds shards of a job cut in {sorted(others)[0]}, not {n}; merge or "
+                        "remove them first")
+    path, marker = _shard_path(out, k, n), _shard_marker(out, k, n)
+    if overwrite:
+        marker.unlink(missing_ok=True)
+    else:
+        check_settings(out, settings)
+    driver.total_work(examples)
+    part = split_by_cost(examples, lambda ex: driver.work(ex) * max(1, len(ex.get("input_ids", ()))), n)[k]
+    stored = {json.dumps(r["id"]): r.get("input_sha") for r in read_results(out)} if out.exists() else {}
+    todo = []
+    for ex in part:
+        key = json.dumps(ex["id"])
+        if key in stored:
+            check_same_input(out, ex, stored[key])
+        else:
+            todo.append(ex)
+    shard_dir(out).mkdir(exist_ok=True)
+    written = write_driver_records(path, todo, driver, target, settings, desc=f"{desc} (shard {k}/{n})",
+                                   model=model, overwrite=overwrite, progress=progress)
+    marker_text = json.dumps({"format": SHARD_FORMAT, "shard": k, "of": n, "settings": _plain(settings),
+                              "model": model, "ids": [ex["id"] for ex in part]})
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(marker_text, encoding="utf-8")
+    os.replace(tmp, marker)
+    return written
+
+
+def merge_shards(out: str | Path) -> int:
+    """OUT := OUT's records and those of every `--shard K/N` job, each id once, in input order, once all N
+    shards are finished (else a UserError naming the missing ones); then the shards go. Returns the number
+    of records in OUT."""
+    out = Path(out)
+    counts = _shard_counts(out)
+    if not counts:
+        raise UserError(f"no shards to merge: {shard_dir(out)} holds no shard-K-of-N files (run jaxattr attribute "
+                        "... --shard K/N first)")
+    if len(counts) > 1:
+        raise UserError(f"{shard_dir(out)} holds shards of jobs cut in {sorted(counts)} parts; keep one")
+    n = counts.pop()
+    missing = [k for k in range(n) if not _shard_marker(out, k, n).exists()]
+    if missing:
+        names = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise UserError(f"shard(s) {names} of {n} are not finished; run them (--shard K/{n}) before merging")
+    markers = []
+    for k in range(n):
+        try:
+            m = json.loads(_shard_marker(out, k, n).read_text(encoding="utf-8"))
+            if m.get("format") != SHARD_FORMAT:
+                raise ValueError
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise UserError(f"{_shard_marker(out, k, n)} is not a shard marker; rerun shard {k}/{n}") from None
+        markers.append(m)
+    settings, model = markers[0]["settings"], markers[0]["model"]
+    for m in markers[1:]:
+        if diff := settings_diff(m["settings"], settings):
+            raise UserError(f"shards {markers[0]['shard']} and {m['shard']} of {n} were made with another "
+                            f"{', '.join(diff)}; rerun one of them")
+    check_settings(out, settings)
+    merge(out, [{"id": i} for m in markers for i in m["ids"]], settings, model=model)
+    return len(read_results(out))
 
 
 _ID_PREFIX, _LAYER_KEY = '{"id": ', ', "layer": '

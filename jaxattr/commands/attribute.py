@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Any
 
-from jaxattr.errors import UserError
+from jaxattr.errors import UserError, check_output
 
 log = logging.getLogger("jaxattr.attribute")
 
@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
     parser.add_argument("--out", required=True, help="result file: .jsonl (default) or .parquet")
     parser.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run part K (0..N-1) of the input as one of N independent jobs (a SLURM array); "
+                             "each writes OUT.shards/, and `jaxattr merge OUT` joins them once all are done")
     parser.add_argument("--target", default="predicted", help="predicted (default), gold, or a class index")
     parser.add_argument("--output", default="logit", choices=("logit", "prob"),
                         help="explained output: the target's logit (default, as the SIG reference) or probability")
@@ -181,6 +184,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be >= 1, not {args.limit}")
     if not (args.out.endswith(".jsonl") or args.out.endswith(".parquet")):
         raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
+    shard = multihost.parse_shard(args.shard) if args.shard else None
+    if shard and args.html:
+        raise UserError("--html goes with the whole job: run `jaxattr merge OUT --html FILE` once every shard is done")
+    check_output(args.out, "--out")
+    if args.html:
+        check_output(args.html, "--html")
     model = with_dtype(sequence_model(load_model(args.model), "attribute"), args.dtype)
     examples = _examples(args, model)
     _warn_truncated(examples, args, model)
@@ -188,6 +197,12 @@ def run(args: argparse.Namespace) -> int:
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
                     output=args.output, devices=args.devices, seed=args.seed, **driver_kwargs(args))
     settings = {**driver.settings(), "target": args.target, "seed": args.seed}
+    if shard:
+        written = multihost.write_shard(args.out, examples, driver, args.target, settings, shard=shard,
+                                        desc=args.method, model=model.source, overwrite=args.overwrite)
+        print(f"jaxattr attribute: shard {shard[0]}/{shard[1]} wrote {written} records to "
+              f"{multihost.shard_dir(args.out)}", file=sys.stderr)
+        return 0
     written = multihost.write_driver_records(args.out, examples, driver, args.target, settings, desc=args.method,
                                              model=model.source, overwrite=args.overwrite)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxattr.errors import UserError
+from jaxattr.errors import UserError, check_output
 from jaxattr.evaluation import harness
 
 
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < (0 if flag == "limit" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {getattr(args, flag)}")
     out = Path(args.out)
+    check_output(out, "--out", directory=True)
     out.mkdir(parents=True, exist_ok=True)
     initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(sequence_model(load_model(args.model), "degradation"), args.dtype)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxattr.errors import UserError
+from jaxattr.errors import UserError, check_output
 from jaxattr.evaluation import harness
 
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if v < (0 if flag == "examples" else 1):
             name = "limit" if flag == "examples" else flag.replace("_", "-")
             raise UserError(f"--{name} must be >= {0 if flag == 'examples' else 1}, not {v}")
+    check_output(args.out, "--out", directory=True)
     initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(sequence_model(load_model(args.model), "evaluate"), args.dtype)
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,

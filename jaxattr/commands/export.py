@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from jaxattr.errors import check_output
 from jaxattr.models.checkpoint import load_checkpoint
 from jaxattr.models.hf import save_hf_dir
 
@@ -15,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.hf_dir, "HF_DIR", directory=True)
     cfg, params = load_checkpoint(args.ckpt_dir)
     out = save_hf_dir(cfg, params, args.hf_dir, tokenizer_dir=args.ckpt_dir)
     print(f"wrote HF directory {out} ({cfg.family} sequence classifier, {cfg.num_labels} labels)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from jaxattr.errors import check_output
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of TrainConfig keys (see jaxattr/training/config.py)")
@@ -22,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from jaxattr.training.trainer import run as train
+
+    check_output(cfg.output_dir, "output_dir", directory=True)
 
     results = train(cfg)
     print(json.dumps({"dev": results["dev"], "test": results["test"], "output_dir": cfg.output_dir}))
