@@ -170,22 +170,8 @@ def write_table(res: DegradationResult, out_dir: str, *, labels: Mapping[str, st
 
 def plot_curves(res: DegradationResult, path: str, *, labels: Mapping[str, str] | None = None,
                 title: str = "Degradation test") -> str:
-    """The paper's Fig. 1: normalised probability drop vs % of tokens deleted, one line per method."""
-    import matplotlib
+    """The paper's Fig. 1: normalised probability drop vs % of tokens deleted, one line per method (the title
+    wrapped to fit the figure: `viz.plots.plot_degradation`)."""
+    from jaxattr.viz.plots import plot_degradation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = labels or {}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m, d in res.normalised.items():
-        ax.plot(100 * res.fractions, d, marker="o", ms=3, label=labels.get(m, m), ls="--" if m == "random" else "-")
-    ax.set_xlabel("% of tokens deleted (top ranked first)")
-    ax.set_ylabel("normalised probability d = (p − m)/(o − m)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_degradation(path, res.fractions, res.normalised, labels=labels, title=title)
