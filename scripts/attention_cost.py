@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench_attribution import path_rows
     from peers import load_peer_model
 
+    import jaxattr.models.attention as attention_module
     import jaxattr.models.encoder as encoder
     from jaxattr.attribution.gradients import explained_output, row_embeddings
     from jaxattr.models import load_minilm, save_hf_dir
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> None:
                 for k, f in (("forward", fwd), ("gradient", grad))}
 
     ours = kernels()
-    real_attention = encoder.attention
-    encoder.attention = lambda q, k, v, bias=None, key_mask=None: v  # the rest of the network alone
+    real_attention = attention_module.attention
+    attention_module.attention = lambda q, k, v, bias=None, key_mask=None: v  # the rest of the network alone
     try:
         rest = kernels()
     finally:
-        encoder.attention = real_attention
+        attention_module.attention = real_attention
 
     with tempfile.TemporaryDirectory() as d:
         save_hf_dir(cfg, model.params, d)

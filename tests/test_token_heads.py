@@ -225,9 +225,9 @@ def test_sequence_only_commands_refuse_a_token_model_in_one_line(token_dir, tmp_
                "--out", str(tmp_path / "o.jsonl")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert "token classification models are not supported by attribute yet (issue 34)" in err[0]
+    assert "a token classification model is not run by attribute; give --task token" in err[0]
     assert not (tmp_path / "o.jsonl").exists()
     from jaxattr.evaluation.harness import as_model
 
-    with pytest.raises(UserError, match="not supported by the evaluation harness"):
+    with pytest.raises(UserError, match="not supported by the evaluation harness"):  # evaluate: not yet
         as_model(str(path))

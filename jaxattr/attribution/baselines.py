@@ -8,8 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxattr.attribution.iba import _example_keys
-from jaxattr.data.batch import token_mask
+from jaxattr.data.batch import per_example_keys, token_mask
 from jaxattr.models.config import EncoderConfig
 from jaxattr.types import Array
 
@@ -25,7 +24,7 @@ def random_attribution(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any]
     `key`: one PRNG key (split per example) or one key per example; model and target are ignored.
     """
     mask = jnp.asarray(batch["attention_mask"]).astype(bool)
-    keys = _example_keys(key, mask.shape[0])
+    keys = per_example_keys(key, mask.shape[0])
     u = jax.vmap(lambda k: jax.random.uniform(k, mask.shape[1:]))(keys)
     return RandomAttribution(jnp.where(token_mask(batch), u, 0.0))
 

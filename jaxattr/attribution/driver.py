@@ -62,6 +62,7 @@ from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, probe_logits
+from jaxattr.models.windowed import window_count
 from jaxattr.sharding import make_mesh, replicated, shard_batch
 
 if TYPE_CHECKING:
@@ -121,8 +122,18 @@ def auto_tokens_per_batch(cfg: EncoderConfig, device: Any = None, fraction: floa
 
 
 def resolve_targets(examples: Sequence[Mapping[str, Any]], target: Any, cfg: EncoderConfig
-                    ) -> list[int | None]:
-    """Per-example targets: None = predicted; "gold" = the example's `label`; an int = that class."""
+                    ) -> list[Any]:
+    """Per-example targets: None = predicted; "gold" = the example's `label`; an int = that class. A token model
+    explains each example's `token_target` (a span's classes per position, -1 elsewhere: `span_target`)."""
+    if cfg.task == "token":
+        if target not in (None, "predicted"):
+            raise UserError("a token model explains the span each example names (token_target), not --target "
+                            f"{target!r}")
+        missing = next((ex.get("id", i) for i, ex in enumerate(examples) if "token_target" not in ex), None)
+        if missing is not None:
+            raise UserError(f"example {missing!r} has no token_target: a token model explains a span (jaxattr "
+                            "attribute --task token finds the entities)")
+        return [np.asarray(ex["token_target"], np.int32) for ex in examples]
     if target in (None, "predicted"):
         return [None] * len(examples)
     if cfg.problem_type == "regression":
@@ -161,6 +172,9 @@ class Driver:
                  buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0, save_every: float = DEFAULT_SAVE_EVERY,
                  tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.spec = registry.get(method)
+        if cfg.task == "token" and not self.spec.token_models:
+            raise UserError(f"{method} does not explain token-classification models (yet); use "
+                            f"{', '.join(registry.token_methods())}")
         self.options = self.spec.resolve_options(dict(options or {}))
         self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output
         if tokens_per_batch == "auto":
@@ -171,6 +185,8 @@ class Driver:
         if devices is not None and not 1 <= devices <= len(jax.local_devices()):
             raise UserError(f"asked for {devices} devices, {len(jax.local_devices())} available")
         self.auto = self.options.get("steps") == "auto"
+        if self.auto and cfg.task == "token":
+            raise UserError("--steps auto is not built for token models; give a number of steps")
         if self.auto and self.spec.paths is None:
             raise UserError(f"--steps auto is for path methods (ig, sig), not {method!r}")
         if not (tolerance > 0 and np.isfinite(tolerance)):
@@ -199,7 +215,10 @@ class Driver:
 
     # ------------------------------------------------------------------------------------------
     def rows_per_chunk(self, length: int, cost: int = 1) -> int:
-        """Rows (or examples of `cost` rows) per chunk over all devices for sequence length `length`."""
+        """Rows (or examples of `cost` rows) per chunk over all devices for sequence length `length` (a windowed
+        model's row runs all its windows: `window_count` x window tokens)."""
+        if self.cfg.window and length > self.cfg.window:
+            length = window_count(length, self.cfg.window, self.cfg.window_stride) * self.cfg.window
         return max(1, self.tokens_per_batch // (length * max(1, cost))) * self.ndev
 
     def even_rows(self, total: int, limit: int) -> int:
@@ -262,7 +281,7 @@ class Driver:
         `examples` (finished, or left out) are dropped.
         """
         targets = resolve_targets(examples, target, self.cfg)
-        if self.spec.kind != "paths":
+        if self.spec.kind != "paths" or self.cfg.task == "token":  # token models run their pure function
             partial = None
         if partial is not None:
             partial.bind(self.settings())
@@ -280,7 +299,7 @@ class Driver:
             partial.flush()
         for length in sorted(by_bucket):
             idx = by_bucket[length]
-            if self.spec.kind == "paths":
+            if self.spec.kind == "paths" and self.cfg.task != "token":
                 yield from _PathRun(self, examples, targets, idx, length, progress, partial).run()
             else:
                 yield from self._run_batch(examples, targets, idx, length, progress)
@@ -334,6 +353,8 @@ class Driver:
                              cls_only=True).logits
             if cfg.problem_type == "regression":
                 target = jnp.zeros_like(given)
+            elif cfg.task == "token":
+                target = given  # [B, T] span classes
             else:
                 target = jnp.where(given >= 0, given, jnp.argmax(logits, -1).astype(jnp.int32))
             kw = dict(ctx, **opts, target=target)
@@ -365,8 +386,11 @@ class Driver:
             part = idx[s:s + b]
             exs = [examples[i] for i in part]
             batch = pad_batch(exs + [exs[-1]] * (b - len(part)), length, self.pad_id)
-            given = np.asarray([-1 if targets[i] is None else targets[i] for i in part] + [-1] * (b - len(part)),
-                               np.int32)
+            if self.cfg.task == "token":  # [b, T] span classes (padding rows repeat the last example)
+                given = np.stack([_pad(targets[i], length, -1) for i in part + [part[-1]] * (b - len(part))])
+            else:
+                given = np.asarray([-1 if targets[i] is None else targets[i] for i in part] + [-1] * (b - len(part)),
+                                   np.int32)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
             self.compiled_shapes.add(("batch", b, length))
             out = fn(self.params, self.put(batch), self.put(given), self.put(keys))
@@ -385,8 +409,14 @@ class Driver:
         scores = np.asarray(conv["scores"], np.float64)
         delta = conv.get("delta")
         delta = None if delta is None else np.asarray(delta, np.float64)
-        probs = targets_and_probs(logits, list(tgt), self.cfg)[1]
         layers = conv.get("layers")
+        if self.cfg.task == "token":  # a span: its first token's class and prediction, the span's mean prob
+            first = [int(np.argmax(tgt[k] >= 0)) for k in range(len(part))]
+            tgt = [tgt[k][j] for k, j in enumerate(first)]
+            probs = np.asarray(result.prob, np.float64)
+            logits = [logits[k][j] for k, j in enumerate(first)]
+        else:
+            probs = targets_and_probs(logits, list(tgt), self.cfg)[1]
         records = []
         for k, i in enumerate(part):
             d = None if delta is None or not np.isfinite(delta[k]) else float(delta[k])
@@ -413,7 +443,7 @@ class Driver:
                 "scores": [float(x) for x in scores],
                 "words": words, "word_scores": [float(x) for x in ws], "target": int(target),
                 "prob": float(prob), "delta": delta, "prediction": int(prediction),
-                **{k: ex[k] for k in ("text", "text_pair", "word_spans") if k in ex},
+                **{k: ex[k] for k in ("text", "text_pair", "word_spans", "example_id", "entity") if k in ex},
                 **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0
                    and self.cfg.problem_type != "regression" else {})}
 

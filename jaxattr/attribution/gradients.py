@@ -114,7 +114,10 @@ def baseline_ids(batch: Mapping[str, Array], baseline: str, mask_id: int | None,
 
 
 def explained_output(logits: Array, target: Array, cfg: EncoderConfig, output: str) -> Array:
-    """F: the target's logit or probability per row ([R]); a regression head's output."""
+    """F: the target's logit or probability per row ([R]); a regression head's output. A token-classification
+    model explains a span: `target` [R, T] holds a class per position (-1 outside the span) and F is the sum
+    of those positions' logits (or probabilities) for their classes: for an entity, the evidence for every
+    tag that makes it up."""
     if cfg.problem_type == "regression":
         return logits[:, 0]
     if output == "prob":
@@ -123,20 +126,48 @@ def explained_output(logits: Array, target: Array, cfg: EncoderConfig, output: s
         values = logits
     else:
         raise ValueError(f"unknown output {output!r}; expected 'logit' or 'prob'")
+    if cfg.task == "token":
+        target = jnp.asarray(target, jnp.int32)
+        picked = jnp.take_along_axis(values, jnp.maximum(target, 0)[..., None], axis=-1)[..., 0]
+        return jnp.sum(jnp.where(target >= 0, picked, 0.0), axis=-1)
     return jnp.take_along_axis(values, target[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
 def predict(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], target: Array | None = None,
             output: str = "logit") -> tuple[Array, Array, Array]:
-    """(target, prob, F(x)) for a batch; `target=None` explains the predicted class."""
+    """(target, prob, F(x)) for a batch; `target=None` explains the predicted class. A token-classification
+    model needs a span target [B, T] (`token_target`): prob is then the mean probability of its classes."""
     logits = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                      cls_only=True).logits
+    if cfg.task == "token":
+        tgt = token_target(target, logits)
+        probs = jnp.take_along_axis(jax.nn.softmax(logits, -1), jnp.maximum(tgt, 0)[..., None], -1)[..., 0]
+        inside = tgt >= 0
+        prob = jnp.where(inside, probs, 0.0).sum(-1) / jnp.maximum(inside.sum(-1), 1)
+        return tgt, prob, explained_output(logits, tgt, cfg, output)
     if cfg.problem_type == "regression":
         tgt = jnp.zeros(logits.shape[0], jnp.int32)
         return tgt, logits[:, 0], logits[:, 0]
     tgt = resolve_target(target, logits)
     prob = jnp.take_along_axis(jax.nn.softmax(logits, -1), tgt[:, None], 1)[:, 0]
     return tgt, prob, explained_output(logits, tgt, cfg, output)
+
+
+def token_target(target: Any, logits: Array) -> Array:
+    """A token model's target as [B, T] int32 classes (-1 where not explained), checked against `logits`
+    [B, T, C] when concrete; `jaxattr.data.entities.span_target` builds one from an entity."""
+    if target is None or isinstance(target, str):
+        raise UserError("a token-classification model explains a span: give target as [B, T] classes per position "
+                        "(-1 elsewhere), e.g. jaxattr.data.entities.span_target(...)")
+    b, t, c = logits.shape
+    if not isinstance(target, jax.core.Tracer):
+        given = np.asarray(target)
+        if given.shape != (b, t):
+            raise UserError(f"a token model's target must be [B, T] = [{b}, {t}], not {list(given.shape)}")
+        if (given >= c).any() or (given < -1).any() or not (given >= 0).any(-1).all():
+            raise UserError(f"a token target needs classes in 0..{c - 1} (-1 elsewhere) and at least one position "
+                            "per row")
+    return jnp.asarray(target, jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +185,7 @@ class Rows(NamedTuple):
     interp: Array  # float [R, T]: 1 where the word embedding moves along the path
     alpha: Array  # float [R]
     weight: Array  # float [R] quadrature weight (0 for padding rows)
-    target: Array  # int [R]
+    target: Array  # int [R]; [R, T] classes per position (-1 elsewhere) for a token model
 
 
 def row_embeddings(params: Params, cfg: EncoderConfig, rows: Rows) -> tuple[Array, Array]:
@@ -224,17 +255,17 @@ def _repeat_rows(batch: Mapping[str, Array], base_ids: Array, base_scale: Array,
     s = alphas.shape[0]
     rep = lambda a: jnp.repeat(jnp.asarray(a), s, axis=0)
     b = base_ids.shape[0]
-    return Rows(rep(batch["input_ids"]), rep(batch["attention_mask"]), rep(_tt(batch)), rep(base_ids),
+    return Rows(rep(batch["input_ids"]), rep(batch["attention_mask"]), rep(token_types(batch)), rep(base_ids),
                 rep(base_scale), rep(interp.astype(jnp.float32)), jnp.tile(alphas, b), jnp.tile(weights, b),
                 rep(target))
 
 
-def _tt(batch: Mapping[str, Array]) -> Array:
+def token_types(batch: Mapping[str, Array]) -> Array:
     tt = batch.get("token_type_ids")
     return jnp.zeros_like(jnp.asarray(batch["input_ids"])) if tt is None else jnp.asarray(tt)
 
 
-def _prepare(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], baseline: str, mask_id: int | None,
+def prepare_path(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], baseline: str, mask_id: int | None,
              pad_id: int | None, target: Array | None, output: str):
     base_ids, base_scale = baseline_ids(batch, baseline, mask_id, pad_id)
     interp = token_mask(batch)
@@ -245,7 +276,7 @@ def _prepare(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], bas
 def _baseline_rows(batch: Mapping[str, Array], base_ids: Array, base_scale: Array, interp: Array,
                    tgt: Array) -> Rows:
     n = tgt.shape[0]
-    return Rows(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids,
+    return Rows(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]), token_types(batch), base_ids,
                 base_scale, interp.astype(jnp.float32), jnp.zeros(n), jnp.zeros(n), tgt)
 
 
@@ -260,7 +291,7 @@ def saliency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, 
     interp = token_mask(batch)
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
-    rows = Rows(base_ids, jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids, jnp.ones(base_ids.shape),
+    rows = Rows(base_ids, jnp.asarray(batch["attention_mask"]), token_types(batch), base_ids, jnp.ones(base_ids.shape),
                 interp.astype(jnp.float32), jnp.ones(n), jnp.ones(n), tgt)
     scores = row_contributions(params, cfg, rows, output, mode="abs")
     nan = jnp.full(n, jnp.nan)
@@ -275,7 +306,7 @@ def grad_x_input(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array],
     tgt, prob, f_x = predict(params, cfg, batch, target, output)
     n = tgt.shape[0]
     # a zero baseline with alpha = 1 makes the row kernel compute grad(x) * x
-    rows = Rows(ids, jnp.asarray(batch["attention_mask"]), _tt(batch), ids, jnp.where(interp, 0.0, 1.0),
+    rows = Rows(ids, jnp.asarray(batch["attention_mask"]), token_types(batch), ids, jnp.where(interp, 0.0, 1.0),
                 interp.astype(jnp.float32), jnp.ones(n), jnp.ones(n), tgt)
     scores = row_contributions(params, cfg, rows, output)
     nan = jnp.full(n, jnp.nan)
@@ -291,7 +322,7 @@ def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str,
     `steps` quadrature points of `method`; the B*steps path points run in chunks of `chunk` rows under
     `lax.map` (None: all at once). `delta` is the completeness gap sum(scores) - (F(x) - F(baseline)).
     """
-    base_ids, base_scale, interp, tgt, prob, f_x = _prepare(params, cfg, batch, baseline, mask_id, pad_id,
+    base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
                                                            target, output)
     a, w = quadrature(method, steps)
     rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
@@ -312,7 +343,7 @@ def gradient_shap(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array]
     eps ~ N(0, stdev^2) on the word pieces. An expected-gradients estimate of IG; `delta` as for IG.
     `key`: one PRNG key (split per example) or one key per example ([B]): the same key, the same draws.
     """
-    base_ids, base_scale, interp, tgt, prob, f_x = _prepare(params, cfg, batch, baseline, mask_id, pad_id,
+    base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
                                                            target, output)
     b, t = base_ids.shape
     keys = key if key.shape == (b,) else jax.random.split(key, b)
@@ -386,14 +417,15 @@ PATH_OPTIONS: dict[str, Any] = {"steps": 50, "method": "gausslegendre", "baselin
 def _register() -> None:
     from jaxattr.attribution.registry import MethodSpec, Paths, register
 
-    register(MethodSpec("saliency", saliency, description="|dF/dx| summed over the embedding"))
-    register(MethodSpec("gradxinput", grad_x_input, description="x * dF/dx summed over the embedding"))
+    register(MethodSpec("saliency", saliency, description="|dF/dx| summed over the embedding", token_models=True))
+    register(MethodSpec("gradxinput", grad_x_input, description="x * dF/dx summed over the embedding",
+                        token_models=True))
     register(MethodSpec("gradientshap", gradient_shap, {"samples": 20, "stdev": 0.0, "baseline": "mask"},
-                        cost=lambda o: o["samples"], validate=_check_shap,
+                        cost=lambda o: o["samples"], validate=_check_shap, token_models=True,
                         description="expected gradients with random points on the baseline-input path"))
     register(MethodSpec("ig", integrated_gradients, PATH_OPTIONS, cost=path_cost,
                         paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
-                                    finish=_ig_finish),
+                                    finish=_ig_finish), token_models=True,
                         validate=check_path_options, description="integrated gradients over word embeddings"))
 
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxattr.data.batch import resolve_target, special_mask
+from jaxattr.data.batch import per_example_keys, resolve_target, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import classify, embed, layer_params, run_layers, shared_block_params, word_embeddings
@@ -134,16 +134,6 @@ def _noise_moments(x: Array, valid: Array, noise: str, layer_index: Any, prev: A
     if noise == "reference":
         return prev.astype(jnp.float32), jnp.full((), np.sqrt(REFERENCE_VAR), jnp.float32)
     raise UserError(f"noise {noise!r}: use one of {NOISE_CHOICES}")
-
-
-def _example_keys(key: Array, b: int) -> Array:
-    """One key per example: a [B] key array as given, or split from a single key."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key if key.ndim == 1 else jax.random.split(key, b)
-    if key.ndim == 2:  # raw uint32 keys
-        return key
-    return jax.random.split(key, b)
 
 
 def draw_noise(keys: Array, step: Any, shape: tuple[int, ...]) -> Array:
@@ -289,7 +279,7 @@ def _prepare(batch: Mapping[str, Any], target: Any, key: Array, cfg: EncoderConf
     else:
         tgt = resolve_target(target, jnp.zeros((ids.shape[0], 1)), batch,
                              num_classes=None if cfg.problem_type == "regression" else cfg.num_labels)
-    return ids, mask, tt, special, tgt, _example_keys(key, ids.shape[0])
+    return ids, mask, tt, special, tgt, per_example_keys(key, ids.shape[0])
 
 
 def default_beta(noise: str) -> float:
@@ -469,7 +459,7 @@ def _register() -> None:
     register(MethodSpec(
         name="iba", fn=_iba_method,
         options={"layer": None, "beta": None, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
-        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate,
+        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate, windows=False,
         description="information bottleneck on the output of a layer (1-based; default round(0.75 L); 'all')",
     ))
 

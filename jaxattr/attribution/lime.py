@@ -24,8 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxattr.attribution.iba import _example_keys
-from jaxattr.data.batch import delete_tokens, resolve_target, token_mask
+from jaxattr.data.batch import delete_tokens, per_example_keys, resolve_target, token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs
@@ -103,7 +102,7 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     features = tokens
     if unit == "word":
         wid, features, pieces = _word_features(batch, tokens)
-    keys = _example_keys(key, b)
+    keys = per_example_keys(key, b)
     keep = jax.vmap(lambda k, f: lime_samples(k, f, samples))(keys, features)  # [B, S, T] over units
     token_keep = keep if unit == "token" else jnp.take_along_axis(keep, wid[:, None, :], axis=-1) | ~tokens[:, None]
     rep = lambda a: jnp.repeat(jnp.asarray(a), samples, axis=0)

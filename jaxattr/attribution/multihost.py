@@ -49,8 +49,8 @@ import numpy as np
 
 from jaxattr.attribution.results import (
     ResultWriter,
-    _plain,
     check_same_input,
+    plain,
     read_results,
     settings_diff,
     stored_settings,
@@ -107,7 +107,7 @@ def _done_digests(out: Path) -> dict[str, str | None]:
 def check_settings(out: str | Path, settings: Mapping[str, Any]) -> None:
     """The UserError `ResultWriter.bind` would raise, raised by every process alike before any barrier (a
     process that failed alone would leave the others waiting): OUT or a shard made with other settings."""
-    out, want = Path(out), _plain(settings)
+    out, want = Path(out), plain(settings)
     for path in ([out] if out.exists() else []) + _shard_files(out):
         diff = settings_diff(stored_settings(path.with_name(path.name + ".meta.json")), want)
         if diff:
@@ -410,7 +410,7 @@ def write_shard(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: 
     shard_dir(out).mkdir(exist_ok=True)
     written = write_driver_records(path, todo, driver, target, settings, desc=f"{desc} (shard {k}/{n})",
                                    model=model, overwrite=overwrite, progress=progress)
-    marker_text = json.dumps({"format": SHARD_FORMAT, "shard": k, "of": n, "settings": _plain(settings),
+    marker_text = json.dumps({"format": SHARD_FORMAT, "shard": k, "of": n, "settings": plain(settings),
                               "model": model, "ids": [ex["id"] for ex in part]})
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(marker_text, encoding="utf-8")

@@ -32,6 +32,10 @@ How a method registers (one call, at import time of the module that defines it):
   the rest stays at x) and how raw sums become scores and a completeness gap; its options must include
   `steps`, `method` (the quadrature rule) and `baseline`, which the driver reads. `fn` stays the pure
   function a user calls under their own `jit`.
+* `token_models=True` for a method whose `fn` takes a token model's span target ([B, T] classes per
+  position, -1 elsewhere) through `gradients.predict` / `explained_output`; others are refused on token models.
+* `windows=False` for a method that intervenes inside the encoder (IBA's bottleneck): it is refused on
+  windowed long documents (`--long window`), which expose only the pooled logits.
 
 Methods registered elsewhere are imported lazily through `PROVIDERS` (module paths), so the CLI lists
 them without importing heavy modules first.
@@ -75,6 +79,8 @@ class MethodSpec:
     paths: Paths | None = None
     description: str = ""
     validate: Callable[[Mapping[str, Any]], None] | None = None
+    windows: bool = True  # runs on windowed long documents (`models/windowed.py`): needs only the model's logits
+    token_models: bool = False  # explains a token model's span targets ([B, T] classes, `explained_output`)
 
     @property
     def kind(self) -> Literal["batch", "paths"]:
@@ -141,3 +147,18 @@ def get(name: str) -> MethodSpec:
     if name not in _REGISTRY:
         raise UserError(f"unknown attribution method {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def token_methods() -> list[str]:
+    """The registered methods that explain token-classification models (`token_models`)."""
+    _load_providers()
+    return sorted(name for name, spec in _REGISTRY.items() if spec.token_models)
+
+
+def check_windows(names: Mapping[str, str]) -> None:
+    """UserError for the first method that cannot run on windowed long documents; `names`: the name a user
+    gave -> its registered method."""
+    for given, name in names.items():
+        if not get(name).windows:
+            raise UserError(f"--long window: {given} works inside the encoder, which windows do not expose; use "
+                            "--long truncate or native")

@@ -187,7 +187,7 @@ class ResultWriter:
     def bind(self, settings: Mapping[str, Any], *, model: str | None = None) -> None:
         """Record what makes the records (method, options, output, model) in OUT.meta.json; a file that
         holds records made with other settings is refused (resuming would mix two runs in one file)."""
-        settings = _plain(settings)
+        settings = plain(settings)
         diff = settings_diff(stored_settings(self.meta_path), settings) if self.ids_done else []
         if diff:
             raise UserError(f"{self.path} holds records made with another {', '.join(diff)} "
@@ -278,7 +278,7 @@ class ResultWriter:
             self.close()
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples as lists, unknown types as strings), for comparisons."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -312,7 +312,7 @@ class PartialSums:
 
     def bind(self, settings: Mapping[str, Any]) -> None:
         """Load the sidecar if it was written with the same `settings` (JSON-able); else ignore it."""
-        self.settings = _plain(settings)
+        self.settings = plain(settings)
         self.entries, self._dirty = {}, False
         if not self.path.exists():
             return
@@ -338,7 +338,7 @@ class PartialSums:
         if entry is None:
             return None
         try:
-            if entry["check"] == _plain(check):
+            if entry["check"] == plain(check):
                 return int(entry["rows_done"]), np.asarray(entry["acc"], np.float64)
         except (KeyError, TypeError, ValueError):
             pass
@@ -347,7 +347,7 @@ class PartialSums:
 
     def put(self, key: str, check: Mapping[str, Any], rows_done: int, acc: np.ndarray) -> None:
         """Record an unfinished example's state (written at the next `flush`)."""
-        self.entries[key] = {"check": _plain(check), "rows_done": int(rows_done),
+        self.entries[key] = {"check": plain(check), "rows_done": int(rows_done),
                              "acc": [float(x) for x in np.asarray(acc, np.float64)]}
         self._dirty = True
 

@@ -28,13 +28,13 @@ import numpy as np
 from jaxattr.attribution.gradients import (
     PATH_OPTIONS,
     Rows,
-    _prepare,
-    _tt,
     check_path_options,
     path_cost,
+    prepare_path,
     quadrature,
     row_contributions,
     row_outputs,
+    token_types,
 )
 from jaxattr.data.batch import token_mask
 from jaxattr.models.config import EncoderConfig
@@ -78,21 +78,21 @@ def sequential_integrated_gradients(params: Params, cfg: EncoderConfig, batch: M
                                     target: Array | None = None, output: str = "logit", unit: str = "token",
                                     ) -> SIGAttribution:
     """SIG for a padded batch ([B, T] arrays incl. `word_ids`): every unit's B*steps path points at once."""
-    base_ids, base_scale, interp, tgt, prob, f_x = _prepare(params, cfg, batch, baseline, mask_id, pad_id,
+    base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
                                                            target, output)
     uid = unit_ids(batch, unit)
     a, w = quadrature(method, steps)
     alphas, weights = jnp.asarray(a, jnp.float32), jnp.asarray(w, jnp.float32)
     b, t = base_ids.shape
     rep = lambda x: jnp.repeat(jnp.asarray(x), steps, axis=0)
-    ids, am, tt, bid, bsc, tg = map(rep, (batch["input_ids"], batch["attention_mask"], _tt(batch), base_ids,
+    ids, am, tt, bid, bsc, tg = map(rep, (batch["input_ids"], batch["attention_mask"], token_types(batch), base_ids,
                                           base_scale, tgt))
 
     def one_unit(u: Array) -> tuple[Array, Array]:
         m = (uid == u).astype(jnp.float32)
         rows = Rows(ids, am, tt, bid, bsc, rep(m), jnp.tile(alphas, b), jnp.tile(weights, b), tg)
         contrib = row_contributions(params, cfg, rows, output).reshape(b, steps, t).sum(1)
-        base = Rows(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]), _tt(batch), base_ids,
+        base = Rows(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]), token_types(batch), base_ids,
                     base_scale, m, jnp.zeros(b), jnp.zeros(b), tgt)
         return contrib, row_outputs(params, cfg, base, output)
 
@@ -123,7 +123,7 @@ def _register() -> None:
     from jaxattr.attribution.registry import MethodSpec, Paths, register
 
     register(MethodSpec("sig", sequential_integrated_gradients, {**PATH_OPTIONS, "unit": "token"},
-                        cost=path_cost, validate=_validate,
+                        cost=path_cost, validate=_validate, token_models=True,
                         paths=Paths(unit_ids=lambda batch, o: unit_ids(batch, o["unit"]), finish=_finish),
                         description="sequential integrated gradients: one path per token (or word)"))
 

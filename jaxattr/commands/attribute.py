@@ -42,8 +42,10 @@ METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxattr.models.precision import add_precision_arguments
+    from jaxattr.models.windowed import add_long_arguments
 
     add_precision_arguments(parser)
+    add_long_arguments(parser)
     parser.add_argument("--model", default="default",
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--method", required=True,
@@ -68,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run part K (0..N-1) of the input as one of N independent jobs (a SLURM array); "
                              "each writes OUT.shards/, and `jaxattr merge OUT` joins them once all are done")
     parser.add_argument("--target", default="predicted", help="predicted (default), gold, or a class index")
+    parser.add_argument("--task", default="sequence", choices=("sequence", "token"),
+                        help="token: a token-classification model; one record per predicted entity, explaining the "
+                             "sum of its tokens' logits for their predicted tags")
+    parser.add_argument("--entities", default="all",
+                        help="--task token: explain every predicted entity (all, the default) or those of one label")
     parser.add_argument("--output", default="logit", choices=("logit", "prob"),
                         help="explained output: the target's logit (default, as the SIG reference) or probability")
     parser.add_argument("--html", default=None, help="also write an HTML report here")
@@ -126,6 +133,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
+    from jaxattr.models.windowed import token_limit
+
     cfg = model.cfg
     if args.text_pair is not None and args.text is None:
         raise UserError("--text-pair goes with --text; for a file give --pair-column")
@@ -136,7 +145,7 @@ def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
             raise UserError("--target gold needs labels: use --input with a label column")
         if args.text_pair is not None and len(args.text_pair) != len(args.text):
             raise UserError(f"{len(args.text)} --text but {len(args.text_pair)} --text-pair; give one pair per text")
-        exs = encode_texts(model.tokenizer, args.text, args.text_pair, max_length=cfg.max_length)
+        exs = encode_texts(model.tokenizer, args.text, args.text_pair, max_length=token_limit(cfg, args.long))
         for i, ex in enumerate(exs):
             ex["id"] = i
         return exs[:args.limit] if args.limit else exs
@@ -150,7 +159,7 @@ def _examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
         bad = [x for x in ds["label"] if x is not None and not -1 <= int(x) < cfg.num_labels]
         if bad:
             raise UserError(f"{args.input}: label {bad[0]} is unknown to the model ({cfg.num_labels} classes)")
-    return tokenize_dataset(ds, model.tokenizer, max_length=cfg.max_length)
+    return tokenize_dataset(ds, model.tokenizer, max_length=token_limit(cfg, args.long))
 
 
 def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, model: Any) -> None:
@@ -161,7 +170,8 @@ def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, mo
         return
     print(f"jaxattr attribute: warning: {len(full)} input(s) fill the model's maximum of {limit} tokens; longer "
           f"text was truncated to it (ids: {', '.join(str(ex['id']) for ex in full[:5])}"
-          f"{', ...' if len(full) > 5 else ''})", file=sys.stderr)
+          f"{', ...' if len(full) > 5 else ''}; --long truncate, the default: --long window reads whole documents)",
+          file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution.results import read_results
     from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.models.windowed import check_native, with_long
 
     spec = registry.get(args.method)
     options = spec.resolve_options(_options(args))
@@ -190,8 +201,29 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, "--out")
     if args.html:
         check_output(args.html, "--html")
-    model = with_dtype(sequence_model(load_model(args.model), "attribute"), args.dtype)
+    if args.long == "window":
+        registry.check_windows({args.method: args.method})
+    if args.long == "window" and (args.text_pair or args.pair_column):
+        raise UserError("--long window reads single texts, not sentence pairs")
+    model = load_model(args.model)
+    if args.task == "token" and model.cfg.task != "token":
+        raise UserError(f"{model.source} classifies whole sequences; --task token needs a token-classification model")
+    if args.task == "token" and not spec.token_models:
+        raise UserError(f"{args.method} does not explain token-classification models (yet); use "
+                        f"{', '.join(registry.token_methods())}")
+    if args.task == "token" and args.target != "predicted":
+        raise UserError("--task token explains the predicted entities; --target does not apply")
+    model = with_dtype(model if args.task == "token" else sequence_model(model, "attribute"), args.dtype)
+    model = with_long(model, args.long, args.window, args.stride, args.window_pool)
     examples = _examples(args, model)
+    if args.long == "native":
+        check_native(examples, model.cfg.max_positions)
+    if args.task == "token":
+        from jaxattr.attribution.entities import entity_examples
+
+        n_texts = len(examples)
+        examples = entity_examples(model.params, model.cfg, examples, pad_id=model.pad_id, select=args.entities)
+        print(f"jaxattr attribute: {len(examples)} entities in {n_texts} texts", file=sys.stderr)
     _warn_truncated(examples, args, model)
     resolve_targets(examples, args.target, model.cfg)  # bad --target / missing gold labels: fail before writing
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,

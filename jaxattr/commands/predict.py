@@ -15,12 +15,14 @@ from jaxattr.data.tokenize import Example, bucket_length, encode_texts, pad_batc
 from jaxattr.models.encoder import forward_batch
 from jaxattr.models.loading import Model, load_model
 from jaxattr.models.precision import with_dtype
+from jaxattr.models.windowed import add_long_arguments, check_native, token_limit, with_long
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxattr.models.precision import add_precision_arguments
 
     add_precision_arguments(parser)
+    add_long_arguments(parser)
     parser.add_argument("--model", default="minilm",
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--text", required=True, help="the text to classify")
@@ -74,11 +76,20 @@ def _run_token(model: Model, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = with_dtype(load_model(args.model), args.dtype)
+    model = with_long(with_dtype(load_model(args.model), args.dtype), args.long, args.window, args.stride,
+                      args.window_pool)
     cfg = model.cfg
     if cfg.task == "token":
         return _run_token(model, args)
-    logits = predict_logits(model, [args.text], None if args.text_pair is None else [args.text_pair])[0]
+    if args.long == "window" and args.text_pair is not None:
+        from jaxattr.errors import UserError
+
+        raise UserError("--long window reads single texts, not sentence pairs")
+    pairs = None if args.text_pair is None else [args.text_pair]
+    examples = encode_texts(model.tokenizer, [args.text], pairs, max_length=token_limit(cfg, args.long))
+    if args.long == "native":
+        check_native(examples, cfg.max_positions)
+    logits = predict_logits(model, [], examples=examples)[0]
     if cfg.problem_type == "regression":
         out = {"value": float(logits[0]), "logits": logits.tolist()}
         print(json.dumps(out) if args.json else f"value: {out['value']:.6g}")

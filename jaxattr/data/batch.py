@@ -84,3 +84,13 @@ def delete_tokens(batch: Mapping[str, Any], drop: Array, pad_id: int = 0) -> dic
     if tt is not None:
         out["token_type_ids"] = jnp.where(new_mask, jnp.take_along_axis(jnp.asarray(tt), order, axis=-1), 0)
     return out
+
+
+def per_example_keys(key: Array, b: int) -> Array:
+    """One PRNG key per example ([B]): a [B] key array as given, or split from a single key (IBA, LIME, random)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key if key.ndim == 1 else jax.random.split(key, b)
+    if key.ndim == 2:  # raw uint32 keys
+        return key
+    return jax.random.split(key, b)

@@ -57,3 +57,18 @@ def entities(tags: Sequence[str], word_ids: Sequence[int], word_spans: Sequence[
         out.append({"label": e["label"], "start": e["start"], "end": e["end"], "segment": segment,
                     "char_start": char_start, "char_end": char_end, "text": texts[segment][char_start:char_end]})
     return out
+
+
+def span_target(length: int, start: int, end: int, classes: Sequence[int]) -> Any:
+    """The target [length] that explains tokens start..end-1 of a token model (-1 elsewhere): each token's
+    class in `classes` ([length], e.g. the predicted tags), so F = the sum of the span's logits for those tags
+    (`gradients.explained_output`); one position with its class is the (position, class) target."""
+    import numpy as np
+
+    from jaxattr.errors import UserError
+
+    if not 0 <= start < end <= length:
+        raise UserError(f"span {start}..{end} is outside the input's {length} tokens")
+    out = np.full(length, -1, np.int32)
+    out[start:end] = np.asarray(classes, np.int32)[start:end]
+    return out

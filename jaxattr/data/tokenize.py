@@ -16,12 +16,15 @@ from jaxattr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # training/eval batches: few shapes, few compiles
+# past 512 tokens (windowed or natively long models) the lengths grow by ~1.25x (FINE) or 2x
+LONG_BUCKETS: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, *LONG_BUCKETS)  # training/eval batches: few shapes, few compiles
 # attribution jobs run each example for many rows (steps x words), so padding costs more than a few
 # extra compiles (~2 s each for MiniLM on CPU, a few IG examples' time): at most ~25% padding, ~12%
 # on average, so a 25-token tweet runs at 28 tokens, not 32 (8% faster IG on tweets than 1.5x steps)
 FINE_BUCKETS: tuple[int, ...] = (16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
-                                 320, 384, 448, 512)
+                                 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584,
+                                 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384)
 Example = dict[str, Any]
 
 

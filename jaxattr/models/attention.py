@@ -1,10 +1,12 @@
 """Scaled dot-product attention without the probabilities, fast on every backend.
 
-`attention(q, k, v, bias=None, *, key_mask=None)` takes the padding as a [B, Tk] key mask apart from
-any further additive bias, and `attention_implementation` decides at trace time, for the default
-backend (`current_backend()`: `jax.default_backend()`, CUDA told from ROCm), what runs:
+`attention(q, k, v, bias=None, *, key_mask=None, local_window=None)` takes the padding as a [B, Tk] key
+mask apart from any further additive bias, and a local window (query i sees key j where |i - j| <= w:
+ModernBERT's local blocks) as the int w, built from positions (iota) where it is used, never as a [T, T]
+constant; `attention_implementation` decides at trace time, for the default backend (`current_backend()`:
+`jax.default_backend()`, CUDA told from ROCm), what runs:
 
-  * "cudnn": CUDA, a padding-only call (`bias=None`), fp16/bf16 inputs, compute capability 8.0 or
+  * "cudnn": CUDA, a padding-only call (`bias=None`, no window), fp16/bf16 inputs, compute capability 8.0 or
     later, head dim a multiple of 8 and at most 128 (256 from 9.0). cuDNN's flash attention,
     `jax.nn.dot_product_attention(implementation="cudnn")`, with the padding given as key lengths
     (`padded_attention` moves each row's attended keys to the front, so any mask is a prefix): no
@@ -12,23 +14,30 @@ backend (`current_backend()`: `jax.default_backend()`, CUDA told from ROCm), wha
     does not by itself) and its backward pass recomputes the forward. Should cuDNN still refuse the
     call at trace time, XLA's runs instead (logged at debug level).
   * "xla": everything else off CPU: float32 inputs on CUDA (cuDNN takes fp16/bf16 only), a call with
-    an additive bias (DeBERTa's relative-position terms, AD-DROP's `attn_bias`, ModernBERT, which
-    passes padding and its local window as one bias), ROCm and TPU; and CPU up to `SHORT_LENGTH`
-    tokens. `jax.nn.dot_product_attention` with the padding folded into one additive bias, the default
-    implementation, which builds the float32 [B, heads, T, T] scores.
+    an additive bias (DeBERTa's relative-position terms, AD-DROP's `attn_bias`) or a local window
+    (ModernBERT's blocks: this JAX's cuDNN attention refuses a two-sided window without a causal mask),
+    ROCm and TPU; and CPU up to `SHORT_LENGTH` tokens. `jax.nn.dot_product_attention` with the padding
+    (and the window, from iota) folded into one additive bias, the default implementation, which builds
+    the float32 [B, heads, T, T] scores.
   * "cpu_blocked": CPU beyond `SHORT_LENGTH` tokens. XLA's batched attention materialises the full
     [B, heads, T, T] scores, softmax and their gradients in main memory and runs at a fraction of the
     matmul rate; here the (batch, head) pairs are instead walked in small blocks under `lax.map`, so
     each block's scores stay in cache, and a custom VJP recomputes the block's probabilities from the
     saved log-sum-exp in the backward pass (the flash-attention recipe) rather than storing them. The
     backward pass keeps its [T, T] matrices keys-major, which spares XLA:CPU two transposing copies of
-    them. (`lax.platform_dependent` still picks XLA's attention should this be lowered for another
+    them. Once one pair's [T, T] scores outgrow the block budget, a block is one pair's queries in
+    chunks (`block_plan`; the backward pass sums d_k, d_v over them), so no block grows with the input;
+    under a local window each chunk's keys are its window's alone, and the window's mask is built per
+    chunk from iota, in the forward and in the recomputing backward. The padding stays a [B*heads, 1, 1,
+    T] bias. (`lax.platform_dependent` still picks XLA's attention should this be lowered for another
     platform.)
 
 All give the same values up to rounding (tests/test_attention.py; the key-lengths form against the
-additive bias in tests/test_attention_impl.py, through XLA, since cuDNN needs a GPU). Whoever needs the
-probabilities (`return_attention`, `attn_perturb`, attention dropout, `cls_only`) does not come here:
-`encoder.attend` computes them explicitly.
+additive bias in tests/test_attention_impl.py, through XLA, since cuDNN needs a GPU).
+
+`attend`, what every family's block calls (encoder.py's BERT-layout block, DeBERTa's through it,
+ModernBERT's), comes here only when nobody needs the probabilities; when someone does
+(`return_attention`, `attn_perturb`, attention dropout, `cls_only`) it computes them explicitly.
 """
 
 from __future__ import annotations
@@ -39,11 +48,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.extend
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from jaxattr.models.config import EncoderConfig
 from jaxattr.models.primitives import mask_value
 from jaxattr.types import Array
 
@@ -71,12 +82,47 @@ def block_rows(pairs: int, length: int) -> int:
     return max(d for d in range(1, min(pairs, limit) + 1) if pairs % d == 0)
 
 
+def block_plan(pairs: int, length: int, window: int | None = None, query_bias: bool = False
+               ) -> tuple[int, int, int, int | None]:
+    """How the CPU kernel walks one call: (pairs per block, query rows per chunk, keys per chunk, window).
+
+    While one pair's [T, T] scores fit `_BLOCK_BYTES`, a block is `block_rows` whole pairs (one chunk of all
+    T queries and keys). Beyond, a block is one pair cut into chunks of queries whose scores fit the budget,
+    so no block's scores grow with the input: all T keys per chunk, or, under a local `window` (and a key-only
+    bias), the chunk's rows plus `window` keys either side."""
+    if window is not None and window >= length - 1:
+        window = None  # the window covers every key
+    if length * length * 4 <= _BLOCK_BYTES:
+        return block_rows(pairs, length), length, length, window
+    span = lambda rows: length if window is None or query_bias else min(length, rows + 2 * window)
+    rows = max(1, _BLOCK_BYTES // (4 * length))
+    while rows < length and (rows + 1) * span(rows + 1) * 4 <= _BLOCK_BYTES:
+        rows += 1  # only under a window: its keys are fewer than T
+    n = -(-length // rows)
+    rows = -(-length // n)  # the same number of chunks, as even as they go
+    return 1, rows, span(rows), window
+
+
 def _blocks(x: Array, rows: int) -> Array:
     return x.reshape(x.shape[0] // rows, rows, *x.shape[1:])
 
 
 def _heads_first(x: Array) -> Array:  # [b, T, h, d] <-> [b, h, T, d]
     return x.transpose(0, 2, 1, 3)
+
+
+def window_mask(queries: int, keys: int, window: int | Array, q0: int | Array = 0, k0: int | Array = 0) -> Array:
+    """[queries, keys] bool, true where |i - j| <= window for query positions q0.. and key positions k0..:
+    built from iota inside the traced function, never a [T, T] constant."""
+    i = q0 + jax.lax.broadcasted_iota(jnp.int32, (queries, keys), 0)
+    j = k0 + jax.lax.broadcasted_iota(jnp.int32, (queries, keys), 1)
+    return jnp.abs(i - j) <= window
+
+
+def apply_window(bias: Array, inside: Array) -> Array:
+    """`bias` where `inside`, else at most `mask_value`: the window masks like the padding (combined by min,
+    as HF's ModernBERT does, so a further bias added to the padding cannot overflow)."""
+    return jnp.where(inside, bias, jnp.minimum(bias, mask_value(jnp.float32)))
 
 
 def _block_forward(q: Array, k: Array, v: Array, bias: Array) -> tuple[Array, Array]:
@@ -88,11 +134,12 @@ def _block_forward(q: Array, k: Array, v: Array, bias: Array) -> tuple[Array, Ar
     return out, (m + jnp.log(total))[..., 0]
 
 
-def _block_backward(q: Array, k: Array, v: Array, bias: Array, out: Array, lse: Array, d_out: Array
-                    ) -> tuple[Array, Array, Array, Array]:
+def _block_backward(q: Array, k: Array, v: Array, bias: Array, out: Array, lse: Array, d_out: Array,
+                    bias_shape: tuple[int, ...] | None = None) -> tuple[Array, Array, Array, Array]:
     # Everything [T, T] is computed transposed (keys x queries): XLA:CPU contracts only the rows of a
     # matmul's right-hand side in place and copies any other operand layout, so in this orientation
     # d_v = p^T d_out and d_k = d_s^T q read p^T and d_s^T as they are; only d_q needs the transpose.
+    # `bias_shape`: the shape d_bias reduces to (default: the bias's own, before any window broadcast it).
     scale = 1 / math.sqrt(q.shape[-1])
     t = lambda x: x.swapaxes(-1, -2)
     p_t = jnp.exp(jnp.matmul(k, t(q * scale)) + t(bias) - lse[..., None, :])
@@ -101,39 +148,128 @@ def _block_backward(q: Array, k: Array, v: Array, bias: Array, out: Array, lse: 
     d_v = jnp.matmul(p_t, d_out)
     d_k = jnp.matmul(d_s_t, q) * scale
     d_q = t(jnp.matmul(t(k), d_s_t)) * scale
-    d_bias = t(d_s_t).sum(axis=tuple(i for i in range(1, 4) if bias.shape[i] == 1), keepdims=True)
+    shape = bias.shape if bias_shape is None else bias_shape
+    d_bias = t(d_s_t).sum(axis=tuple(i for i in range(1, 4) if shape[i] == 1), keepdims=True)
     return d_q, d_k, d_v, d_bias
 
 
+def _chunk(plan: tuple[int, int, int, int | None], length: int, i: Array | int, q: Array, bias: Array):
+    """Chunk i of a block: (first query, first key, its queries, its keys' bias with the window applied, the
+    bias's own shape). `q` and `bias` (when it has a query axis) are padded to whole chunks."""
+    _, rows, span, window = plan
+    q0 = i * rows
+    k0 = 0 if span == length else jnp.clip(q0 - window, 0, length - span)
+    qc = jax.lax.dynamic_slice_in_dim(q, q0, rows, axis=2)
+    bc = bias if bias.shape[2] == 1 else jax.lax.dynamic_slice_in_dim(bias, q0, rows, axis=2)
+    bc = jax.lax.dynamic_slice_in_dim(bc, k0, span, axis=3)
+    shape = bc.shape
+    if window is not None:
+        bc = apply_window(bc, window_mask(rows, span, window, q0, k0))
+    return q0, k0, qc, bc, shape
+
+
+def _pad_queries(x: Array, padded: int, axis: int = 2) -> Array:
+    extra = padded - x.shape[axis]
+    return x if extra == 0 else jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)])
+
+
+def _pair_forward(plan, q: Array, k: Array, v: Array, bias: Array) -> tuple[Array, Array]:
+    """One block ([rows, 1, T, d] ...): its query chunks in turn."""
+    length, rows, span = q.shape[2], plan[1], plan[2]
+    if rows == length and span == length:  # one chunk: the whole block
+        return _block_forward(q, k, v, bias if plan[3] is None else _chunk(plan, length, 0, q, bias)[3])
+    n = -(-length // rows)
+    q, bias = _pad_queries(q, n * rows), (bias if bias.shape[2] == 1 else _pad_queries(bias, n * rows))
+
+    def one(i):
+        _, k0, qc, bc, _ = _chunk(plan, length, i, q, bias)
+        kc, vc = (jax.lax.dynamic_slice_in_dim(x, k0, span, axis=2) for x in (k, v))
+        return _block_forward(qc, kc, vc, bc)
+
+    out, lse = jax.lax.map(one, jnp.arange(n))  # [n, rows_pairs, 1, chunk, d], [n, rows_pairs, 1, chunk]
+    out = jnp.moveaxis(out, 0, 2).reshape(*out.shape[1:3], n * rows, -1)[:, :, :length]
+    lse = jnp.moveaxis(lse, 0, 2).reshape(*lse.shape[1:3], n * rows)[:, :, :length]
+    return out, lse
+
+
+def _pair_backward(plan, q: Array, k: Array, v: Array, bias: Array, out: Array, lse: Array, d_out: Array):
+    """One block's gradients, chunk by chunk: d_q per chunk, d_k and d_v (and a key-only d_bias) summed."""
+    length, rows, span = q.shape[2], plan[1], plan[2]
+    if rows == length and span == length:
+        bc = bias if plan[3] is None else _chunk(plan, length, 0, q, bias)[3]
+        return _block_backward(q, k, v, bc, out, lse, d_out, bias.shape)
+    n = -(-length // rows)
+    pad = lambda x, axis=2: _pad_queries(x, n * rows, axis)
+    q, out, d_out, lse = pad(q), pad(out), pad(d_out), pad(lse)
+    key_bias = bias.shape[2] == 1
+    bias = bias if key_bias else pad(bias)
+
+    def one(carry, i):
+        d_k, d_v, d_b = carry
+        q0, k0, qc, bc, shape = _chunk(plan, length, i, q, bias)
+        kc, vc = (jax.lax.dynamic_slice_in_dim(x, k0, span, axis=2) for x in (k, v))
+        oc, dc = (jax.lax.dynamic_slice_in_dim(x, q0, rows, axis=2) for x in (out, d_out))
+        lc = jax.lax.dynamic_slice_in_dim(lse, q0, rows, axis=2)
+        g_q, g_k, g_v, g_b = _block_backward(qc, kc, vc, bc, oc, lc, dc, shape)
+        d_k = jax.lax.dynamic_update_slice_in_dim(d_k, jax.lax.dynamic_slice_in_dim(d_k, k0, span, 2) + g_k, k0, 2)
+        d_v = jax.lax.dynamic_update_slice_in_dim(d_v, jax.lax.dynamic_slice_in_dim(d_v, k0, span, 2) + g_v, k0, 2)
+        if key_bias:
+            d_b = jax.lax.dynamic_update_slice_in_dim(d_b, jax.lax.dynamic_slice_in_dim(d_b, k0, span, 3) + g_b,
+                                                      k0, 3)
+            g_b = None
+        return (d_k, d_v, d_b), (g_q, g_b)
+
+    zeros = lambda x: jnp.zeros(x.shape, x.dtype)
+    (d_k, d_v, d_b), (d_q, d_b_rows) = jax.lax.scan(
+        one, (zeros(k), zeros(v), zeros(bias) if key_bias else None), jnp.arange(n))
+    unchunk = lambda x: jnp.moveaxis(x, 0, 2).reshape(*x.shape[1:3], n * rows, -1)[:, :, :length]
+    return unchunk(d_q), d_k, d_v, d_b if key_bias else unchunk(d_b_rows)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _cpu_attention(q: Array, k: Array, v: Array, bias: Array, rows: int) -> Array:
-    return _cpu_forward(q, k, v, bias, rows)[0]
+def _cpu_attention(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]) -> Array:
+    return _cpu_forward(q, k, v, bias, plan)[0]
 
 
-def _cpu_forward(q: Array, k: Array, v: Array, bias: Array, rows: int):
-    out, lse = jax.lax.map(lambda a: _block_forward(*a), tuple(_blocks(x, rows) for x in (q, k, v, bias)))
+def _cpu_forward(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]):
+    rows = plan[0]
+    out, lse = jax.lax.map(lambda a: _pair_forward(plan, *a), tuple(_blocks(x, rows) for x in (q, k, v, bias)))
     out = checkpoint_name(out.reshape(q.shape), RESIDUAL_NAMES[0])
     lse = checkpoint_name(lse.reshape(q.shape[0], *lse.shape[2:]), RESIDUAL_NAMES[1])
     return out, (q, k, v, bias, out, lse)
 
 
-def _cpu_backward(rows: int, residuals, d_out: Array):
+def _cpu_backward(plan: tuple[int, int, int, int | None], residuals, d_out: Array):
     q, k, v, bias, out, lse = residuals
-    grads = jax.lax.map(lambda a: _block_backward(*a), tuple(_blocks(x, rows) for x in (*residuals, d_out)))
+    rows = plan[0]
+    grads = jax.lax.map(lambda a: _pair_backward(plan, *a), tuple(_blocks(x, rows) for x in (*residuals, d_out)))
     return tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v, bias)))
 
 
 _cpu_attention.defvjp(_cpu_forward, _cpu_backward)
 
 
-def cpu_attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
-    """Blocked attention with a recomputing VJP. q, k, v: [B, T, heads, d]; bias: [B, 1|heads, 1|T, T]."""
+def cpu_attention(q: Array, k: Array, v: Array, bias: Array, local_window: int | None = None,
+                  local_active: bool | Array = True) -> Array:
+    """Blocked attention with a recomputing VJP. q, k, v: [B, T, heads, d]; bias: [B, 1|heads, 1|T, T].
+
+    `local_window`: w, query i sees key j only where |i - j| <= w (None: every key), while `local_active`
+    (a traced bool picks at run time, `lax.cond`). The window is built per chunk from iota, so nothing [T, T]
+    exists outside one block; with a key-only bias ([B, 1|heads, 1, T]: the padding) a chunk's keys are its
+    window's alone once T is long enough to be chunked (`block_plan`)."""
     b, t, h, _ = q.shape
     dtype = q.dtype
     # (batch, head) pairs are the blocked axis, so a block can be a few heads of one long sequence
     bias = jnp.broadcast_to(bias, (b, h) + bias.shape[2:]).astype(jnp.float32).reshape(b * h, 1, *bias.shape[2:])
     q, k, v = (_heads_first(x.astype(jnp.float32)).reshape(b * h, 1, t, -1) for x in (q, k, v))
-    out = _cpu_attention(q, k, v, bias, block_rows(b * h, t))
+    plan = lambda window: block_plan(b * h, t, window, query_bias=bias.shape[2] != 1)
+    run = lambda window: _cpu_attention(q, k, v, bias, plan(window))
+    if local_window is None or local_active is False:
+        out = run(None)
+    elif local_active is True:
+        out = run(local_window)
+    else:
+        out = jax.lax.cond(local_active, lambda: run(local_window), lambda: run(None))
     return _heads_first(out.reshape(b, h, t, -1)).astype(dtype)
 
 
@@ -239,26 +375,44 @@ def padded_attention(q: Array, k: Array, v: Array, key_mask: Array | None, imple
     return jnp.where((n == 0)[:, None, None, None], v.mean(1, keepdims=True).astype(out.dtype), out)
 
 
-def attention(q: Array, k: Array, v: Array, bias: Array | None = None, *, key_mask: Array | None = None) -> Array:
+def attention(q: Array, k: Array, v: Array, bias: Array | None = None, *, key_mask: Array | None = None,
+              local_window: int | None = None, local_active: bool | Array = True) -> Array:
     """softmax(q k^T / sqrt(d) + bias + padding) v, [B, T, heads, d].
 
     `key_mask`: [B, Tk], true where a key is attended (None: all are); `bias`: any further additive
     bias, broadcastable to [B, heads, Tq, Tk] (without `key_mask` it carries the padding itself, the old
-    single-bias form). What runs is `attention_implementation`'s choice for the default backend: cuDNN
-    for a padding-only call in fp16/bf16 on CUDA, else XLA's fused attention, or on CPU past
-    `SHORT_LENGTH` the blocked kernel."""
+    single-bias form). `local_window`: an int w, query i attending key j only where |i - j| <= w (ModernBERT's
+    local blocks), given instead of a [T, T] bias and built from positions where it is used; `local_active`
+    (a bool, or traced: ModernBERT's block type follows its traced index) says whether it applies. What runs
+    is `attention_implementation`'s choice for the default backend: cuDNN for a padding-only call in
+    fp16/bf16 on CUDA, else XLA's fused attention, or on CPU past `SHORT_LENGTH` the blocked kernel. A
+    windowed call counts as one with a bias: this JAX's cuDNN attention refuses a two-sided window without
+    a causal mask, and `padded_attention`'s reordered keys would lose their positions."""
     backend, capability = current_backend()
-    impl = attention_implementation(q.dtype, backend, has_bias=bias is not None, length=q.shape[1],
-                                    head_dim=q.shape[-1], capability=capability)
+    impl = attention_implementation(q.dtype, backend, has_bias=bias is not None or local_window is not None,
+                                    length=q.shape[1], head_dim=q.shape[-1], capability=capability)
     if impl == "cudnn":
         try:
             return padded_attention(q, k, v, key_mask, "cudnn")
         except (NotImplementedError, RuntimeError, ValueError) as e:  # JAX's checks, at trace time
             log.debug("cuDNN attention unavailable for %s %s, using XLA's: %s", q.shape, q.dtype, e)
     bias = full_bias(bias, key_mask, k.shape[1])
+    xla = lambda q, k, v, bias: _xla_attention(q, k, v, windowed_bias(bias, q.shape[1], k.shape[1], local_window,
+                                                                      local_active))
     if q.shape[1] <= SHORT_LENGTH:
-        return _xla_attention(q, k, v, bias)
-    return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu_attention, default=_xla_attention)
+        return xla(q, k, v, bias)
+    cpu = functools.partial(cpu_attention, local_window=local_window, local_active=local_active)
+    return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu, default=xla)
+
+
+def windowed_bias(bias: Array, queries: int, keys: int, local_window: int | None,
+                  local_active: bool | Array = True) -> Array:
+    """`bias` with the local window of queries 0.. over keys 0.. applied (`apply_window`), [..., Tq, Tk];
+    `bias` itself without a window or where `local_active` is false."""
+    if local_window is None or local_active is False:
+        return bias
+    inside = window_mask(queries, keys, local_window)
+    return apply_window(bias, inside if local_active is True else inside | ~jnp.asarray(local_active, bool))
 
 
 def cpu_gradient_policy(length: int) -> Callable[..., bool] | None:
@@ -273,3 +427,31 @@ def cpu_gradient_policy(length: int) -> Callable[..., bool] | None:
     policies = jax.checkpoint_policies
     return policies.save_from_both_policies(policies.dots_with_no_batch_dims_saveable,
                                             policies.save_only_these_names(*RESIDUAL_NAMES))
+
+
+def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None, attn_perturb: Array | None,
+           return_attention: bool, deterministic: bool, cls_only: bool,
+           key_mask: Array | None = None, *, local_window: int | None = None,
+           local_active: bool | Array = True) -> tuple[Array, Array | None]:
+    """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
+
+    `bias` is added to the scaled scores, `attn_perturb` to the probabilities; called from inside a
+    block's compact method (its attention dropout is a submodule of that block). With `key_mask`
+    ([B, T], true where attended) `bias` holds only the terms beyond the padding (None: none), and a
+    padding-only call may take cuDNN's attention (`attention`). `local_window`, `local_active`: a local
+    window, as `attention` takes it (the queries are positions 0..Tq-1: all, or [CLS] alone)."""
+    # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
+    needs_probs = cls_only or return_attention or attn_perturb is not None or (
+        not deterministic and cfg.attention_dropout_rate > 0)
+    if not needs_probs:  # fused attention when nobody needs the probabilities
+        if local_window is None:
+            return attention(q, k, v, bias, key_mask=key_mask), None
+        return attention(q, k, v, bias, key_mask=key_mask, local_window=local_window,
+                         local_active=local_active), None
+    bias = windowed_bias(full_bias(bias, key_mask, k.shape[1]), q.shape[1], k.shape[1], local_window, local_active)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
+    if attn_perturb is not None:
+        probs = probs + attn_perturb
+    dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v), probs

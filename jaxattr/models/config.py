@@ -74,6 +74,13 @@ class EncoderConfig:
     position_biased_input: bool = True  # absolute position embeddings added to the input (v3: False)
     pooler_dropout_rate: float = 0.0
     pooler_hidden_act: str = "gelu"
+    # Long documents (`models/windowed.py`, `--long window`): a run setting, not saved with the model.
+    # window > 0: inputs longer than `window` tokens run as overlapping windows, one every `window_stride`
+    # tokens, their logits pooled by `window_pool` ("mean" or "max"); 0: inputs are at most max_length.
+    window: int = 0
+    window_stride: int = 0
+    window_pool: Literal["mean", "max"] = "mean"
+    max_document_length: int = 16384  # longest windowed input in tokens
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -137,11 +144,16 @@ class EncoderConfig:
         return jnp.dtype(self.dtype)
 
     @property
-    def max_length(self) -> int:
-        """Longest input in tokens (RoBERTa reserves pad_token_id + 1 position slots)."""
+    def max_positions(self) -> int:
+        """Longest input the encoder itself reads, in tokens (RoBERTa reserves pad_token_id + 1 positions)."""
         if self.family == "roberta":
             return self.max_position_embeddings - self.pad_token_id - 1
         return self.max_position_embeddings
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens: the encoder's positions, or `max_document_length` with windows."""
+        return self.max_document_length if self.window else self.max_positions
 
     def unshared(self) -> EncoderConfig:
         """This config for parameters already expanded to one entry per block (`encoder.layer_params`)."""
@@ -156,6 +168,8 @@ class EncoderConfig:
         d["pos_att_type"] = list(self.pos_att_type)
         if self.task == "sequence":  # the default: sequence configs serialise (and hash) as before the field existed
             del d["task"]
+        for key in ("window", "window_stride", "window_pool", "max_document_length"):  # a run setting
+            del d[key]
         return d
 
     @classmethod

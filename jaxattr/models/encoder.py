@@ -33,7 +33,6 @@ through the scan), and its head pools the final-normed hidden state (`classify` 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -42,12 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattr.models import deberta
-from jaxattr.models.attention import attention, cpu_gradient_policy, full_bias
+from jaxattr.models import deberta, modernbert
+from jaxattr.models.attention import attend, cpu_gradient_policy
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.primitives import activation, mask_value
+from jaxattr.models.primitives import TokenHeadBase, activation, mask_value
 from jaxattr.models.primitives import dense as _dense
 from jaxattr.models.primitives import layer_norm as _layer_norm
+from jaxattr.models.windowed import windowed_logits
 from jaxattr.types import Array, Params
 
 
@@ -85,29 +85,6 @@ class Embeddings(nn.Module):
         if self.cfg.projects_embeddings:
             x = self.project(x)
         return x
-
-
-def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None, attn_perturb: Array | None,
-           return_attention: bool, deterministic: bool, cls_only: bool,
-           key_mask: Array | None = None) -> tuple[Array, Array | None]:
-    """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
-
-    `bias` is added to the scaled scores, `attn_perturb` to the probabilities; called from inside a
-    block's compact method (its attention dropout is a submodule of that block). With `key_mask`
-    ([B, T], true where attended) `bias` holds only the terms beyond the padding (None: none), and a
-    padding-only call may take cuDNN's attention (models/attention.py)."""
-    # one query row: plain einsums (cheap here; XLA:CPU's fused bf16 attention fails on one query)
-    needs_probs = cls_only or return_attention or attn_perturb is not None or (
-        not deterministic and cfg.attention_dropout_rate > 0)
-    if not needs_probs:  # fused attention when nobody needs the probabilities
-        return attention(q, k, v, bias, key_mask=key_mask), None
-    bias = full_bias(bias, key_mask, k.shape[1])
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
-    if attn_perturb is not None:
-        probs = probs + attn_perturb
-    dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-    return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v), probs
 
 
 class Layer(nn.Module):
@@ -176,25 +153,19 @@ class Head(nn.Module):
         return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
 
 
-class TokenHead(nn.Module):
+class TokenHead(TokenHeadBase):
     """Token classification head (HF `...ForTokenClassification`): dropout -> `classifier` Linear on every
     position's final hidden state, [B, T, H] -> logits [B, T, num_labels]. The same for BERT, RoBERTa,
     DistilBERT, ELECTRA, ALBERT and DeBERTa (no pooler, no dense layer); ModernBERT's is its own
-    (`modernbert.TokenHead`). `attention_mask` is accepted for `Head`'s signature and not read: padded
-    positions get logits too, which callers mask out."""
+    (`modernbert.TokenHead`). The call, its input check and float32 logits: `primitives.TokenHeadBase`."""
 
-    cfg: EncoderConfig
-
-    @nn.compact
-    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
+    def logits(self, x: Array, deterministic: bool) -> Array:
         cfg = self.cfg
-        if x.ndim != 3:
-            raise ValueError("a token-classification head reads every position: pass the [B, T, H] hidden state")
         # HF: DistilBERT's token head drops out with config.dropout, DeBERTa's with hidden_dropout_prob; the
         # others with classifier_dropout (ALBERT: classifier_dropout_prob), else the hidden dropout
         own = cfg.family in ("distilbert", deberta.FAMILY) or cfg.classifier_dropout_rate is None
         x = nn.Dropout(cfg.dropout_rate if own else cfg.classifier_dropout_rate)(x, deterministic=deterministic)
-        return _dense(cfg.num_labels, cfg, "out")(x).astype(jnp.float32)
+        return _dense(cfg.num_labels, cfg, "out")(x)
 
 
 def modules(cfg: EncoderConfig) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -202,8 +173,6 @@ def modules(cfg: EncoderConfig) -> tuple[type[nn.Module], type[nn.Module], type[
     the rest share these; the head is `TokenHead` (ModernBERT: `modernbert.TokenHead`) when cfg.task == "token"."""
     token = cfg.task == "token"
     if cfg.family == "modernbert":
-        from jaxattr.models import modernbert  # imports this module's helpers
-
         return modernbert.Embeddings, modernbert.Layer, modernbert.TokenHead if token else modernbert.Head
     if cfg.family == deberta.FAMILY:  # optional positions, embeddings zeroed on padding
         return deberta.DebertaEmbeddings, Layer, TokenHead if token else Head
@@ -371,6 +340,10 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
         if input_ids is None:
             raise ValueError("pass input_ids or word_embeds")
         word_embeds = word_embeddings(params, cfg, input_ids)
+    if cfg.window and attention_mask.shape[1] > cfg.window:
+        return _windowed(params, cfg, word_embeds, attention_mask, token_type_ids, after_layer=after_layer,
+                         attn_bias=attn_bias, attn_perturb=attn_perturb, return_attention=return_attention,
+                         deterministic=deterministic, rng=rng, cls_only=cls_only)
     keys = [None] * 3 if deterministic else list(jax.random.split(rng, 3))
     h = embed(params, cfg, word_embeds, attention_mask, token_type_ids, deterministic=deterministic, rng=keys[0])
     cut = 0 if after_layer is None else after_layer[0]
@@ -391,11 +364,31 @@ def forward(params: Params, cfg: EncoderConfig, input_ids: Array | None, attenti
     high = part(h, cut, cfg.num_layers, keys[1], cls_only and cut < cfg.num_layers)
     outs.append(high)
     cls = jnp.concatenate([o.cls for o in outs]) if len(outs) > 1 else high.cls
-    attention = None
+    probs = None
     if return_attention:
-        attention = jnp.concatenate([o.attention for o in outs if o.attention is not None])
+        probs = jnp.concatenate([o.attention for o in outs if o.attention is not None])
     logits = classify(params, cfg, high.hidden, attention_mask, deterministic=deterministic, rng=keys[2])
-    return EncoderOutput(logits, cls, high.hidden, attention)
+    return EncoderOutput(logits, cls, high.hidden, probs)
+
+
+def _windowed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_mask: Array,
+              token_type_ids: Array | None, *, after_layer: Any, attn_bias: Any, attn_perturb: Any,
+              return_attention: bool, deterministic: bool, rng: Array | None, cls_only: bool) -> EncoderOutput:
+    """`forward` on a document longer than `cfg.window` (`models/windowed.py`): pooled logits only (`cls` and
+    `hidden` are None)."""
+    if after_layer is not None or attn_bias is not None or attn_perturb is not None or return_attention:
+        raise ValueError("windowed long inputs expose only the pooled logits: no interventions on hidden states or "
+                         "attention (IBA, attention perturbation, AD-DROP) and no attention maps")
+    if cfg.task != "sequence":
+        raise ValueError("windowed long inputs need a sequence classifier (pooled logits), not a token model")
+
+    def run(embeds: Array, mask: Array, types: Array | None) -> Array:
+        return forward(params, cfg, None, mask, types, word_embeds=embeds, deterministic=deterministic, rng=rng,
+                       cls_only=cls_only).logits
+
+    logits = windowed_logits(run, word_embeds, attention_mask, token_type_ids, window=cfg.window,
+                             stride=cfg.window_stride, pool=cfg.window_pool)
+    return EncoderOutput(logits, None, None, None)
 
 
 def forward_batch(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], **kwargs: Any) -> EncoderOutput:

@@ -166,8 +166,9 @@ def sequence_model(model: Model, command: str) -> Model:
     one-line UserError naming `command` (what runs only on sequence classifiers so far: attribute, evaluate,
     degradation, train)."""
     if model.cfg.task != "sequence":
-        raise UserError(f"{model.source}: token classification models are not supported by {command} yet "
-                        "(issue 34); `jaxattr predict` runs them")
+        hint = "; give --task token" if command == "attribute" else " yet (issue 34); `jaxattr predict` and " \
+            "`jaxattr attribute --task token` run them"
+        raise UserError(f"{model.source}: a token classification model is not run by {command}{hint}")
     return model
 
 

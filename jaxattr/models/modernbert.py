@@ -1,6 +1,8 @@
 """ModernBERT (Warner et al., 2024) in the one encoder: its embeddings, block, head and HF layout.
 
-What differs from the BERT layout (`jaxattr.models.encoder`), as in HF's `modeling_modernbert.py`:
+What differs from the BERT layout (`jaxattr.models.encoder`, which picks these modules for the family and
+which this module does not import: the pieces both use are in `primitives.py` and `attention.py`), as in
+HF's `modeling_modernbert.py`:
   * embeddings are the word embeddings alone, LayerNorm'd (no position or token-type tables):
     positions enter through rotary embeddings (RoPE, `rotate_half` convention) on the queries and
     keys of every block. IG and SIG therefore interpolate the word embeddings with the positions
@@ -10,7 +12,9 @@ What differs from the BERT layout (`jaxattr.models.encoder`), as in HF's `modeli
   * block i attends globally when i % global_attn_every_n_layers == 0, else within a window of
     local_attention // 2 tokens either side, with its own RoPE theta (global / local). The type
     depends on the block's absolute index, which `run_layers` passes through its scan, so a slice of
-    blocks (IBA, early exit) runs each block as the full model would;
+    blocks (IBA, early exit) runs each block as the full model would. The window goes to
+    `attention.attend` as `local_window` (switched on by the traced block type), the padding as a key
+    mask: no [T, T] mask is built here, so memory does not grow with the square of the input;
   * biases are optional (norm_bias, attention_bias, mlp_bias, classifier_bias);
   * the head is final_norm -> pooling ([CLS] row, or the masked mean over valid tokens) ->
     head.dense -> act -> head.norm -> dropout -> classifier. final_norm lives in the head's
@@ -18,9 +22,9 @@ What differs from the BERT layout (`jaxattr.models.encoder`), as in HF's `modeli
     stream, and the head normalises what it reads.
 
 The intervention points are those of the BERT block, with the same signature: `attn_bias` is added
-to the scores (after the padding and window masks), `attn_perturb` to the probabilities, and
-`cls_only` computes the [CLS] query row alone (mean pooling reads every row, so `run_layers` then
-runs the last block in full; see `EncoderConfig.head_reads_cls_only`).
+to the scores with the padding (the window then masks what lies outside it), `attn_perturb` to the
+probabilities, and `cls_only` computes the [CLS] query row alone (mean pooling reads every row, so
+`run_layers` then runs the last block in full; see `EncoderConfig.head_reads_cls_only`).
 """
 
 from __future__ import annotations
@@ -32,21 +36,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.models.attention import attend
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import activation, attend, mask_value
+from jaxattr.models.primitives import TokenHeadBase, activation, layer_norm
+from jaxattr.models.primitives import dense as _dense
 from jaxattr.types import Array
 
 FULL, SLIDING = "full_attention", "sliding_attention"  # HF's layer_types
 
 
-def _dense(features: int, cfg: EncoderConfig, name: str, bias: bool) -> nn.Dense:
-    return nn.Dense(features, use_bias=bias, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                    kernel_init=nn.initializers.normal(0.02), name=name)
-
-
 def _norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_bias=cfg.norm_bias, dtype=cfg.compute_dtype,
-                        param_dtype=jnp.float32, name=name)
+    return layer_norm(cfg, name, use_bias=cfg.norm_bias)
 
 
 class Embeddings(nn.Module):
@@ -98,12 +98,6 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return (xf * cos[None, :, None] + rotated * sin[None, :, None]).astype(x.dtype)
 
 
-def window_bias(cfg: EncoderConfig, length: int) -> np.ndarray:
-    """[T, T] additive mask of a local block: 0 where |query - key| <= local_attention // 2."""
-    dist = np.abs(np.arange(length)[:, None] - np.arange(length)[None])
-    return np.where(dist <= cfg.local_attention // 2, 0.0, mask_value(jnp.float32)).astype(np.float32)
-
-
 class Layer(nn.Module):
     """One pre-norm ModernBERT block; `index` (absolute, 0-based, may be traced) picks its type."""
 
@@ -124,14 +118,13 @@ class Layer(nn.Module):
         q, k, v = qkv[:, :tq, 0], qkv[:, :, 1], qkv[:, :, 2]
         cos, sin = (jnp.where(is_global, a[0], a[1]) for a in rope_tables(cfg, t))
         q, k = apply_rope(q, cos[:tq], sin[:tq]), apply_rope(k, cos, sin)
-        # padding and window masks combined by min, so the sum with attn_bias stays finite
-        local = jnp.where(is_global, 0.0, jnp.asarray(window_bias(cfg, t))[:tq])
-        bias = jnp.minimum(key_bias[:, None, None, :], local[None, None])
-        if attn_bias is not None:
-            bias = bias + (attn_bias[..., :1, :] if cls_only else attn_bias)
+        # the padding as a key mask and the window as positions (`attention.attend`): no [T, T] array here
+        bias = None if attn_bias is None else (attn_bias[..., :1, :] if cls_only else attn_bias)
         if cls_only and attn_perturb is not None:
             attn_perturb = attn_perturb[..., :1, :]
-        ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only)
+        key_mask = key_bias == 0  # run_layers' key_bias is exactly 0 where attended
+        ctx, probs = attend(cfg, q, k, v, bias, attn_perturb, return_attention, deterministic, cls_only, key_mask,
+                            local_window=cfg.local_attention // 2, local_active=~is_global)
         a = _dense(cfg.hidden_size, cfg, "attn_out", cfg.attention_bias)(ctx.reshape(b, tq, cfg.hidden_size))
         h = (h[:, :1] if cls_only else h) + nn.Dropout(cfg.attention_dropout_rate)(a, deterministic=deterministic)
         return h + self.mlp(_norm(cfg, "mlp_norm")(h), deterministic), probs
@@ -170,31 +163,27 @@ class Head(nn.Module):
             x = pool(cfg, x, attention_mask)
         elif cfg.classifier_pooling == "mean":
             raise ValueError("mean pooling reads every row: pass the [B, T, H] hidden state, not one vector")
-        x = _dense(cfg.hidden_size, cfg, "dense", cfg.classifier_bias)(x)
-        x = _norm(cfg, "norm")(activation(cfg.classifier_activation)(x))
-        rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
-        x = nn.Dropout(rate)(x, deterministic=deterministic)
-        return _dense(cfg.num_labels, cfg, "out", True)(x).astype(jnp.float32)
+        return _classifier(cfg, x, deterministic).astype(jnp.float32)
 
 
-class TokenHead(nn.Module):
+class TokenHead(TokenHeadBase):
     """HF's ModernBertForTokenClassification head on every position: final_norm (inside HF's ModernBertModel)
     -> head.dense -> act -> head.norm -> dropout -> classifier, [B, T, H] -> [B, T, num_labels]. The same
-    parameters (and HF names) as `Head`, without the pooling."""
+    parameters (and HF names) as `Head`, without the pooling; the call and its input check:
+    `primitives.TokenHeadBase`."""
 
-    cfg: EncoderConfig
+    def logits(self, x: Array, deterministic: bool) -> Array:
+        return _classifier(self.cfg, _norm(self.cfg, "final_norm")(x), deterministic)
 
-    @nn.compact
-    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
-        cfg = self.cfg
-        if x.ndim != 3:
-            raise ValueError("a token-classification head reads every position: pass the [B, T, H] hidden state")
-        x = _norm(cfg, "final_norm")(x)
-        x = _dense(cfg.hidden_size, cfg, "dense", cfg.classifier_bias)(x)
-        x = _norm(cfg, "norm")(activation(cfg.classifier_activation)(x))
-        rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
-        x = nn.Dropout(rate)(x, deterministic=deterministic)
-        return _dense(cfg.num_labels, cfg, "out", True)(x).astype(jnp.float32)
+
+def _classifier(cfg: EncoderConfig, x: Array, deterministic: bool) -> Array:
+    """head.dense -> act -> head.norm -> dropout -> classifier on (pooled or every) final-normed state(s),
+    inside a head's compact scope: `Head`'s and `TokenHead`'s submodules, under the same names."""
+    x = _dense(cfg.hidden_size, cfg, "dense", cfg.classifier_bias)(x)
+    x = _norm(cfg, "norm")(activation(cfg.classifier_activation)(x))
+    rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
+    x = nn.Dropout(rate)(x, deterministic=deterministic)
+    return _dense(cfg.num_labels, cfg, "out", True)(x)
 
 
 # ----------------------------------------------------------------------------------------------

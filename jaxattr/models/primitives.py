@@ -1,5 +1,6 @@
-"""Building blocks shared by the encoder families (encoder.py, deberta.py): activations, the
-additive mask value, and Dense/LayerNorm factories with the parameter dtype and init every family uses."""
+"""Building blocks shared by the encoder families (encoder.py, deberta.py, modernbert.py): activations,
+the additive mask value, Dense/LayerNorm factories with the parameter dtype and init every family uses,
+and `TokenHeadBase`, what every token-classification head shares."""
 
 from __future__ import annotations
 
@@ -43,5 +44,26 @@ def dense(features: int, cfg: EncoderConfig, name: str, use_bias: bool = True) -
     )
 
 
-def layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32, name=name)
+def layer_norm(cfg: EncoderConfig, name: str, use_bias: bool = True) -> nn.LayerNorm:
+    """A LayerNorm in the compute dtype with float32 parameters (ModernBERT's may have no bias)."""
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_bias=use_bias, dtype=cfg.compute_dtype,
+                        param_dtype=jnp.float32, name=name)
+
+
+class TokenHeadBase(nn.Module):
+    """What every token-classification head (HF `...ForTokenClassification`) shares: it reads every
+    position's final hidden state [B, T, H] and gives float32 logits [B, T, num_labels]. `attention_mask`
+    is accepted for the sequence heads' signature and not read: padded positions get logits too, which
+    callers mask out. A family's head (`encoder.TokenHead`, `modernbert.TokenHead`) defines `logits`."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array | None = None, deterministic: bool = True) -> Array:
+        if x.ndim != 3:
+            raise ValueError("a token-classification head reads every position: pass the [B, T, H] hidden state")
+        return self.logits(x, deterministic).astype(jnp.float32)
+
+    def logits(self, x: Array, deterministic: bool) -> Array:
+        """[B, T, H] -> [B, T, num_labels], run inside `__call__`'s compact scope (submodules may be made here)."""
+        raise NotImplementedError

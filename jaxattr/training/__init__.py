@@ -1,7 +1,11 @@
 """Training: the engine (pure, jitted, data-parallel steps with a pluggable loss), Orbax checkpoints with
 exact resume, AD-DROP, and the fine-tuning run driven by `TrainConfig`. DACT / DeeBERT plug in through
-`jaxattr.training.engine` (loss_fn hook) and `jaxattr.training.trainer.Method`; the run's per-step work
-(logging, evaluation, checkpoints, early stopping, the caller's own) is hooks (`jaxattr.training.hooks`).
+`jaxattr.training.engine` (loss_fn hook, `Method`); the run's per-step work (logging, evaluation,
+checkpoints, early stopping, the caller's own) is hooks (`jaxattr.training.hooks`).
+
+Importing this package imports every method module with a settings section (addrop, dact), which
+registers it with `jaxattr.training.config.register_section`: a config built from any training module
+knows them all.
 """
 
 from jaxattr.training.addrop import ADDropConfig

@@ -34,14 +34,18 @@ import jax.numpy as jnp
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, mask_value
+from jaxattr.training.config import register_section
 from jaxattr.types import Batch
 
 ATTRIBUTIONS = ("ga", "iga", "aa", "rd")
 
 
+# unused_fingerprint="": resume fingerprints have always held `"addrop": ""` under the other methods
+@register_section("addrop", unused_fingerprint="")
 @dataclasses.dataclass(frozen=True)
 class ADDropConfig:
-    """AD-DROP settings (paper defaults: GA, pseudo labels, p = 0.3, q = 0.2, cross-tuning on)."""
+    """AD-DROP settings (paper defaults: GA, pseudo labels, p = 0.3, q = 0.2, cross-tuning on): the `addrop:`
+    section of a TrainConfig."""
 
     attribution: str = "ga"  # ga | iga | aa | rd
     p: float = 0.3  # size of the candidate region (fraction of the valid keys of a row)

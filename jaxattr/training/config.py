@@ -1,34 +1,85 @@
 """The fine-tuning config: a dataclass, readable from YAML, with `key=value` overrides
-(`addrop.p=0.5`, `dact.tau=1e-3`, `layers=[1,2]`; values are parsed as YAML scalars/lists). Method
-settings are nested sections, each a frozen dataclass defined next to the method: `addrop`
-(`ADDropConfig`, jaxattr/training/addrop.py) and `dact` (`DactConfig`, jaxattr/training/dact.py).
+(`addrop.p=0.5`, `dact.tau=1e-3`, `layers=[1,2]`; values are parsed as YAML scalars/lists).
 
-`method` is the extension point: `plain` and `addrop` are trained here; `dact` and `deebert` come from
-`jaxattr.training.dact` / `jaxattr.training.deebert`.
+This module knows no training method. A method's settings are a nested section, a frozen dataclass
+defined next to the method and registered under its name with `register_section` (as levanter's
+`register_subclass`): `addrop` (`ADDropConfig`, jaxattr/training/addrop.py) and `dact` (`DactConfig`,
+jaxattr/training/dact.py). `jaxattr.training`'s `__init__` imports both, so they are registered before any
+config is built. A registered section is a `TrainConfig` keyword and attribute (`cfg.dact.tau`), a YAML
+mapping and an override prefix (`dact.tau=0.005`), and is validated with the config.
+
+`method` is the extension point: `plain` and `addrop` are trained by jaxattr.training.trainer; any other
+(`dact`, `deebert`) by `jaxattr.training.<method>.make_method`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from jaxattr.errors import UserError
-from jaxattr.training.addrop import ADDropConfig
-from jaxattr.training.dact import DactConfig
 
 TASKS = ("classification", "pair-classification", "regression")
 METHODS = ("plain", "addrop", "dact", "deebert")
 METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse")
-SECTIONS: dict[str, type] = {"addrop": ADDropConfig, "dact": DactConfig}  # nested method settings
-RENAMED = {"dact_tau": "dact.tau", "dact_ponder": "dact.ponder", "dact_halt_bias": "dact.halt_bias"}
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
+class Section:
+    """A method's settings section of `TrainConfig`, as registered (`register_section`)."""
+
+    name: str  # the key: `cfg.<name>`, the YAML section `<name>:`, overrides `<name>.<key>=VALUE`
+    cls: type  # a frozen dataclass, every field defaulted, with `validate() -> instance` (one-line UserErrors)
+    renamed: Mapping[str, str]  # old flat TrainConfig key -> its key in this section (refused with the new name)
+    # the resume fingerprint's entry for this section when another method runs (None: no entry); the
+    # running method's own is its settings as JSON (jaxattr.training.trainer)
+    unused_fingerprint: str | None
+
+
+SECTIONS: dict[str, Section] = {}  # by name, in registration order (the order of `to_dict` and the YAML)
+RENAMED: dict[str, str] = {}  # old flat key -> "section.key"
+
+
+def register_section(name: str, *, renamed: Mapping[str, str] | None = None,
+                     unused_fingerprint: str | None = None) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register a method's settings dataclass as the `name` section of `TrainConfig`.
+
+        @register_section("dact", renamed={"dact_tau": "tau"})
+        @dataclasses.dataclass(frozen=True)
+        class DactConfig: ...
+
+    `renamed`: old flat keys, refused in one line naming `name.key`. `unused_fingerprint`: what a resume
+    fingerprint holds for this section when another method runs (None: nothing; see `Section`)."""
+    if name in {f.name for f in dataclasses.fields(TrainConfig)}:
+        raise ValueError(f"config section {name!r} would shadow the TrainConfig field of that name")
+
+    def register(cls: type[T]) -> type[T]:
+        where = lambda c: f"{c.__module__}.{c.__qualname__}"  # the same class again: a reloaded module
+        old = SECTIONS.get(name)
+        if old is not None and where(old.cls) != where(cls):
+            raise ValueError(f"config section {name!r} is already registered by {where(old.cls)}")
+        if not dataclasses.is_dataclass(cls) or not callable(getattr(cls, "validate", None)):
+            raise TypeError(f"config section {name!r}: {cls.__name__} must be a dataclass with validate()")
+        SECTIONS[name] = Section(name, cls, dict(renamed or {}), unused_fingerprint)
+        RENAMED.update({old_key: f"{name}.{key}" for old_key, key in (renamed or {}).items()})
+        return cls
+
+    return register
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Everything one fine-tuning run needs. Paths are strings so the config round-trips through YAML."""
+    """Everything one fine-tuning run needs. Paths are strings so the config round-trips through YAML.
+
+    Keyword arguments only: the fields below, and each registered section by name (`dact=DactConfig(...)`;
+    a section not given takes its class's defaults). The sections are held in `sections`, ((name, settings),
+    ...) in registration order, and read as attributes (`cfg.dact`)."""
 
     # model and data
     model: str = "minilm"  # minilm | tiny (random 2-layer, tests) | a jaxattr checkpoint dir | a HF dir
@@ -68,8 +119,31 @@ class TrainConfig:
     output_dir: str = "runs/finetune"
     resume: bool = True
     progress: bool = True
-    addrop: ADDropConfig = dataclasses.field(default_factory=ADDropConfig)
-    dact: DactConfig = dataclasses.field(default_factory=DactConfig)  # tau, ponder, halt_bias
+    sections: tuple[tuple[str, Any], ...] = ()  # the methods' settings: see `register_section`
+
+    def __init__(self, **kwargs: Any) -> None:
+        given = dict(kwargs.pop("sections", ()))
+        given.update({name: kwargs.pop(name) for name in list(kwargs) if name in SECTIONS})
+        for f in dataclasses.fields(self):
+            if f.name != "sections":
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                object.__setattr__(self, f.name, kwargs.pop(f.name, default))
+        if kwargs:
+            raise TypeError(f"TrainConfig got unknown keyword(s) {sorted(kwargs)}; sections: {sorted(SECTIONS)}")
+        unknown = sorted(set(given) - set(SECTIONS))
+        if unknown:
+            raise TypeError(f"TrainConfig got unregistered section(s) {unknown}; registered: {sorted(SECTIONS)}")
+        object.__setattr__(self, "sections", tuple((name, given[name] if name in given else section.cls())
+                                                   for name, section in SECTIONS.items()))
+
+    def __getattr__(self, name: str) -> Any:
+        """A registered section's settings (`cfg.dact`); only called when no field or method has the name."""
+        for key, value in self.__dict__.get("sections", ()):
+            if key == name:
+                return value
+        if name in SECTIONS:  # registered after this config was built
+            return SECTIONS[name].cls()
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def dev_metric(self) -> str:
@@ -102,13 +176,21 @@ class TrainConfig:
             raise UserError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
-        return dataclasses.replace(self, addrop=self.addrop.validate(), dact=self.dact.validate())
+        return dataclasses.replace(self, sections=tuple((name, value.validate()) for name, value in self.sections))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if isinstance(d["addrop"]["layers"], tuple):
-            d["addrop"]["layers"] = list(d["addrop"]["layers"])
-        return d
+        """The fields, then each section as a nested dict (tuples as lists: YAML- and JSON-ready)."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        d.update({name: dataclasses.asdict(value) for name, value in self.sections})
+        return _lists(d)
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
 
 
 def _coerce(name: str, annotation: str, value: Any, where: str) -> Any:
@@ -136,20 +218,23 @@ def _refuse_renamed(d: dict[str, Any], where: str) -> None:
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.name != "sections" or cls is not TrainConfig}
+    sections = SECTIONS if cls is TrainConfig else {}
     if cls is TrainConfig:
         _refuse_renamed(d, where)
-    unknown = sorted(set(d) - set(fields))
+    unknown = sorted(set(d) - set(fields) - set(sections))
     if unknown:
-        raise UserError(f"{where}: unknown config key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {k: _coerce(k, str(fields[k].type), v, where) for k, v in d.items()}
-    for name, section in SECTIONS.items() if cls is TrainConfig else ():
-        if name not in kwargs:
+        raise UserError(f"{where}: unknown config key(s) {unknown}; known: {sorted([*fields, *sections])}")
+    kwargs = {k: _coerce(k, fields[k], v, where) for k, v in d.items() if k in fields}
+    for name, section in sections.items():
+        if name not in d:
             continue
-        sub = kwargs[name]
+        sub = d[name]
         if isinstance(sub, dict):
-            kwargs[name] = _build(section, sub, f"{where}: {name}")
-        elif not isinstance(sub, section):
+            kwargs[name] = _build(section.cls, sub, f"{where}: {name}")
+        elif isinstance(sub, section.cls):
+            kwargs[name] = sub
+        else:
             raise UserError(f"{where}: {name} must be a mapping, got {sub!r}")
     return cls(**kwargs)
 

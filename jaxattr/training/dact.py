@@ -46,12 +46,15 @@ from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward, word_embeddings
 from jaxattr.training import early_exit
+from jaxattr.training.config import register_section
+from jaxattr.training.engine import Method
 from jaxattr.types import Array, Params
 
 TAU = 5e-3
 PONDERS = ("h", "p")
 
 
+@register_section("dact", renamed={"dact_tau": "tau", "dact_ponder": "ponder", "dact_halt_bias": "halt_bias"})
 @dataclasses.dataclass(frozen=True)
 class DactConfig:
     """DACT settings for `method: dact` (the `dact:` section of a TrainConfig; see the module notes)."""
@@ -278,14 +281,12 @@ def load(model_dir: str | Path) -> tuple[Any, Params]:
     return model, {"encoder": model.params, "dact": dact_p}
 
 
-def make_method(cfg: Any, model: Any) -> Any:
+def make_method(cfg: Any, model: Any) -> Method:
     """The trainer hook for `method: dact` (stage 2): DACT heads + backbone trained jointly.
 
     The starting model should be the stage-1 fine-tuned checkpoint (`train/dact.py` runs both stages).
     The final model directory holds the encoder checkpoint plus `dact_heads.npz`.
     """
-    from jaxattr.training.trainer import Method
-
     mcfg = model.cfg.replace(dtype=cfg.dtype)
     dcfg = cfg.dact.validate()
     params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 1), halt_bias=dcfg.halt_bias)

@@ -34,6 +34,7 @@ from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward, head_module
 from jaxattr.training import early_exit
+from jaxattr.training.engine import Method
 from jaxattr.types import Array, Params
 
 
@@ -192,15 +193,13 @@ def load(model_dir: str | Path) -> tuple[Any, Params]:
     return model, {"encoder": model.params, "ramps": ramps}
 
 
-def make_method(cfg: Any, model: Any) -> Any:
+def make_method(cfg: Any, model: Any) -> Method:
     """The trainer hook for `method: deebert` (DeeBERT stage 2: train off-ramps, backbone frozen).
 
     The starting model must be the stage-1 fine-tuned checkpoint (`train/dact.py` runs both stages).
     Dev metrics during training are those of the ramps' averaged log-probabilities (a training monitor);
     the final model directory holds the unchanged encoder checkpoint plus `deebert_ramps.npz`.
     """
-    from jaxattr.training.trainer import Method
-
     mcfg = model.cfg.replace(dtype=cfg.dtype)
     params = init_params(mcfg, model.params, jax.random.key(cfg.seed + 2))
     out_dir = Path(cfg.output_dir) / "model"

@@ -22,6 +22,7 @@ This replaces `jax.pmap` (maintenance mode in JAX): one `jit` with shardings ser
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +40,21 @@ from jaxattr.types import Batch
 
 LossFn = Callable[[Params, Batch, jax.Array, bool], tuple[jax.Array, dict[str, jax.Array]]]
 Transform = Callable[[Params, Batch, jax.Array], Batch]
+
+
+
+@dataclasses.dataclass
+class Method:
+    """What a training method contributes to the engine (`jaxattr.training.trainer.build_method`, a method
+    module's `make_method`)."""
+
+    params: Any  # initial params (any pytree)
+    loss_fn: LossFn
+    modes: dict[str, Transform | None]  # one compiled train step per mode
+    mode_for_epoch: Callable[[int], str]  # epoch (1-indexed) -> mode
+    export: Callable[[Any], Any]  # params -> the encoder params written as the final model
+    optimizer: Callable[[Any], Any] | None = None  # wraps the optimizer (e.g. DeeBERT stage 2 freezes the encoder)
+
 
 # Keys of a host batch that go to the device (anything else, e.g. `word_ids`, stays on the host).
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "weight")

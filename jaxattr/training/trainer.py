@@ -1,8 +1,10 @@
 """One fine-tuning run from a `TrainConfig`: data -> engine -> checkpoints -> final model + metrics.
 
 Method hook: `plain` and `addrop` are built here (`build_method`). Another method (`dact`, `deebert`)
-lives in `jaxattr.training.<method>` and provides `make_method(cfg: TrainConfig, model: Model) -> Method`:
-its own params pytree, `loss_fn` (see `jaxattr.training.engine`), step modes and an export function.
+lives in `jaxattr.training.<method>` and provides `make_method(cfg: TrainConfig, model: Model) -> Method`
+(`Method`: jaxattr.training.engine, re-exported here): its own params pytree, `loss_fn`, step modes and an
+export function. Nothing here names those methods: their settings sections are registered with
+`jaxattr.training.config.register_section`, and the resume fingerprint holds the running method's own.
 
 Loop hooks: after each step `run` calls a list of hooks (`jaxattr.training.hooks`): logging, dev evaluation
 with keep-best, checkpoints/preemption and early stopping by default, then any passed as `run(cfg, hooks=...)`.
@@ -17,7 +19,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +33,13 @@ from jaxattr.models.loading import Model
 from jaxattr.training import addrop as ad
 from jaxattr.training import data as td
 from jaxattr.training.checkpointing import Checkpointer, EarlyStopping
-from jaxattr.training.config import TrainConfig
-from jaxattr.training.engine import Engine, LossFn, Transform, default_loss_fn
+from jaxattr.training.config import SECTIONS, TrainConfig
+from jaxattr.training.engine import Engine, Method, default_loss_fn
 from jaxattr.training.hooks import CheckpointHook, EarlyStopHook, EvalHook, Hook, JsonlLog, LogHook, StepInfo
 from jaxattr.training.metrics import task_metrics
 from jaxattr.training.state import make_optimizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Method:
-    """What a training method contributes to the engine."""
-
-    params: Any  # initial params (any pytree)
-    loss_fn: LossFn
-    modes: dict[str, Transform | None]  # one compiled train step per mode
-    mode_for_epoch: Callable[[int], str]  # epoch (1-indexed) -> mode
-    export: Callable[[Any], Any]  # params -> the encoder params written as the final model
-    optimizer: Callable[[Any], Any] | None = None  # wraps the optimizer (e.g. DeeBERT stage 2 freezes the encoder)
 
 
 def build_method(cfg: TrainConfig, model: Model) -> Method:
@@ -171,13 +161,19 @@ def evaluate(engine: Engine, params: Any, arrays: td.Arrays, batch_size: int, pr
 
 
 def _fingerprint(cfg: TrainConfig, model_cfg: EncoderConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (stored in its meta): the model config, data and
+    optimisation keys, and the running method's settings section as JSON. Another method's section is
+    left out, or holds its registered `unused_fingerprint` (AD-DROP's "", as checkpoints always had)."""
     h = hashlib.sha256(model_cfg.replace(dtype="float32").to_json().encode()).hexdigest()[:16]
     keys = ("model", "data", "task", "method", "seed", "batch_size", "grad_accum", "epochs", "learning_rate",
             "max_train_examples", "max_length")
-    fp = {"model_config": h, **{k: json.dumps(getattr(cfg, k)) for k in keys},
-          "addrop": json.dumps(cfg.to_dict()["addrop"]) if cfg.method == "addrop" else ""}
-    if cfg.method == "dact":  # only then, so that other methods' earlier checkpoints still resume
-        fp["dact"] = json.dumps(cfg.to_dict()["dact"])
+    fp = {"model_config": h, **{k: json.dumps(getattr(cfg, k)) for k in keys}}
+    settings = cfg.to_dict()
+    for name, section in SECTIONS.items():
+        if name == cfg.method:
+            fp[name] = json.dumps(settings[name])
+        elif section.unused_fingerprint is not None:
+            fp[name] = section.unused_fingerprint
     return fp
 
 

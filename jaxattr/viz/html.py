@@ -76,6 +76,10 @@ def _example(rec: Mapping[str, Any], label_names: Sequence[str] | None, level: s
     meta = [f"<b>id</b> {html.escape(str(rec.get('id')))}"]
     if "layer" in rec:
         meta.append(f"<b>layer</b> {html.escape(str(rec['layer']))}")
+    if rec.get("entity"):  # a token model's explained entity (attribute --task token)
+        ent = rec["entity"]
+        meta.append(f'<b>entity</b> <span class="entity">{html.escape(ent["text"])}</span> '
+                    f'{html.escape(str(ent["label"]))} (tokens {ent["start"]}..{ent["end"] - 1})')
     meta.append(f"<b>prediction</b> {html.escape(_label(pred, label_names))}")
     meta.append(f"<b>target</b> {html.escape(_label(rec.get('target'), label_names))}")
     if rec.get("prob") is not None:
@@ -93,6 +97,7 @@ _STYLE = """.ex { margin: 1em 0; padding: .5em; border-bottom: 1px solid #ddd; }
 .toks { white-space: pre-wrap; }
 .toks span { padding: 1px 2px; border-radius: 3px; line-height: 1.9; }
 .toks span.special { color: #888; }
+.meta span.entity { border-bottom: 2px solid #000; font-weight: bold; }
 .legend span { padding: 2px 8px; margin-right: 2px; font-size: 85%; }"""
 
 
