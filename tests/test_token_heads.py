@@ -229,5 +229,5 @@ def test_sequence_only_commands_refuse_a_token_model_in_one_line(token_dir, tmp_
     assert not (tmp_path / "o.jsonl").exists()
     from jaxattr.evaluation.harness import as_model
 
-    with pytest.raises(UserError, match="not supported by the evaluation harness"):  # evaluate: not yet
+    with pytest.raises(UserError, match="not run by the evaluation harness yet"):
         as_model(str(path))
