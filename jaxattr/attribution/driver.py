@@ -172,9 +172,8 @@ class Driver:
                  buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0, save_every: float = DEFAULT_SAVE_EVERY,
                  tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.spec = registry.get(method)
-        if cfg.task == "token" and not self.spec.token_models:
-            raise UserError(f"{method} does not explain token-classification models (yet); use "
-                            f"{', '.join(registry.token_methods())}")
+        if cfg.task == "token":
+            registry.check_token_models(method)
         self.options = self.spec.resolve_options(dict(options or {}))
         self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output
         if tokens_per_batch == "auto":

@@ -149,10 +149,11 @@ def get(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def token_methods() -> list[str]:
-    """The registered methods that explain token-classification models (`token_models`)."""
-    _load_providers()
-    return sorted(name for name, spec in _REGISTRY.items() if spec.token_models)
+def check_token_models(name: str) -> None:
+    """UserError unless method `name` explains token-classification models (`token_models`)."""
+    if not get(name).token_models:
+        known = sorted(n for n, spec in _REGISTRY.items() if spec.token_models)
+        raise UserError(f"{name} does not explain token-classification models (yet); use {', '.join(known)}")
 
 
 def check_windows(names: Mapping[str, str]) -> None:

@@ -208,9 +208,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.task == "token" and model.cfg.task != "token":
         raise UserError(f"{model.source} classifies whole sequences; --task token needs a token-classification model")
-    if args.task == "token" and not spec.token_models:
-        raise UserError(f"{args.method} does not explain token-classification models (yet); use "
-                        f"{', '.join(registry.token_methods())}")
+    if args.task == "token":
+        registry.check_token_models(args.method)
     if args.task == "token" and args.target != "predicted":
         raise UserError("--task token explains the predicted entities; --target does not apply")
     model = with_dtype(model if args.task == "token" else sequence_model(model, "attribute"), args.dtype)
