@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from jaxattr.attribution.driver import Driver
-from jaxattr.evaluation.harness import load_examples
+from jaxattr.evaluation import load_examples
 from jaxattr.evaluation.stats import bootstrap_mean, provenance
 from jaxattr.models.loading import load_model
 from jaxattr.models.precision import with_dtype

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxattr.errors import UserError
-from jaxattr.evaluation.harness import records_frame, stored_records, summarise, write_tables
+from jaxattr.evaluation import records_frame, stored_records, summarise, write_tables
 from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))

@@ -230,18 +230,18 @@ def degradation_plot(model: Any, examples: list[dict[str, Any]], results: dict[s
     """The IBA paper's degradation test over the explained tweets, a random ranking alongside
     (`jaxattr.evaluation.degradation`): `degradation.png`/`.md`/`.csv` in `out_dir`. Returns the plot
     and the area under each method's normalised curve (lower = the prediction collapses sooner)."""
-    from jaxattr.evaluation import harness
+    from jaxattr.evaluation import Degradation, records_frame, write_degradation
 
     results = dict(results)
     results["random"] = explain(model, examples, {"random": {}}, seed=seed)["random"]
-    records = []
+    degradation, records = Degradation(), []
     for m, rows in results.items():
-        vals = harness.example_metrics(model, examples, rows, metrics=[], degradation=True)
+        vals = degradation.measure(model, examples, rows)
         records += [{"id": ex["id"], "method": m, **v} for ex, v in zip(examples, vals)]
-    df = harness.records_frame(records)
+    df = records_frame(records)
     title = f"{len(examples)} held-out tweets, MiniLM demo classifier"
-    _, png = harness.write_degradation(df, out_dir, title=title, labels={m: m.upper() for m in results})
-    return png, harness.degradation_auc(df)
+    _, png = write_degradation(df, out_dir, title=title)
+    return png, {m: v for m, metric, v in degradation.summary(df) if metric == "degradation_auc"}
 
 
 def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_dir: str | Path | None = None,

@@ -74,3 +74,29 @@ def test_values_equal_the_cli_and_resume_computes_nothing(model, tmp_path, monke
     again = evaluate(model, str(data), methods=METHODS, examples=0, label_column=None, out=lib_out,
                      progress=False, **OPTIONS)
     assert again[["id", "method", *COLUMNS]].equals(df[["id", "method", *COLUMNS]])
+
+
+def test_tint_protocol_sits_beside_ours_on_the_same_attributions(model):
+    """`protocol="tint"` adds tint_* columns measured by `faithfulness(protocol="tint")` on the stored scores,
+    with LO writing each method's own baseline token ([PAD] for sig_pad), and summarise tabulates both."""
+    from jaxattr.evaluation.evaluators import scored_batches
+    from jaxattr.evaluation.faithfulness import faithfulness
+
+    df = evaluate(model, TEXTS, methods=["ig", "sig_pad"], metrics=["log_odds", "sufficiency"], protocol="tint",
+                  progress=False, **OPTIONS)
+    for method, replacement in (("ig", model.mask_id), ("sig_pad", model.pad_id)):
+        rows = df[df["method"] == method].sort_values("id").to_dict("records")
+        from jaxattr.evaluation import load_examples
+
+        examples = load_examples(model, TEXTS)
+        for idx, batch, scores in scored_batches(model, examples, rows):
+            want = faithfulness(model.params, model.cfg, batch, scores, mask_id=replacement, protocol="tint",
+                                metrics=["log_odds", "sufficiency"])
+            ours = faithfulness(model.params, model.cfg, batch, scores, mask_id=model.mask_id,
+                                metrics=["log_odds"])
+            for j, i in enumerate(idx):
+                assert rows[i]["tint_log_odds"] == pytest.approx(float(want["log_odds"][j]), abs=1e-6)
+                assert rows[i]["tint_sufficiency"] == pytest.approx(float(want["sufficiency"][j]), abs=1e-6)
+                assert rows[i]["log_odds"] == pytest.approx(float(ours["log_odds"][j]), abs=1e-6)
+    table = summarise(df)
+    assert {"log_odds", "tint_log_odds", "tint_sufficiency"} <= set(table.columns)

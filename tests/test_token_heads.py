@@ -227,7 +227,7 @@ def test_sequence_only_commands_refuse_a_token_model_in_one_line(token_dir, tmp_
     assert rc == 2 and len(err) == 1, err
     assert "a token classification model is not run by attribute; give --task token" in err[0]
     assert not (tmp_path / "o.jsonl").exists()
-    from jaxattr.evaluation.harness import as_model
+    from jaxattr.evaluation.inputs import as_model
 
     with pytest.raises(UserError, match="not run by the evaluation harness yet"):
         as_model(str(path))

@@ -175,6 +175,9 @@ class Driver:
         if cfg.task == "token":
             registry.check_token_models(method)
         self.options = self.spec.resolve_options(dict(options or {}))
+        if self.spec.explain is not None and not 0 <= self.spec.explain < cfg.num_labels:
+            raise UserError(f"{method} explains class {self.spec.explain} as the reference does; the model has "
+                            f"{cfg.num_labels}")
         self.cfg, self.mask_id, self.pad_id, self.output = cfg, mask_id, pad_id, output
         if tokens_per_batch == "auto":
             tokens_per_batch = auto_tokens_per_batch(cfg)
@@ -277,9 +280,10 @@ class Driver:
 
         `partial` (IG, SIG): a sidecar that keeps unfinished examples' sums between runs; the caller
         must have stored every yielded list before asking for the next. Entries of examples not in
-        `examples` (finished, or left out) are dropped.
+        `examples` (finished, or left out) are dropped. A variant that explains a fixed class (`spec.explain`,
+        a reference comparator) explains it whatever `target` says.
         """
-        targets = resolve_targets(examples, target, self.cfg)
+        targets = resolve_targets(examples, target if self.spec.explain is None else self.spec.explain, self.cfg)
         if self.spec.kind != "paths" or self.cfg.task == "token":  # token models run their pure function
             partial = None
         if partial is not None:
@@ -306,10 +310,11 @@ class Driver:
     def settings(self) -> dict[str, Any]:
         """What the records and partial sums depend on besides the example: method, options, output and
         the model (config, tensor count, and its logits on a probe batch, which `settings_diff` compares to
-        1e-5: the same model retrained on another CPU, equal up to float rounding, resumes a job)."""
+        1e-5: the same model retrained on another CPU, equal up to float rounding, resumes a job). A variant
+        records its base method: its options (and the caller's target) say the rest, as files always held."""
         if self._probe is None:
             self._probe = [float(v) for v in probe_logits(self.params, self.cfg).ravel()]
-        return {"method": self.spec.name, "options": dict(self.options), "output": self.output,
+        return {"method": self.spec.family, "options": dict(self.options), "output": self.output,
                 "model": dataclasses.asdict(self.cfg), "mask_id": self.mask_id, "pad_id": self.pad_id,
                 "params": f"{len(jax.tree_util.tree_leaves(self.params))} tensors", "probe": self._probe,
                 **({"tolerance": self.tolerance, "max_intervals": AUTO_MAX} if self.auto else {})}

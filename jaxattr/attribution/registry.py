@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -81,6 +81,14 @@ class MethodSpec:
     validate: Callable[[Mapping[str, Any]], None] | None = None
     windows: bool = True  # runs on windowed long documents (`models/windowed.py`): needs only the model's logits
     token_models: bool = False  # explains a token model's span targets ([B, T] classes, `explained_output`)
+    label: str = ""  # the name tables and plots print (`label(name)`)
+    base: str = ""  # a variant: the registered method it configures ("" for a method of its own)
+    explain: int | None = None  # a variant that explains this class whatever the run's target (a reference's)
+
+    @property
+    def family(self) -> str:
+        """The registered method whose function this runs (a variant's `base`, else its own name)."""
+        return self.base or self.name
 
     @property
     def kind(self) -> Literal["batch", "paths"]:
@@ -102,6 +110,38 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+
+# The one table of labels (tables, plots, reports) for the methods registered in PROVIDERS.
+LABELS: dict[str, str] = {"random": "Random", "saliency": "Saliency", "gradxinput": "Grad×Input",
+                          "gradientshap": "GradientShap", "ig": "IG", "sig": "SIG", "iba": "IBA", "lime": "LIME",
+                          "ig_embedding": "IG (embedding output)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named configuration of a registered method: fixed option defaults and, for a paper's reference
+    comparator, the class it always explains."""
+
+    base: str
+    label: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    explain: int | None = None
+
+
+# Variants every command accepts like methods (`--methods sig_pad,ig_ref`). The IBA paper's reference code
+# (Jiang et al. 2020) explains softmax[:, 0] with IG over the embedding output from [PAD], and label 1 (the
+# lime package's default) with LIME's bag of words, whatever the evaluated target; the other rows isolate
+# one of those differences each (issue 32's factor table).
+VARIANTS: dict[str, Variant] = {
+    "sig_pad": Variant("sig", "SIG (pad)", {"baseline": "pad"}),
+    "ig_pad": Variant("ig", "IG (pad)", {"baseline": "pad"}),
+    "ig_class0": Variant("ig", "IG (class 0)", explain=0),
+    "ig_ref": Variant("ig_embedding", "IG (reference: embedding output from [PAD], class 0)", {"baseline": "pad"},
+                      explain=0),
+    "lime_label1": Variant("lime", "LIME (label 1)", explain=1),
+    "lime_bow": Variant("lime", "LIME (bag of words)", {"unit": "bow"}),
+    "lime_ref": Variant("lime", "LIME (reference: bag of words, label 1)", {"unit": "bow"}, explain=1),
+}
 
 # modules that register methods when imported
 PROVIDERS: tuple[str, ...] = ("jaxattr.attribution.gradients", "jaxattr.attribution.sig", "jaxattr.attribution.iba",
@@ -133,6 +173,28 @@ def _load_providers() -> None:
         except ImportError as e:
             if getattr(e, "name", None) != mod:  # a provider that exists but fails to import is a bug
                 raise
+    for name, v in VARIANTS.items():
+        if name not in _REGISTRY and v.base in _REGISTRY:
+            register(variant(name, v))
+
+
+def variant(name: str, v: Variant) -> MethodSpec:
+    """The spec of variant `v`: its base's, with `v`'s option defaults, label and explained class."""
+    spec = _REGISTRY[v.base]
+    unknown = set(v.options) - set(spec.options)
+    if unknown:
+        raise ValueError(f"variant {name!r}: {v.base} has no option(s) {sorted(unknown)}")
+    return dataclasses.replace(spec, name=name, options={**spec.options, **v.options}, label=v.label,
+                               base=v.base, explain=v.explain)
+
+
+def label(name: str) -> str:
+    """What a table prints for method `name` (a per-layer key `name@layer` gets "(layer N)")."""
+    base, _, layer = str(name).partition("@")
+    _load_providers()
+    spec = _REGISTRY.get(base)
+    text = (spec.label if spec is not None else "") or LABELS.get(base, base)
+    return f"{text} (layer {layer})" if layer else text
 
 
 def names() -> list[str]:
@@ -156,10 +218,9 @@ def check_token_models(name: str) -> None:
         raise UserError(f"{name} does not explain token-classification models (yet); use {', '.join(known)}")
 
 
-def check_windows(names: Mapping[str, str]) -> None:
-    """UserError for the first method that cannot run on windowed long documents; `names`: the name a user
-    gave -> its registered method."""
-    for given, name in names.items():
+def check_windows(names: Sequence[str]) -> None:
+    """UserError for the first method that cannot run on windowed long documents."""
+    for name in names:
         if not get(name).windows:
-            raise UserError(f"--long window: {given} works inside the encoder, which windows do not expose; use "
+            raise UserError(f"--long window: {name} works inside the encoder, which windows do not expose; use "
                             "--long truncate or native")

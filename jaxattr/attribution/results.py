@@ -368,13 +368,27 @@ class PartialSums:
         self._dirty = False
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a JSONL or Parquet result file (for reports and tests)."""
+def read_results(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """All records of a JSONL or Parquet result file, the one reader of stored records: a torn last JSONL
+    line (a killed writer) is skipped. A missing file is a UserError, or no records with `missing_ok`."""
     path = Path(path)
     if not path.exists():
+        if missing_ok:
+            return []
         raise UserError(f"{path}: no such result file")
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8").split("\n")
+    out = []
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:  # the last line, torn (no newline after it)
+                break
+            raise UserError(f"{path}: line {n + 1} is not a result record") from None
+    return out

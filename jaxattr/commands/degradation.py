@@ -7,7 +7,7 @@ kept in `DIR/scores_<method>.jsonl` — a rerun resumes them. Then every (exampl
 one vectorised batch per length bucket and the command writes `DIR/degradation.md`, `.csv` (mean target
 probability and normalised drop per step, absolute drop at 11%), `DIR/degradation.png` and the curves
 `DIR/per_example.csv`. With `--noise dataset` the per-layer noise statistics are estimated over the input
-(Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.harness.run_degradation_test`;
+(Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.run_degradation_test`;
 `eval/degradation.py` is the same program.
 
 Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxattr import evaluation
 from jaxattr.errors import UserError, check_output
-from jaxattr.evaluation import harness
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--limit", type=int, default=100, help="first N examples (0 = all; default 100)")
     parser.add_argument("--methods", default="iba,ig,lime,random",
-                        help="comma-separated registered methods, plus the IBA reference code's comparators "
-                             "ig_ref (IG of softmax[:, 0]) and lime_ref (LIME of label 1)")
+                        help="comma-separated registered methods or variants, e.g. the IBA reference code's "
+                             "comparators ig_ref (IG over the embedding output from [PAD] of softmax[:, 0]) and "
+                             "lime_ref (bag-of-words LIME of label 1)")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--target", default="predicted", choices=("predicted", "gold"))
     parser.add_argument("--layer", default=None, help="IBA block (1..L; default round(0.75 L)) or 'all'")
@@ -61,15 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def examples(args: argparse.Namespace, model: Any) -> list[dict[str, Any]]:
     """The tokenised `--input` rows of a parsed command line."""
-    return harness.load_input_examples(model, args.input, split=args.split, limit=args.limit,
+    return evaluation.load_input_examples(model, args.input, split=args.split, limit=args.limit,
                                        text_column=args.text_column, label_column=args.label_column,
                                        need_labels=args.target == "gold", max_length=args.max_length)
 
 
 def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], out: Path,
                     args: argparse.Namespace) -> tuple[Any, list[str]]:
-    """`harness.run_degradation_test` with the options of a parsed command line."""
-    return harness.run_degradation_test(model, exs, methods, out, target=args.target, layer=args.layer,
+    """`evaluation.run_degradation_test` with the options of a parsed command line."""
+    return evaluation.run_degradation_test(model, exs, methods, out, target=args.target, layer=args.layer,
                                         beta=args.beta, noise=args.noise, grid=getattr(args, "grid", "reference"),
                                         ig_steps=args.ig_steps, lime_samples=args.lime_samples,
                                         tokens_per_batch=args.tokens_per_batch, seed=args.seed,
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.long == "window":
-        registry.check_windows({m: harness.COMPARATORS.get(m, (m,))[0] for m in methods})
+        registry.check_windows(methods)
     if not methods:
         raise UserError("--methods is empty; e.g. iba,ig,lime,random")
     for flag in ("limit", "ig_steps", "lime_samples", "max_length", "tokens_per_batch"):

