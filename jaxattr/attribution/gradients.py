@@ -3,7 +3,9 @@
 Everything here is a pure function of `(params, cfg, batch, ...)` that can run under the caller's
 `jit`/`vmap`. Only the **word embeddings** are moved along a path (`forward(..., word_embeds=...)`);
 position and token-type embeddings are added by the encoder and never interpolated. Special tokens
-([CLS], [SEP]) and padding keep their own embedding in every baseline and get score 0.
+([CLS], [SEP]) and padding keep their own embedding in every baseline and get score 0. The one
+exception is `embedding_ig` (`ig_embedding`), the IBA paper's IG comparator, which moves the whole
+post-LayerNorm embedding output.
 
 The shared building block is `row_contributions`: a batch of *rows*, each one a sequence whose
 word embeddings at the positions in `interp` sit at `b + alpha * (x - b)`, returns for every position
@@ -29,7 +31,7 @@ import numpy as np
 from jaxattr.data.batch import resolve_target, token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import Params, forward, word_embeddings
+from jaxattr.models.encoder import Params, classify, embed, forward, run_layers, word_embeddings
 from jaxattr.types import Array
 
 Baseline = Literal["mask", "pad", "zero"]
@@ -334,6 +336,70 @@ def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str,
     return Attribution(scores, tgt, prob, f_x, f_b, scores.sum(-1) - (f_x - f_b))
 
 
+def embedding_path(params: Params, cfg: EncoderConfig, rows: Rows) -> tuple[Array, Array]:
+    """(e(x), e(b)) [R, T, H]: the embedding output (`encoder.embed`: word + position + token-type embeddings
+    after the embedding LayerNorm) of each row's input ids and of its baseline ids, with the row's own
+    positions and token types; e(b) = e(x) outside `interp`."""
+    mask, types = rows.attention_mask, rows.token_type_ids
+    x = embed(params, cfg, word_embeddings(params, cfg, rows.input_ids), mask, types)
+    b = embed(params, cfg, word_embeddings(params, cfg, rows.baseline_ids), mask, types)
+    return x, jnp.where(rows.interp[..., None] > 0, b, x)
+
+
+def _logits_from_embedding(params: Params, cfg: EncoderConfig, rows: Rows, h: Array) -> Array:
+    """Logits with embedding output `h` entering block 1 (the last block for [CLS] only)."""
+    hidden = run_layers(params, cfg, h, rows.attention_mask, cls_only=True).hidden
+    return classify(params, cfg, hidden, rows.attention_mask)
+
+
+def embedding_contributions(params: Params, cfg: EncoderConfig, rows: Rows, output: str = "logit") -> Array:
+    """Per-position `weight * sum_H dF/dh * (e(x) - e(b))` at `h = e(b) + alpha (e(x) - e(b))` ([R, T]):
+    `row_contributions` with the embedding output in place of the word embeddings (Captum's
+    `LayerIntegratedGradients` on the embeddings module)."""
+    x, b = embedding_path(params, cfg, rows)
+    diff = x - b
+
+    def total(h: Array) -> Array:
+        return jnp.sum(explained_output(_logits_from_embedding(params, cfg, rows, h), rows.target, cfg, output))
+
+    g = jax.grad(total)(x - (1.0 - rows.alpha[:, None, None]) * diff)
+    return rows.weight[:, None] * jnp.sum(g * diff, -1)
+
+
+def embedding_ig(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, steps: int = 10,
+                 method: str = "gausslegendre", baseline: str = "pad", mask_id: int | None = None,
+                 pad_id: int | None = None, target: Array | None = None, output: str = "logit",
+                 chunk: int | None = None) -> Attribution:
+    """Layer IG over the embedding output, as the IBA paper's reference code (Jiang et al. 2021,
+    github.com/bazingagin/IBA `scripts/evaluations/IntegratedGradient_.py`) runs IG.
+
+    The path runs from e(b) to e(x), e the post-LayerNorm embedding output; the baseline input b is x with
+    every word piece replaced by [PAD] (`baseline="pad"`, the reference's) or [MASK]; [CLS]/[SEP], positions
+    and token types stay as in x, as in the reference (`[CLS] + [PAD] * n + [SEP]`, the input's token types),
+    so special tokens and padding score 0. Scores are `sum_H (e(x) - e(b)) * grad` over `steps` points of
+    `method` (the reference: Captum's default Gauss-Legendre, 10 steps). The reference explains the softmax
+    probability of class 0 and divides the scores by their L2 norm (neither changes a ranking's order):
+    `output="prob", target=0` reproduces its F. `delta` = sum(scores) - (F(x) - F(b)).
+    """
+    if baseline not in ("pad", "mask"):
+        raise UserError(f"ig_embedding's baseline must be pad or mask, not {baseline!r}")
+    if cfg.window and batch["input_ids"].shape[-1] > cfg.window:
+        raise UserError("ig_embedding works on the embedding output, which windowed long inputs do not expose; "
+                        "use --long truncate or native")
+    base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
+                                                                target, output)
+    a, w = quadrature(method, steps)
+    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
+                        jnp.asarray(w, jnp.float32))
+    contrib = _mapped(lambda r: embedding_contributions(params, cfg, r, output), rows, chunk)
+    b, t = base_ids.shape
+    scores = contrib.reshape(b, steps, t).sum(1)
+    base = _baseline_rows(batch, base_ids, base_scale, interp, tgt)
+    f_b = explained_output(_logits_from_embedding(params, cfg, base, embedding_path(params, cfg, base)[1]), tgt, cfg,
+                           output)
+    return Attribution(scores, tgt, prob, f_x, f_b, scores.sum(-1) - (f_x - f_b))
+
+
 def gradient_shap(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], key: Array, *,
                   samples: int = 20, stdev: float = 0.0, baseline: str = "mask", mask_id: int | None = None,
                   pad_id: int | None = None, target: Array | None = None, output: str = "logit",
@@ -392,6 +458,14 @@ def check_path_options(o: Mapping[str, Any]) -> None:
     check_choice("baseline", o["baseline"], BASELINES)
 
 
+def _check_embedding_ig(o: Mapping[str, Any]) -> None:
+    from jaxattr.attribution.registry import check_choice, check_int
+
+    check_int("steps", o["steps"], 1 if o["method"] == "gausslegendre" else 2)
+    check_choice("method", o["method"], METHODS)
+    check_choice("baseline", o["baseline"], ("pad", "mask"))
+
+
 def _check_shap(o: Mapping[str, Any]) -> None:
     from jaxattr.attribution.registry import check_choice, check_int
 
@@ -427,6 +501,9 @@ def _register() -> None:
                         paths=Paths(unit_ids=lambda batch, o: jnp.where(token_mask(batch), 0, -1),
                                     finish=_ig_finish), token_models=True,
                         validate=check_path_options, description="integrated gradients over word embeddings"))
+    register(MethodSpec("ig_embedding", embedding_ig, {"steps": 10, "method": "gausslegendre", "baseline": "pad"},
+                        cost=lambda o: o["steps"], validate=_check_embedding_ig, windows=False,
+                        description="layer IG over the embedding output, as the IBA reference code runs IG"))
 
 
 _register()

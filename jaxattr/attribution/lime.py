@@ -14,6 +14,15 @@ of them), the package's coefficients are exactly this ridge fit.
 `unit="word"` makes the words the features, as the lime package's own text explainer does (it splits
 on words): a sample deletes all pieces of a chosen word, and each piece gets its word's coefficient
 divided by the word's piece count, so the record's word scores are the words' coefficients.
+
+`unit="bow"` is `LimeTextExplainer`'s default (`bow=True`), which the IBA paper's reference code runs: a
+feature is a distinct word *type*, and a sample deletes every occurrence of each chosen one; the kernel's
+cosine distance is over these features. Two words are the same type when their word-piece id sequences
+are equal: our stand-in for lime's split of the raw string on non-word characters, so case and punctuation
+follow the tokenizer (an uncased one merges "Good" and "good"). As the package gives every occurrence of a
+word the word's weight, each occurrence gets the feature's coefficient, shared equally by its own pieces:
+every occurrence's word score is the coefficient (a word seen twice counts it twice in a sum over the text).
+(The reference code instead copies the weight onto each piece of a word.)
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from jaxattr.types import Array
 
 KERNEL_WIDTH = 25.0
 RIDGE_ALPHA = 1.0
+UNITS: tuple[str, ...] = ("token", "word", "bow")  # the features: word pieces, words, distinct words (lime's bow)
 
 
 class LimeOutput(NamedTuple):
@@ -83,16 +93,39 @@ def _word_features(batch: Mapping[str, Any], tokens: Array) -> tuple[Array, Arra
     return jnp.maximum(wid, 0), count > 0, count
 
 
+def word_types(batch: Mapping[str, Any], tokens: Array) -> Array:
+    """[B, T]: for word slot k, the first word whose word-piece id sequence equals word k's (k itself for a
+    first occurrence; 0 for slots holding no word): lime's bag-of-words features."""
+    from jaxattr.attribution.sig import unit_ids
+
+    def one(ids: Array, raw: Array, tok: Array) -> Array:
+        t = raw.shape[0]
+        pos = jnp.arange(t)
+        # a piece's rank inside its word, and table[k, r] = the id of word k's r-th piece (-1: none)
+        rank = jnp.sum((raw[None, :] == raw[:, None]) & (pos[None, :] < pos[:, None]), axis=1)
+        table = jnp.full((t, t), -1, ids.dtype).at[jnp.where(tok, raw, t), rank].set(ids, mode="drop")
+        wid = jnp.maximum(raw, 0)
+        match = tok[:, None] & (table[:, rank].T == ids[:, None])  # [T, K]: piece t equals word k's same piece
+        hits = jax.ops.segment_sum(match.astype(jnp.int32), wid, num_segments=t)  # [K, K']
+        pieces = jax.ops.segment_sum(tok.astype(jnp.int32), wid, num_segments=t)  # [K]
+        same = (hits == pieces[:, None]) & (pieces[:, None] == pieces[None, :]) & (pieces[None, :] > 0)
+        return jnp.argmax(same, axis=1)
+
+    raw = jnp.where(tokens, unit_ids(batch, "word"), -1)
+    return jax.vmap(one)(jnp.asarray(batch["input_ids"]), raw, tokens)
+
+
 def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Array, samples: int = 100,
          target: Any = None, chunk: int | None = None, unit: str = "token") -> LimeOutput:
     """LIME scores for a padded batch: `samples` deletions per example, a weighted ridge fit per example.
 
     `target`: None (predicted class) or class indices [B]; `key`: one key or one per example; `chunk`:
-    rows per forward piece (None = all B·S at once); `unit`: "token" (every piece a feature) or "word".
-    Pure and jit-able (`samples`, `chunk`, `unit` static). `features` in the output are the units'.
+    rows per forward piece (None = all B·S at once); `unit`: "token" (every piece a feature), "word" or
+    "bow" (distinct words, the lime package's default). Pure and jit-able (`samples`, `chunk`, `unit`
+    static). `features` in the output are the units' (for "bow", slot k is the word type first seen as word k).
     """
-    if unit not in ("token", "word"):
-        raise UserError(f"LIME unit must be 'token' or 'word', not {unit!r}")
+    if unit not in UNITS:
+        raise UserError(f"LIME unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if cfg.problem_type != "classification":
         raise UserError("LIME here explains a class probability: it needs a classification head")
     if samples < 2:
@@ -100,11 +133,16 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     tokens = token_mask(batch)
     b, t = tokens.shape
     features = tokens
-    if unit == "word":
+    if unit != "token":
         wid, features, pieces = _word_features(batch, tokens)
+        slot = wid  # the feature slot of each token: its word, or for "bow" its word type's first occurrence
+        if unit == "bow":
+            first = word_types(batch, tokens)
+            features = features & (first == jnp.arange(t))
+            slot = jnp.take_along_axis(first, wid, axis=-1)
     keys = per_example_keys(key, b)
     keep = jax.vmap(lambda k, f: lime_samples(k, f, samples))(keys, features)  # [B, S, T] over units
-    token_keep = keep if unit == "token" else jnp.take_along_axis(keep, wid[:, None, :], axis=-1) | ~tokens[:, None]
+    token_keep = keep if unit == "token" else jnp.take_along_axis(keep, slot[:, None, :], axis=-1) | ~tokens[:, None]
     rep = lambda a: jnp.repeat(jnp.asarray(a), samples, axis=0)
     flat = {"input_ids": rep(batch["input_ids"]), "attention_mask": rep(batch["attention_mask"])}
     if batch.get("token_type_ids") is not None:
@@ -116,10 +154,9 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     y = jnp.take_along_axis(probs, tgt[:, None, None], axis=-1)[..., 0]  # [B, S]
     w = jax.vmap(kernel_weights)(keep, features)
     coef, intercept = jax.vmap(weighted_ridge)(keep.astype(jnp.float32), y, w)
-    if unit == "word":
-        per_piece = coef / jnp.maximum(pieces, 1)
-        return LimeOutput(jnp.where(tokens, jnp.take_along_axis(per_piece, wid, axis=-1), 0.0), intercept, tgt,
-                          keep, y)
+    if unit != "token":  # each piece: its feature's coefficient over the pieces of its own word
+        per_piece = jnp.take_along_axis(coef, slot, axis=-1) / jnp.maximum(jnp.take_along_axis(pieces, wid, -1), 1)
+        return LimeOutput(jnp.where(tokens, per_piece, 0.0), intercept, tgt, keep, y)
     return LimeOutput(jnp.where(features, coef, 0.0), intercept, tgt, keep, y)
 
 
@@ -129,8 +166,8 @@ def _register() -> None:
     def check(o: Mapping[str, Any]) -> None:
         if not isinstance(o["samples"], int) or o["samples"] < 2:
             raise UserError(f"--samples must be an integer >= 2, not {o['samples']!r}")
-        if o["unit"] not in ("token", "word"):
-            raise UserError(f"--unit must be token or word for LIME, not {o['unit']!r}")
+        if o["unit"] not in UNITS:
+            raise UserError(f"--unit must be one of {', '.join(UNITS)} for LIME, not {o['unit']!r}")
 
     register(MethodSpec(name="lime", fn=lime, options={"samples": 100, "unit": "token"}, cost=lambda o: o["samples"],
                         validate=check, description="LIME: token deletions, lime's kernel, weighted ridge"))
