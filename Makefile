@@ -16,7 +16,7 @@ $(VENV)/.runtime: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,ray]'
 	# tint pins ancient versions; install it alone and let the test extra supply what it imports.
 	$(PIP) --no-deps time-interpret==0.3.0
 	touch $@

@@ -228,7 +228,7 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
         lines += ["", f"| Paired: {head} | mean difference [95% CI] | Wilcoxon p | Holm p | verdict (Holm) |",
                   "|---|---:|---:|---:|---|"]
         for t in tests:
-            label = f"{_name(t['a'])} − {_name(t['b'])}" if layers else f"IBA − {_name(t['b'])}"
+            label = f"{_name(t['a'])} − {_name(t['b'])}" if layers or t["a"] != "iba" else f"IBA − {_name(t['b'])}"
             lines.append(f"| {label} | {t['cmp'].diff} | {t['cmp'].p_value:.2g} | {t['holm']:.2g} | {verdict(t)} |")
     if factors:
         lines += ["", "**One factor at a time** (issue 32): each reference setting against ours, on the same examples "

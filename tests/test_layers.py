@@ -11,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "jaxattr"
 LAYERS: dict[str, int] = {"errors": 0, "sharding": 0, "types": 0, "_xla_flags": 0, "models": 1, "data": 1,
-                          "attribution": 2, "viz": 2, "evaluation": 3, "training": 3, "commands": 4, "demo": 4,
-                          "cli": 5, "__init__": 5}
+                          "attribution": 2, "viz": 2, "evaluation": 3, "training": 3, "ray": 3, "commands": 4,
+                          "demo": 4, "cli": 5, "__init__": 5}
 
 
 def _part(module: str) -> str:

@@ -3,10 +3,13 @@
     from jaxattr.attribution import integrated_gradients, sig
     res = sig(params, cfg, batch, mask_id=tok.mask_token_id)          # under your own jit / vmap
 
-`Driver` / `attribute_examples` (in `jaxattr.attribution.driver`) run any registered method over a
-dataset in fixed-shape, bounded-memory chunks sharded over all devices; `registry` lists methods.
+`Driver` / `attribute_examples` run any registered method over a dataset in fixed-shape, bounded-memory chunks
+sharded over all devices; `registry` lists methods and variants (`registry.names()`, `registry.label`);
+`AttributionRecord` is the typed record they write (`read_records`, `ResultWriter`).
 """
 
+from jaxattr.attribution import registry
+from jaxattr.attribution.driver import Driver, attribute_examples
 from jaxattr.attribution.gradients import (
     Attribution,
     grad_x_input,
@@ -16,11 +19,13 @@ from jaxattr.attribution.gradients import (
     saliency,
     word_scores,
 )
+from jaxattr.attribution.results import AttributionRecord, ResultWriter, read_records
 from jaxattr.attribution.sig import SIGAttribution, sequential_integrated_gradients
 
 sig = sequential_integrated_gradients
 
 __all__ = [
-    "Attribution", "SIGAttribution", "grad_x_input", "gradient_shap", "integrated_gradients", "quadrature",
-    "saliency", "sequential_integrated_gradients", "sig", "word_scores",
+    "Attribution", "AttributionRecord", "Driver", "ResultWriter", "SIGAttribution", "attribute_examples",
+    "grad_x_input", "gradient_shap", "integrated_gradients", "quadrature", "read_records", "registry", "saliency",
+    "sequential_integrated_gradients", "sig", "word_scores",
 ]

@@ -57,7 +57,7 @@ from jaxattr.attribution.gradients import (
     row_contributions,
     row_logits,
 )
-from jaxattr.attribution.results import input_digest
+from jaxattr.attribution.results import AttributionRecord, input_digest
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
@@ -443,13 +443,14 @@ class Driver:
         scores = np.asarray(scores, np.float64)
         words = list(ex.get("words", []))
         ws = word_scores(scores, np.asarray(ex["word_ids"]), len(words))
-        return {"id": ex.get("id", index), "input_sha": input_digest(ex), "tokens": list(ex["tokens"]),
-                "scores": [float(x) for x in scores],
-                "words": words, "word_scores": [float(x) for x in ws], "target": int(target),
-                "prob": float(prob), "delta": delta, "prediction": int(prediction),
-                **{k: ex[k] for k in ("text", "text_pair", "word_spans", "example_id", "entity") if k in ex},
-                **({"gold": int(ex["label"])} if ex.get("label") is not None and int(ex["label"]) >= 0
-                   and self.cfg.problem_type != "regression" else {})}
+        gold = ex.get("label")
+        return AttributionRecord(
+            id=ex.get("id", index), input_sha=input_digest(ex), tokens=list(ex["tokens"]),
+            scores=[float(x) for x in scores], words=words, word_scores=[float(x) for x in ws], target=int(target),
+            prob=float(prob), delta=delta, prediction=int(prediction),
+            **{k: ex[k] for k in ("text", "text_pair", "word_spans", "example_id", "entity") if k in ex},
+            gold=int(gold) if gold is not None and int(gold) >= 0 and self.cfg.problem_type != "regression" else None,
+        ).to_dict()
 
 
 class _PathRun:

@@ -315,6 +315,17 @@ def grad_x_input(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array],
     return Attribution(scores, tgt, prob, f_x, nan, nan)
 
 
+def _path_sum(batch: Mapping[str, Array], base_ids: Array, base_scale: Array, interp: Array, tgt: Array,
+              method: str, steps: int, contributions: Any, chunk: int | None) -> Array:
+    """[B, T]: the sum over `steps` quadrature points of `method` of `contributions(rows)` ([R, T] per row), the
+    path rows of every example run in `chunk`-row pieces (IG over word embeddings or the embedding output)."""
+    a, w = quadrature(method, steps)
+    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
+                        jnp.asarray(w, jnp.float32))
+    b, t = base_ids.shape
+    return _mapped(contributions, rows, chunk).reshape(b, steps, t).sum(1)
+
+
 def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array], *, steps: int = 50,
                          method: str = "gausslegendre", baseline: str = "mask", mask_id: int | None = None,
                          pad_id: int | None = None, target: Array | None = None, output: str = "logit",
@@ -326,12 +337,8 @@ def integrated_gradients(params: Params, cfg: EncoderConfig, batch: Mapping[str,
     """
     base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
                                                            target, output)
-    a, w = quadrature(method, steps)
-    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
-                        jnp.asarray(w, jnp.float32))
-    contrib = _mapped(lambda r: row_contributions(params, cfg, r, output), rows, chunk)
-    b, t = base_ids.shape
-    scores = contrib.reshape(b, steps, t).sum(1)
+    scores = _path_sum(batch, base_ids, base_scale, interp, tgt, method, steps,
+                       lambda r: row_contributions(params, cfg, r, output), chunk)
     f_b = row_outputs(params, cfg, _baseline_rows(batch, base_ids, base_scale, interp, tgt), output)
     return Attribution(scores, tgt, prob, f_x, f_b, scores.sum(-1) - (f_x - f_b))
 
@@ -388,12 +395,8 @@ def embedding_ig(params: Params, cfg: EncoderConfig, batch: Mapping[str, Array],
                         "use --long truncate or native")
     base_ids, base_scale, interp, tgt, prob, f_x = prepare_path(params, cfg, batch, baseline, mask_id, pad_id,
                                                                 target, output)
-    a, w = quadrature(method, steps)
-    rows = _repeat_rows(batch, base_ids, base_scale, interp, tgt, jnp.asarray(a, jnp.float32),
-                        jnp.asarray(w, jnp.float32))
-    contrib = _mapped(lambda r: embedding_contributions(params, cfg, r, output), rows, chunk)
-    b, t = base_ids.shape
-    scores = contrib.reshape(b, steps, t).sum(1)
+    scores = _path_sum(batch, base_ids, base_scale, interp, tgt, method, steps,
+                       lambda r: embedding_contributions(params, cfg, r, output), chunk)
     base = _baseline_rows(batch, base_ids, base_scale, interp, tgt)
     f_b = explained_output(_logits_from_embedding(params, cfg, base, embedding_path(params, cfg, base)[1]), tgt, cfg,
                            output)

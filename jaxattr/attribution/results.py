@@ -1,7 +1,8 @@
 """Resumable result files: one record per example (JSONL, or Parquet when the name ends in .parquet).
 
-Record: {"id", "input_sha", "tokens", "scores", "words", "word_scores", "target", "prob", "delta"} (+ "layer"
-for methods that explain several layers). `ResultWriter.pending(examples)` gives the examples not yet
+Record: `AttributionRecord` (inseq's typed result: `to_dict`/`from_dict`, `read_records`), written as a dict
+whose first key is "id" and last "layer" (for methods that explain several layers; the multi-process merge
+decodes only those two). `ResultWriter.pending(examples)` gives the examples not yet
 written, so a re-run skips the others; it keys them on the id *and* `input_sha` (`input_digest`: a hash
 of the token ids), so a re-ordered, filtered or edited input never pairs an old record with a new text.
 `ResultWriter.bind(settings)` writes `OUT.meta.json` (method, options, output, model, jaxattr version): a
@@ -26,6 +27,7 @@ fine-tuning rerun on another CPU) resumes the file, any other is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +36,7 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,7 +44,64 @@ from jaxattr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FIELDS: tuple[str, ...] = ("id", "tokens", "scores", "words", "word_scores", "target", "prob", "delta")
+@dataclasses.dataclass
+class AttributionRecord:
+    """One example's attribution as `jaxattr attribute` writes it, or as `evaluate` stores it with its metrics.
+
+    `scores` has one value per token of `tokens` (the word pieces, special tokens included), `word_scores` one per
+    word of `words`; `target` is the class explained (a token model's entity record: its label's first class),
+    `prob` its probability, `delta` the completeness gap (None where a method has none), `prediction` and `gold`
+    the predicted and labelled classes. An evaluation record has `method`, `n_tokens`, `seconds` and its
+    evaluators' columns (`metrics`) instead of the text fields. Any other key a file holds rides in `metrics`.
+    """
+
+    id: Any
+    input_sha: str | None = None
+    tokens: list[str] | None = None
+    scores: list[float] = dataclasses.field(default_factory=list)
+    words: list[str] | None = None
+    word_scores: list[float] | None = None
+    target: Any = None
+    prob: float | None = None
+    delta: float | None = None
+    prediction: int | None = None
+    text: str | None = None
+    text_pair: str | None = None
+    word_spans: list[Any] | None = None
+    example_id: Any = None
+    entity: dict[str, Any] | None = None
+    gold: int | None = None
+    method: str | None = None
+    n_tokens: int | None = None
+    seconds: float | None = None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    layer: Any = None
+
+    ALWAYS: ClassVar[tuple[str, ...]] = ("id", "scores", "target", "prob", "delta")  # written even when None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored: "id" first, the metrics after the fields, "layer" (when set) last."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "metrics":
+                out.update(v)
+            elif f.name != "layer" and (v is not None or (f.name in self.ALWAYS and self.tokens is not None)):
+                out[f.name] = v
+        if self.layer is not None:
+            out["layer"] = self.layer
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AttributionRecord:
+        """A record read back; files of earlier versions too (an evaluation record's int "tokens" is its
+        `n_tokens`)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
+        d = dict(d)
+        if isinstance(d.get("tokens"), int):
+            d["n_tokens"] = d.pop("tokens")
+        return cls(**{k: v for k, v in d.items() if k in names},
+                   metrics={k: v for k, v in d.items() if k not in names})
 
 
 def input_digest(example: Mapping[str, Any]) -> str:
@@ -392,3 +451,8 @@ def read_results(path: str | Path, *, missing_ok: bool = False) -> list[dict[str
                 break
             raise UserError(f"{path}: line {n + 1} is not a result record") from None
     return out
+
+
+def read_records(path: str | Path, *, missing_ok: bool = False) -> list[AttributionRecord]:
+    """The records of a result file, typed (`read_results` for the dicts)."""
+    return [AttributionRecord.from_dict(r) for r in read_results(path, missing_ok=missing_ok)]

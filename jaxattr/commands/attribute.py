@@ -4,6 +4,8 @@ texts or a dataset, written to a resumable JSONL / Parquet file, optionally with
     jaxattr attribute --model MODEL --method sig --text "a great film" --out out.jsonl --html out.html
     jaxattr attribute --model MODEL --method ig --input data.csv --target gold --out out.jsonl
 
+    jaxattr attribute --model /shared/ckpt --method ig --input data.parquet --out out.jsonl --executor ray
+
 Re-running the same command skips the examples already in OUT; a kill loses at most the chunk in
 flight and the last `--save-every` seconds (an unfinished IG/SIG example continues from its partial sums
 in OUT.partial.json). Texts
@@ -49,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="jaxattr checkpoint dir, HF dir, 'minilm' (untrained head) or 'default' (demo model)")
     parser.add_argument("--method", required=True,
-                        help="sig, ig, gradxinput, saliency, gradientshap, or another registered method (iba)")
+                        help="a registered method (sig, ig, gradxinput, saliency, gradientshap, iba, lime, random) or "
+                             "variant (sig_pad, ig_pad, ig_ref, lime_ref, ...: jaxattr.attribution.registry)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="a text to explain (repeat for several)")
     src.add_argument("--input", help="a CSV/JSONL/Parquet file, or a corpus name (with --split)")
@@ -69,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run part K (0..N-1) of the input as one of N independent jobs (a SLURM array); "
                              "each writes OUT.shards/, and `jaxattr merge OUT` joins them once all are done")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"),
+                        help="local (default): this process (or each process of a jax.distributed job) on its "
+                             "devices; ray: a pool of Ray actors, each loading --model on its own devices "
+                             "(pip install jaxattr[ray]; the model path must be readable on every node)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="--executor ray: the cluster to join (default: RAY_ADDRESS, else a new local one)")
+    parser.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                        help="--executor ray: actors in the pool (default: one per GPU of the cluster, else 1)")
     parser.add_argument("--target", default="predicted", help="predicted (default), gold, or a class index")
     parser.add_argument("--task", default="sequence", choices=("sequence", "token"),
                         help="token: a token-classification model; one record per predicted entity, explaining the "
@@ -174,6 +185,27 @@ def _warn_truncated(examples: list[dict[str, Any]], args: argparse.Namespace, mo
           file=sys.stderr)
 
 
+def _check_executor(args: argparse.Namespace, shard: tuple[int, int] | None) -> None:
+    """The one-line refusals of flags that do not go with `--executor` (before any model is loaded)."""
+    from jaxattr.attribution import multihost
+
+    if args.executor != "ray":
+        if args.ray_address is not None or args.ray_actors is not None:
+            raise UserError("--ray-address and --ray-actors go with --executor ray")
+        return
+    from jaxattr.ray import require_ray
+
+    if shard:
+        raise UserError("--executor ray runs the whole job on the cluster's actors; drop --shard K/N")
+    if multihost.process()[1] > 1:
+        raise UserError("--executor ray runs from one process; launch it once, not as jax.distributed processes")
+    if args.devices is not None:
+        raise UserError("--devices goes with --executor local; each Ray actor runs on the devices Ray gives it")
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise UserError(f"--ray-actors must be >= 1, not {args.ray_actors}")
+    require_ray()
+
+
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="jaxattr attribute: warning: %(message)s")
@@ -196,13 +228,14 @@ def run(args: argparse.Namespace) -> int:
     if not (args.out.endswith(".jsonl") or args.out.endswith(".parquet")):
         raise UserError(f"--out {args.out!r}: give a file name ending in .jsonl or .parquet")
     shard = multihost.parse_shard(args.shard) if args.shard else None
+    _check_executor(args, shard)
     if shard and args.html:
         raise UserError("--html goes with the whole job: run `jaxattr merge OUT --html FILE` once every shard is done")
     check_output(args.out, "--out")
     if args.html:
         check_output(args.html, "--html")
     if args.long == "window":
-        registry.check_windows({args.method: args.method})
+        registry.check_windows([args.method])
     if args.long == "window" and (args.text_pair or args.pair_column):
         raise UserError("--long window reads single texts, not sentence pairs")
     model = load_model(args.model)
@@ -234,6 +267,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"jaxattr attribute: shard {shard[0]}/{shard[1]} wrote {written} records to "
               f"{multihost.shard_dir(args.out)}", file=sys.stderr)
         return 0
+    if args.executor == "ray":
+        from jaxattr.ray import RayDriver
+
+        actor = {"output": args.output, "seed": args.seed, "tokens_per_batch": args.tokens_per_batch,
+                 "tolerance": args.tolerance, "dtype": args.dtype, "matmul_precision": args.matmul_precision,
+                 "long": args.long, "window": args.window, "stride": args.stride, "window_pool": args.window_pool}
+        driver = RayDriver(driver, args.model, actor, address=args.ray_address, actors=args.ray_actors)
     written = multihost.write_driver_records(args.out, examples, driver, args.target, settings, desc=args.method,
                                              model=model.source, overwrite=args.overwrite)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)

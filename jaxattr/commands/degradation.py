@@ -8,7 +8,6 @@ one vectorised batch per length bucket and the command writes `DIR/degradation.m
 probability and normalised drop per step, absolute drop at 11%), `DIR/degradation.png` and the curves
 `DIR/per_example.csv`. With `--noise dataset` the per-layer noise statistics are estimated over the input
 (Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.run_degradation_test`;
-`eval/degradation.py` is the same program.
 
 Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
 with DIR on a filesystem they share, the processes split each method's attributions (cost-balanced chunks, one

@@ -14,9 +14,9 @@ ferret) and the IBA paper's degradation test, then writes
 With `--rationale-column NAME` (human rationales: per row a JSON list of 0/1 per whitespace word of the text,
 or of `[start, end]` character spans) the tables also hold plausibility: token F1, IOU and AUPRC.
 
-The harness is the library's (`jaxattr.evaluation.harness`: `evaluate`, `summarise`); this module is its
-argparse shell. Methods: `random`, `gradxinput`, `gradientshap`, `ig`, `sig` (mask baseline), `sig_pad`
-(pad baseline), `iba`, `lime`. `eval/attribution_table.py` is the same program.
+The harness is the library's (`jaxattr.evaluation`: `evaluate`, `summarise`); this module is its argparse
+shell. Methods: any registered method or variant (`jaxattr.attribution.registry`), the same names every command
+takes. `--protocol tint` adds LO/Comp/Suff as the SIG paper's code measures them.
 
 Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
 with DIR on a filesystem they share, the processes split the examples of each method (cost-balanced chunks,

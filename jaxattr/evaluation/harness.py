@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxattr.attribution import multihost, registry
-from jaxattr.attribution.results import check_same_input
+from jaxattr.attribution.results import AttributionRecord, check_same_input
 from jaxattr.errors import UserError
 from jaxattr.evaluation import store
 from jaxattr.evaluation.evaluators import Plausibility, parse_metrics
@@ -225,9 +225,10 @@ def _measured_records(model: Any, driver: Any, name: str, part: Sequence[Mapping
     for ev in evaluators:
         for v, new in zip(vals, ev.measure(model, part, got)):
             v.update(new)
-    return [{"id": ex["id"], "input_sha": r["input_sha"], "target": int(r["target"]), "prob": float(r["prob"]),
-             "seconds": seconds, "tokens": len(ex["input_ids"]), "scores": [float(x) for x in r["scores"]], **v,
-             "method": name} for ex, r, v in zip(part, got, vals)]
+    return [AttributionRecord(id=ex["id"], input_sha=r["input_sha"], scores=[float(x) for x in r["scores"]],
+                              target=int(r["target"]), prob=float(r["prob"]), method=name,
+                              n_tokens=len(ex["input_ids"]), seconds=seconds, metrics=v).to_dict()
+            for ex, r, v in zip(part, got, vals)]
 
 
 def _run_method_sharded(model: Any, name: str, exs: list[dict[str, Any]], opts: Mapping[str, Any],

@@ -60,11 +60,10 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
     target (resumable, `out/scores_<method>.jsonl`), then the vectorised test; returns (result, written files:
     `degradation.md`, `.csv`, `.png`, `per_example.csv`). Launched as several processes, the attributions are
     split between them (module doc); process 0 writes the files and every process returns the same."""
-    from tqdm.auto import tqdm
 
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver
-    from jaxattr.attribution.results import ResultWriter, read_results
+    from jaxattr.attribution.results import read_results
     from jaxattr.evaluation.degradation import (
         TABLE_FRACTION,
         degradation_probs,
@@ -76,7 +75,7 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
 
     model, out = as_model(model), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rank, n_proc = multihost.process()
+    rank = multihost.process()[0]
     fractions = grid_fractions(grid)
     specs = [registry.get(m) for m in methods]  # unknown names fail before any work
     by_id = {ex["id"]: ex for ex in examples}
@@ -89,17 +88,8 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
         driver = Driver(model.params, model.cfg, m, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                         output="prob", tokens_per_batch=tokens_per_batch, seed=seed)
         settings = {**driver.settings(), "target": explain, "seed": seed}
-        if n_proc > 1:
-            multihost.run_driver_sharded(path, examples, driver, explain, settings, desc=m, model=model.source,
-                                         overwrite=overwrite, progress=progress)
-        else:
-            with ResultWriter(path, overwrite=overwrite) as writer:
-                writer.bind(settings, model=model.source)
-                todo = writer.pending(examples)
-                with tqdm(total=driver.total_work(todo), unit="row", desc=m, dynamic_ncols=True,
-                          disable=not (todo and progress)) as bar:
-                    for chunk in driver.run(todo, explain, progress=bar, partial=writer.partial):
-                        writer.write(chunk)
+        multihost.write_driver_records(path, examples, driver, explain, settings, desc=m, model=model.source,
+                                       overwrite=overwrite, progress=progress)
         rows = [r for r in read_results(path) if r["id"] in by_id]
         layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
         for lay in layers:  # IBA with layer "all": one curve per layer

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxattr.attribution.results import ResultWriter, read_results
+from jaxattr.attribution.results import ResultWriter, read_records, read_results
 from jaxattr.errors import UserError
 
 
@@ -25,8 +25,8 @@ def stored_records(out: str | Path, methods: Iterable[str] | None = None) -> lis
     paths = [records_path(out, m) for m in methods] if methods is not None else sorted(out.glob("records_*.jsonl"))
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for p in paths:
-        for r in read_results(p, missing_ok=True):
-            seen.setdefault((r["method"], json.dumps(r["id"])), r)
+        for r in read_records(p, missing_ok=True):  # typed: earlier versions' records read alike
+            seen.setdefault((r.method, json.dumps(r.id)), r.to_dict())
     return list(seen.values())
 
 
