@@ -72,7 +72,9 @@ def _assert_close(got, want, rtol=1e-5, atol=1e-6):
 
 
 @pytest.mark.parametrize("path", ["xla", "cpu_blocked"])
-@pytest.mark.parametrize("t,w", [(40, 4), (40, 64), (130, 4), (130, 64)])
+# (40, 64) and (130, 4) repeat the short/long and narrow/wide cases the other two cover: `make test-all` only
+@pytest.mark.parametrize("t,w", [(40, 4), pytest.param(40, 64, marks=pytest.mark.extra),
+                                 pytest.param(130, 4, marks=pytest.mark.extra), (130, 64)])
 def test_window_equals_the_dense_window_bias(monkeypatch, path, t, w):
     if path == "xla":  # XLA's attention at any length (on CPU it runs up to SHORT_LENGTH)
         monkeypatch.setattr(attention_module, "SHORT_LENGTH", 10_000)

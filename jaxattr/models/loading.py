@@ -163,8 +163,8 @@ def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir:
 
 def sequence_model(model: Model, command: str) -> Model:
     """`model` when it classifies whole sequences; a token-classification model (`cfg.task == "token"`) is a
-    one-line UserError naming `command` (what runs only on sequence classifiers so far: attribute, evaluate,
-    degradation, train)."""
+    one-line UserError naming `command` (what runs only on sequence classifiers so far: attribute without
+    --task token, evaluate, degradation)."""
     if model.cfg.task != "sequence":
         hint = "; give --task token" if command == "attribute" else " yet (issue 34); `jaxattr predict` and " \
             "`jaxattr attribute --task token` run them"
