@@ -1,5 +1,6 @@
-"""`jaxattr train`: fine-tune (plain, AD-DROP; DACT/DeeBERT via jaxattr.training.<method>) from a YAML
-config with `--set key=value` overrides. Same program as `train/finetune.py`."""
+"""`jaxattr train`: fine-tune (plain, AD-DROP; DACT/DeeBERT via jaxattr.training.<method>) a sequence or,
+with `--set task=token`, a token classifier (NER) from a YAML config with `--set key=value` overrides. Same
+program as `train/finetune.py`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from jaxattr.errors import check_output
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of TrainConfig keys (see jaxattr/training/config.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set method=addrop --set addrop.p=0.3 (repeatable)")
+                        help="override a config key, e.g. --set method=addrop --set addrop.p=0.3 or --set task=token "
+                        "(repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 

@@ -9,7 +9,8 @@
   lengths so a dataset compiles a handful of times.
 
 Every dataset has a `text` column (optionally `text_pair`) and a `label` column (a `ClassLabel` with
-names, or float32 for regression).
+names, or float32 for regression). Token classification (NER) reads `tokens` and `tags` (one BIO tag per
+word) instead: `load_token_table` / `load_token_spec` (JSONL/CSV/Parquet, CoNLL-2003 `.conll`, hf:NAME).
 """
 
 from __future__ import annotations
@@ -262,19 +263,24 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str | 
     return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
 
 
-def _from_hub(spec: str, split: str | None, text_column: str, label_column: str | None,
-              text_pair_column: str | None, rationale_column: str | None = None
-              ) -> datasets.Dataset | datasets.DatasetDict:
-    """`hf:NAME[:CONFIG]` through `datasets.load_dataset` (needs network), columns renamed to ours."""
+def _load_hub(spec: str, split: str | None) -> tuple[str, Any]:
+    """(NAME, what `datasets.load_dataset` gives) for `hf:NAME[:CONFIG]`; any failure is one line."""
     _, _, rest = spec.partition(":")
     name, _, config = rest.partition(":")
     if not name:
         raise UserError(f"dataset spec {spec!r}: expected hf:NAME or hf:NAME:CONFIG")
     try:
-        loaded = datasets.load_dataset(name, config or None, split=split)
+        return name, datasets.load_dataset(name, config or None, split=split)
     except Exception as e:  # noqa: BLE001 - network, unknown name, bad split
         msg = " ".join(str(e).split())[:200]
         raise UserError(f"cannot load dataset {name!r} from the hub ({type(e).__name__}: {msg})") from None
+
+
+def _from_hub(spec: str, split: str | None, text_column: str, label_column: str | None,
+              text_pair_column: str | None, rationale_column: str | None = None
+              ) -> datasets.Dataset | datasets.DatasetDict:
+    """`hf:NAME[:CONFIG]` through `datasets.load_dataset` (needs network), columns renamed to ours."""
+    name, loaded = _load_hub(spec, split)
 
     def rename(ds: datasets.Dataset) -> datasets.Dataset:
         mapping = {text_column: "text", label_column: "label", text_pair_column: "text_pair",
@@ -342,9 +348,153 @@ def load_input_dataset(spec: str, split: str | None = None, *, limit: int | None
 
 
 def label_names_of(ds: datasets.Dataset) -> tuple[str, ...] | None:
-    """Class names of a dataset's `label` column (None for regression or unlabelled data)."""
+    """Class names of a dataset's `label` column, or of its `tags` (a token-classification dataset: the tag
+    set); None for regression or unlabelled data."""
     feat = ds.features.get("label")
+    if feat is None and "tags" in ds.features:
+        feat = getattr(ds.features["tags"], "feature", None)
     return tuple(feat.names) if isinstance(feat, datasets.ClassLabel) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Token classification (NER): one tag per word.
+
+
+CONLL_SUFFIX = ".conll"  # CoNLL-2003 columns; CoNLL-U (.conllu) holds parses, not NER tags, and is refused
+
+
+def _check_tag(tag: Any, where: str) -> str:
+    """A BIO / IOB2 tag: "O", "B-TYPE" or "I-TYPE" (what `jaxattr.data.entities` and the entity F1 decode)."""
+    if not isinstance(tag, str) or not (tag == "O" or (len(tag) > 2 and tag[:2] in ("B-", "I-"))):
+        raise UserError(f"{where}: tag {tag!r} is not BIO ('O', 'B-TYPE' or 'I-TYPE')")
+    return tag
+
+
+def _words(value: Any, where: str) -> list[Any]:
+    """A row's words or tags: a list, or a string split at whitespace (a CSV cell)."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise UserError(f"{where}: expected a list (or a space-separated string), got {value!r}")
+
+
+def _token_dataset(words: list[Any], tags: list[Any], ids: list[Any] | None, label_names: Sequence[str] | None,
+                   where: str) -> datasets.Dataset:
+    """Rows of words and tags, checked, as a Dataset: `tokens` (strings), `tags` (ids of a ClassLabel whose
+    names are `label_names`, default "O" then the file's tags by type, B before I), [`id`]."""
+    rows_w, rows_t = [], []
+    for i, (w, t) in enumerate(zip(words, tags)):
+        w, t = _words(w, f"{where}: row {i}"), _words(t, f"{where}: row {i}")
+        if not w:
+            raise UserError(f"{where}: row {i} has no words")
+        if len(w) != len(t):
+            raise UserError(f"{where}: row {i} has {len(w)} words but {len(t)} tags; give one tag per word")
+        for word in w:
+            if not isinstance(word, str) or not word.strip():
+                raise UserError(f"{where}: row {i} has an empty or non-text word ({word!r})")
+        rows_w.append(w)
+        rows_t.append([_check_tag(x, f"{where}: row {i}") for x in t])
+    if label_names is None:
+        seen = {x for row in rows_t for x in row} - {"O"}
+        label_names = ("O", *sorted(seen, key=lambda x: (x[2:], x[0])))
+    index = {n: k for k, n in enumerate(label_names)}
+    for i, row in enumerate(rows_t):
+        for x in row:
+            if x not in index:
+                raise UserError(f"{where}: unknown tag {x!r} (row {i}); the model knows {list(label_names)}")
+    cols: dict[str, list[Any]] = {"tokens": rows_w, "tags": [[index[x] for x in row] for row in rows_t]}
+    feats = {"tokens": datasets.Sequence(datasets.Value("string")),
+             "tags": datasets.Sequence(datasets.ClassLabel(names=list(label_names)))}
+    if ids is not None:
+        cols["id"], feats["id"] = ids, _check_ids(ids, where)
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
+
+
+def _conll_rows(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """(words, tags) per sentence of a CoNLL-2003 file: a word per line, the word first and its tag last
+    (POS and chunk columns between are ignored), a blank line after each sentence, `-DOCSTART-` lines skipped."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
+    words: list[list[str]] = [[]]
+    tags: list[list[str]] = [[]]
+    for n, line in enumerate(text.splitlines(), 1):
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            if words[-1]:
+                words.append([])
+                tags.append([])
+            continue
+        if len(cols) < 2:
+            raise UserError(f"{path}:{n}: expected a word and its tag (CoNLL-2003 columns), got {line.strip()!r}")
+        words[-1].append(cols[0])
+        tags[-1].append(cols[-1])
+    if not words[-1]:
+        words.pop()
+        tags.pop()
+    return words, tags
+
+
+def load_token_table(path: str | Path, tokens_column: str = "tokens", tags_column: str = "tags",
+                     label_names: Sequence[str] | None = None, id_column: str | None = "id") -> datasets.Dataset:
+    """A local NER file as a Dataset of `tokens` (the words of a sentence) and `tags` (one BIO tag per word,
+    as ids of a ClassLabel) [, `id`].
+
+    JSONL / JSON / Parquet rows hold lists; a CSV cell (or any string) holds space-separated words or tags.
+    A `.conll` file is CoNLL-2003's layout (`_conll_rows`). `label_names`: the tags a model knows, in its
+    id order; a tag outside them is a one-line error. Default: "O", then the file's tags.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".conllu":
+        raise UserError(f"{path}: CoNLL-U holds dependency parses, not NER tags; give CoNLL-2003 columns (a "
+                        f"{CONLL_SUFFIX} file, word first and tag last) or JSONL with {tokens_column!r} and "
+                        f"{tags_column!r}")
+    if suffix not in (*TABLE_SUFFIXES, CONLL_SUFFIX):
+        raise UserError(f"{path}: unsupported file type {suffix!r} for token classification; use one of "
+                        f"{', '.join((*TABLE_SUFFIXES, CONLL_SUFFIX))}")
+    if suffix == CONLL_SUFFIX:
+        if not path.is_file():
+            raise UserError(f"{path}: file not found")
+        words, tags = _conll_rows(path)
+        if not words:
+            raise UserError(f"{path}: no sentences")
+        return _token_dataset(words, tags, None, label_names, str(path))
+    table = _read_table(path)
+    if tokens_column not in table.column_names or tags_column not in table.column_names:
+        raise UserError(f"{path}: token classification needs a {tokens_column!r} column (the words) and a "
+                        f"{tags_column!r} column (one BIO tag per word); columns are {table.column_names}")
+    ids = table.column(id_column).to_pylist() if id_column is not None and id_column in table.column_names else None
+    return _token_dataset(table.column(tokens_column).to_pylist(), table.column(tags_column).to_pylist(), ids,
+                          label_names, str(path))
+
+
+def load_token_spec(spec: str, split: str | None = None, *, tokens_column: str = "tokens",
+                    tags_column: str = "tags", label_names: Sequence[str] | None = None) -> datasets.Dataset:
+    """`load_token_table` for a file, or `hf:NAME[:CONFIG]` with a `split` (its tags: strings, or a ClassLabel
+    sequence such as conll2003's `ner_tags`, read as their names). A corpus (whole-text labels) is refused."""
+    if spec in CORPORA:
+        raise UserError(f"corpus {spec!r} labels whole texts, not words: token classification needs a file with "
+                        f"{tokens_column!r} and {tags_column!r} (JSONL/CSV/Parquet or CoNLL-2003 {CONLL_SUFFIX}) "
+                        "or hf:NAME")
+    if spec.startswith("hf:"):
+        name, ds = _load_hub(spec, split)
+        if isinstance(ds, datasets.DatasetDict):
+            raise UserError(f"dataset {name!r} has splits {list(ds)}; choose one")
+        for column in (tokens_column, tags_column):
+            if column not in ds.column_names:
+                raise UserError(f"dataset {name!r}: no column {column!r} for token classification; columns are "
+                                f"{ds.column_names}")
+        tags = list(ds[tags_column])
+        classes = getattr(ds.features[tags_column], "feature", None)
+        if isinstance(classes, datasets.ClassLabel):
+            tags = [[classes.names[k] for k in row] for row in tags]
+        return _token_dataset(list(ds[tokens_column]), tags, None, label_names, f"dataset {name!r} ({split})")
+    if split is not None:
+        raise UserError(f"{spec}: a local file has no splits (asked for {split!r})")
+    return load_token_table(spec, tokens_column, tags_column, label_names)
 
 
 # ----------------------------------------------------------------------------------------------

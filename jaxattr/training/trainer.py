@@ -34,9 +34,9 @@ from jaxattr.training import addrop as ad
 from jaxattr.training import data as td
 from jaxattr.training.checkpointing import Checkpointer, EarlyStopping
 from jaxattr.training.config import SECTIONS, TrainConfig
-from jaxattr.training.engine import Engine, Method, default_loss_fn
+from jaxattr.training.engine import LOSS_WEIGHT, Engine, Method, default_loss_fn
 from jaxattr.training.hooks import CheckpointHook, EarlyStopHook, EvalHook, Hook, JsonlLog, LogHook, StepInfo
-from jaxattr.training.metrics import task_metrics
+from jaxattr.training.metrics import task_metrics, token_metrics
 from jaxattr.training.state import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -66,25 +66,43 @@ def build_method(cfg: TrainConfig, model: Model) -> Method:
 # Model and data.
 
 
-def load_start_model(cfg: TrainConfig, num_labels: int, label_names: tuple[str, ...] | None) -> Model:
-    """The model to fine-tune, with a head of the right size (a checkpoint must already fit the data)."""
-    from jaxattr.models import init_params, load_minilm, load_model, load_tokenizer, minilm_dir, tiny_config
-    from jaxattr.models.loading import sequence_model
+def load_start_model(cfg: TrainConfig, num_labels: int, label_names: tuple[str, ...] | None,
+                     loaded: Model | None = None) -> Model:
+    """The model to fine-tune, with a head of the right size and kind (`task` token: a token-classification
+    head, the tags as its label names); a checkpoint (`loaded`, if already read) must already fit the data."""
+    from jaxattr.models import (
+        init_params,
+        load_hf_dir,
+        load_minilm,
+        load_model,
+        load_tokenizer,
+        minilm_dir,
+        tiny_config,
+    )
 
-    regression = cfg.task == "regression"
-    if cfg.model == "minilm":
+    regression, token = cfg.task == "regression", cfg.task == "token"
+    if cfg.model == "minilm" and token:
+        mc, params = load_hf_dir(minilm_dir(), seed=cfg.seed, num_labels=num_labels, task="token")
+        m = Model(mc.replace(label_names=label_names), params, load_tokenizer(minilm_dir()), "minilm")
+    elif cfg.model == "minilm":
         m = load_minilm(num_labels=num_labels, seed=cfg.seed, label_names=None if regression else label_names)
     elif cfg.model == "tiny":
         tok = load_tokenizer(minilm_dir())
         mc = tiny_config("bert", vocab_size=tok.vocab_size, max_position_embeddings=512, num_labels=num_labels,
                          problem_type="regression" if regression else "classification",
-                         label_names=None if regression else label_names)
+                         label_names=None if regression else label_names, task="token" if token else "sequence")
         m = Model(mc, init_params(mc, jax.random.PRNGKey(cfg.seed)), tok, "tiny")
     else:
-        m = sequence_model(load_model(cfg.model), "train")
+        m = loaded or load_model(cfg.model)
+        if token != (m.cfg.task == "token"):
+            kind = "token-classification" if token else "sequence-classification"
+            raise UserError(f"model {cfg.model} is a {m.cfg.task}-classification model, not a {kind} one: use "
+                            f"task={'classification' if token else 'token'}, or start from minilm or tiny")
         if m.cfg.num_labels != num_labels:
             raise UserError(f"model {cfg.model} has a {m.cfg.num_labels}-label head but the data has {num_labels} "
                             "labels: that checkpoint comes from another task")
+        if token and m.cfg.label_names is None:
+            m = dataclasses.replace(m, cfg=m.cfg.replace(label_names=label_names))
     pt = "regression" if regression else "classification"
     if m.cfg.problem_type != pt:
         m = dataclasses.replace(m, cfg=m.cfg.replace(problem_type=pt))
@@ -112,12 +130,43 @@ def _split(cfg: TrainConfig, which: str) -> Any:
     return ds
 
 
-def load_data(cfg: TrainConfig, tokenizer: Any,
-              pad_id: int) -> tuple[dict[str, td.Arrays], tuple[str, ...] | None, int]:
-    """Train/dev/test arrays, the label names and the number of labels; checks the task fits the labels."""
+def _token_sets(cfg: TrainConfig, label_names: tuple[str, ...] | None) -> dict[str, Any]:
+    """Train/dev/test token-classification Datasets: a corpus-like source's splits, `data` with `dev_data` and
+    `test_data`, or one file cut into seeded 80/10/10 splits (`stratified_split` of one class, seed 0 like
+    the corpora). Tags are ids of `label_names` (a token checkpoint's), else of the training data's tags; a
+    dev or test tag outside them is a one-line error."""
+    from jaxattr.data import label_names_of, stratified_split
+    from jaxattr.data.datasets import load_token_spec
+
+    kw = dict(tokens_column=cfg.tokens_column, tags_column=cfg.tags_column)
+    splits = {"train": cfg.train_split, "dev": cfg.dev_split, "test": cfg.test_split}
+    has_splits = cfg.data.startswith("hf:") or not Path(cfg.data).suffix
+    if has_splits or cfg.dev_data or cfg.test_data:
+        explicit = {"train": cfg.data, "dev": cfg.dev_data, "test": cfg.test_data}
+        for which in ("dev", "test"):
+            if not has_splits and not explicit[which]:
+                raise UserError(f"dev_data and test_data go together: give {which}_data as well (or neither, to "
+                                f"split {cfg.data})")
+        sets: dict[str, Any] = {}
+        for which in ("train", "dev", "test"):
+            spec = explicit[which] or cfg.data
+            split = splits[which] if spec.startswith("hf:") or not Path(spec).suffix else None
+            sets[which] = load_token_spec(spec, split, label_names=label_names, **kw)
+            label_names = label_names_of(sets[which])  # dev and test take the training tags
+        return sets
+    ds = load_token_spec(cfg.data, label_names=label_names, **kw)
+    parts = stratified_split(np.zeros(len(ds), np.int64), seed=0)
+    return {which: ds.select(idx) for which, idx in zip(("train", "dev", "test"), parts)}
+
+
+def load_data(cfg: TrainConfig, tokenizer: Any, pad_id: int, label_names: tuple[str, ...] | None = None
+              ) -> tuple[dict[str, td.Arrays], tuple[str, ...] | None, int]:
+    """Train/dev/test arrays, the label names and the number of labels; checks the task fits the labels.
+    Task token: the tag set is `label_names` (a token checkpoint's) or the training data's; `labels` [N, T]."""
     from jaxattr.data import label_names_of
 
-    sets = {w: _split(cfg, w) for w in ("train", "dev", "test")}
+    token = cfg.task == "token"
+    sets = _token_sets(cfg, label_names) if token else {w: _split(cfg, w) for w in ("train", "dev", "test")}
     names = label_names_of(sets["train"])
     regression = cfg.task == "regression"
     if regression and names is not None:
@@ -131,7 +180,8 @@ def load_data(cfg: TrainConfig, tokenizer: Any,
         if limit is not None and limit < len(ds):  # a seeded subset, the same for every training seed
             idx = np.random.default_rng({"train": 0, "dev": 1, "test": 2}[w]).permutation(len(ds))[:limit]
             ds = ds.select(np.sort(idx))
-        arrays[w] = td.encode_split(ds, tokenizer, cfg.max_length, pad_id, regression)
+        arrays[w] = (td.encode_token_split(ds, tokenizer, cfg.max_length, pad_id) if token
+                     else td.encode_split(ds, tokenizer, cfg.max_length, pad_id, regression))
     return arrays, names, 1 if regression else len(names)
 
 
@@ -143,8 +193,10 @@ def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
-def evaluate(engine: Engine, params: Any, arrays: td.Arrays, batch_size: int, problem_type: str) -> dict[str, float]:
-    """Metrics of `params` on a split (every process computes the same numbers)."""
+def evaluate(engine: Engine, params: Any, arrays: td.Arrays, batch_size: int,
+             model_cfg: EncoderConfig) -> dict[str, float]:
+    """Metrics of `params` on a split (every process computes the same numbers): `task_metrics`, or a token
+    model's `token_metrics`; `loss` averaged over what the loss is a mean of (examples, or labelled tokens)."""
     n = len(arrays["input_ids"])
     logits, losses, weights = [], [], []
     rows = engine.local_rows(batch_size) if jax.process_count() > 1 else None
@@ -152,11 +204,16 @@ def evaluate(engine: Engine, params: Any, arrays: td.Arrays, batch_size: int, pr
         out = engine.eval_step(params, engine.put_batch(batch, batch_size))
         logits.append(np.asarray(out["logits"]))
         losses.append(float(out["loss"]))
-        weights.append(float(np.sum(batch["weight"])) if rows is None else None)
+        if LOSS_WEIGHT in out:
+            weights.append(float(out[LOSS_WEIGHT]))
+        else:
+            weights.append(float(np.sum(batch["weight"])) if rows is None else batch_size)
     lg = np.concatenate(logits)[:n]
-    metrics = task_metrics(problem_type, lg, arrays["labels"][:n])
-    w = [x if x is not None else batch_size for x in weights]
-    metrics["loss"] = float(np.average(losses, weights=w))
+    if model_cfg.task == "token":
+        metrics = token_metrics(lg, arrays["labels"][:n], model_cfg.label_names)
+    else:
+        metrics = task_metrics(model_cfg.problem_type, lg, arrays["labels"][:n])
+    metrics["loss"] = float(np.average(losses, weights=weights)) if sum(weights) else float("nan")
     return metrics
 
 
@@ -203,7 +260,7 @@ class _Run:
         return self.steps_per_epoch * self.cfg.epochs
 
     def evaluate(self, params: Any, split: str = "dev") -> dict[str, float]:
-        return evaluate(self.engine, params, self.arrays[split], self.eval_bs, self.model.cfg.problem_type)
+        return evaluate(self.engine, params, self.arrays[split], self.eval_bs, self.model.cfg)
 
 
 def _engine(cfg: TrainConfig, method: Method, total: int, mesh: Any) -> Engine:
@@ -227,7 +284,7 @@ def _steps_per_epoch(cfg: TrainConfig, n_train: int, mesh: Any) -> int:
 
 def _prepare(cfg: TrainConfig) -> _Run:
     """Output dir, data, model, method, engine, fresh state and checkpointer."""
-    from jaxattr.models import load_tokenizer, minilm_dir
+    from jaxattr.models import load_model, load_tokenizer, minilm_dir
     from jaxattr.training.config import dump_config
 
     out = Path(cfg.output_dir)
@@ -236,8 +293,12 @@ def _prepare(cfg: TrainConfig) -> _Run:
         dump_config(cfg, out / "config.yaml")
     logger = JsonlLog(out / "log.jsonl")
     tok = load_tokenizer(cfg.model if cfg.model not in ("minilm", "tiny") else minilm_dir())
-    arrays, names, num_labels = load_data(cfg, tok, tok.pad_token_id)
-    model = load_start_model(cfg, num_labels, names)
+    loaded = None  # a token checkpoint's tags decide the label ids: read it before the data
+    if cfg.task == "token" and cfg.model not in ("minilm", "tiny"):
+        loaded = load_model(cfg.model)
+    known = loaded.cfg.label_names if loaded is not None and loaded.cfg.task == "token" else None
+    arrays, names, num_labels = load_data(cfg, tok, tok.pad_token_id, known)
+    model = load_start_model(cfg, num_labels, names, loaded)
     method = build_method(cfg, model)
     mesh = shd.make_mesh(cfg.num_devices)
     spe = _steps_per_epoch(cfg, len(arrays["train"]["input_ids"]), mesh)
