@@ -105,7 +105,8 @@ def test_window_and_an_extra_bias_equal_the_dense_form():
     _assert_close(new, _value_and_grads(lambda q, k, v: attention(q, k, v, dense), q, k, v))
 
 
-@pytest.mark.parametrize("t,w,extra", [(130, 4, False), (130, 64, False), (97, 6, True), (130, 200, False)])
+@pytest.mark.parametrize("t,w,extra", [(130, 4, False), pytest.param(130, 64, False, marks=pytest.mark.extra),
+                                       (97, 6, True), pytest.param(130, 200, False, marks=pytest.mark.extra)])
 def test_chunked_kernel_equals_the_dense_softmax(monkeypatch, t, w, extra):
     """Long inputs: a pair's queries in chunks (and, under a window, each chunk's keys its window alone)."""
     budget = 4 * 16 * t  # 16 query rows of all keys per chunk
@@ -190,6 +191,7 @@ def test_modernbert_matches_hf_past_the_blocked_kernel_threshold(tmp_path):
         np.testing.assert_allclose(d_e, embeds.grad.numpy(), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.extra  # the window on the explicit-probabilities path; the kernels' window tests cover the masking
 def test_modernbert_attention_maps_keep_the_window():
     """The explicit-probabilities path (return_attention): local blocks put no mass beyond the window."""
     cfg = tiny_config("modernbert", local_attention=8, global_attn_every_n_layers=2, num_layers=2)

@@ -75,6 +75,7 @@ def test_ig_embedding_equals_captum_layer_ig(setup):
         assert float(ours.delta[i]) == pytest.approx(float(delta[0]), abs=1e-4 * np.abs(theirs).sum())
 
 
+@pytest.mark.extra  # completeness on ModernBERT; the Captum test checks the BERT scores and delta exactly
 def test_ig_embedding_completeness(tmp_path):
     """sum(scores) -> F(x) - F(b) with many steps (the logit) on ModernBERT, whose embedding output has no
     position table (rotary positions) but a LayerNorm; BERT's is checked against Captum above."""
