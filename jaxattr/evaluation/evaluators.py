@@ -31,10 +31,17 @@ BATCH = 32  # examples per metric batch
 
 def scored_batches(model: Any, examples: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
                    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]]:
-    """(example indices, padded batch, scores [B, T]) per length bucket: the one batching of stored scores."""
-    from jaxattr.data.datasets import iter_batches
+    """(example indices, padded batch, scores [B, T]): the one batching of stored scores. Examples sorted by
+    length, `BATCH` at a time, each batch padded to the bucket of its longest: full batches share few shapes,
+    so the metric programs compile a handful of times (per-bucket batches would compile one per bucket and size).
+    """
+    from jaxattr.data.tokenize import bucket_length, pad_batch
 
-    for idx, batch in iter_batches(examples, BATCH, pad_id=model.pad_id):
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    for s in range(0, len(order), BATCH):
+        idx = np.asarray(order[s:s + BATCH], np.int64)
+        part = [examples[i] for i in idx]
+        batch = pad_batch(part, bucket_length(max(len(e["input_ids"]) for e in part)), model.pad_id)
         scores = np.zeros(batch["input_ids"].shape, np.float32)
         for j, i in enumerate(idx):
             sc = records[i]["scores"]
