@@ -38,7 +38,7 @@ def run_method(model, exs, method: str, opts: dict, tolerance: float | None = No
         return grad(params, tables, slot, *rest)
 
     drv._grad = counted
-    return {r["id"]: r for chunk in drv.run(exs) for r in chunk}, rows["n"]
+    return {r["id"]: r for step in drv.run(exs) for r in step.records}, rows["n"]
 
 
 def compare(method: str, ref: dict, got: dict, rows: int, units: int, tol: float) -> dict:

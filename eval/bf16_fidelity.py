@@ -62,7 +62,7 @@ def run(model, examples: list[dict], method: str, part: str) -> list[dict]:
         if dtype == "bfloat16":  # explain the class fp32 explained (as a per-example "gold" target)
             fp32 = {str(r["id"]): int(r["target"]) for r in recs["float32"]}
             examples = [{**ex, "label": fp32[str(ex["id"])]} for ex in examples]
-        out = [r for chunk in driver.run(examples, "gold" if dtype == "bfloat16" else "predicted") for r in chunk]
+        out = [r for step in driver.run(examples, "gold" if dtype == "bfloat16" else "predicted") for r in step.records]
         recs[dtype] = out
         print(f"bf16_fidelity: {part} {method} {dtype}: {len(out)} in {time.perf_counter() - t0:.0f} s",
               file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ ids (`monotonically_increasing_id`), not row numbers. Errors raised on the actor
 
 `RayDriver` is `jaxattr attribute --executor ray`: a `Driver` whose `run` sends the pending examples (already
 tokenised: resume compares their token ids) in cost-balanced chunks (`multihost.cost_chunks`) to the actor
-pool and yields each chunk's records as it comes back, so `multihost.write_driver_records` writes, resumes and
+pool and yields each chunk's records as it comes back, so `Job.attribute` writes, resumes and
 orders OUT exactly as for one process. The actors keep no partial sums: a kill loses the chunks in flight.
 """
 
@@ -24,9 +24,12 @@ import json
 import os
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxattr.errors import UserError
+
+if TYPE_CHECKING:
+    from jaxattr.attribution.driver import Step
 
 CHUNKS_PER_ACTOR = 8  # a job is cut into at least this many chunks per actor (balance, and what a kill loses)
 CHUNK_EXAMPLES = 256  # ... and into chunks of at most about this many examples (records come back per chunk)
@@ -117,7 +120,7 @@ class Attributor:
         else:
             examples = self.encode(batch)
         with matmul_precision(self.precision):
-            records = [r for chunk in self.driver.run(examples, self.target) for r in chunk]
+            records = [r for step in self.driver.run(examples, self.target) for r in step.records]
         if self.lines:
             return {"record": [json.dumps(r) for r in records]}
         import pyarrow as pa
@@ -230,10 +233,13 @@ class RayDriver:
     def total_work(self, examples: Sequence[Mapping[str, Any]]) -> int:
         return self.driver.total_work(examples)
 
-    def run(self, examples: Sequence[Mapping[str, Any]], target: Any = "predicted", progress: Any = None,
-            partial: Any = None) -> Iterator[list[dict[str, Any]]]:
+    resumable = False  # the actors keep no partial sums
+
+    def run(self, examples: Sequence[Mapping[str, Any]], target: Any = "predicted", resume: Any = None
+            ) -> Iterator[Step]:
         """Yield the records of `examples` chunk by chunk as the actors finish them (in no set order; each
-        example's records together). `partial` is not used: the actors keep no partial sums."""
+        example's records together), as `Driver.run`'s steps."""
+        from jaxattr.attribution.driver import Step
         from jaxattr.attribution.multihost import cost_chunks
 
         if not examples:
@@ -257,10 +263,8 @@ class RayDriver:
             try:
                 for batch in _pool(ds, actors, gpus, 1, kwargs).iter_batches(batch_size=None, batch_format="numpy"):
                     records = [json.loads(line) for line in batch["record"]]
-                    if progress is not None:
-                        progress.update(sum(self.driver.work(by_id[k]) for k in
-                                            {json.dumps(r["id"]) for r in records} if k in by_id))
-                    yield records
+                    yield Step(records, sum(self.driver.work(by_id[k]) for k in
+                                            {json.dumps(r["id"]) for r in records} if k in by_id), None)
             except ray.exceptions.RayError as e:
                 found = user_error(e)
                 if found is None:

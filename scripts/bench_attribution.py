@@ -93,7 +93,7 @@ def driver_runner(params, cfg, method: str, exs: Sequence[dict[str, Any]], opts:
     drv = Driver(params, cfg, method, dict(opts), mask_id=mask_id, pad_id=pad_id, tokens_per_batch=tpb)
 
     def run() -> list[dict[str, Any]]:
-        return [r for chunk in drv.run(exs) for r in chunk]
+        return [r for step in drv.run(exs) for r in step.records]
     run()
     return run
 

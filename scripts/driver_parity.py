@@ -36,7 +36,7 @@ def scores(path: str) -> None:
     out = {}
     for method, opts, n in WORKLOADS:
         drv = Driver(model.params, model.cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id)
-        recs = {r["id"]: r["scores"] for chunk in drv.run(exs[:n]) for r in chunk}
+        recs = {r["id"]: r["scores"] for step in drv.run(exs[:n]) for r in step.records}
         out[method] = [recs[i] for i in range(n)]
     with open(path, "w") as fh:
         json.dump(out, fh)

@@ -73,7 +73,7 @@ def _jaxattr(params: Any, cfg: Any, exs: list[dict[str, Any]], steps: int, tpb: 
     times, gaps = [], []
     for i, ex in enumerate(exs[:1] + exs if len(exs) == 1 else exs):  # the first run compiles: not timed
         start = time.perf_counter()
-        rec = [r for chunk in drv.run([ex]) for r in chunk][0]
+        rec = [r for step in drv.run([ex]) for r in step.records][0]
         if i:
             times.append(time.perf_counter() - start)
         gaps.append(abs(rec["delta"]) / (1e-9 + abs(sum(rec["scores"])) + abs(rec["delta"])))

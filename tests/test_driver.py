@@ -61,7 +61,7 @@ def test_chunked_bucketed_equals_single(tiny, method, opts):
     model, exs, _ = tiny
     drv = Driver(model.params, model.cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                  tokens_per_batch=48, buckets=(16, 32))
-    out = [r for chunk in drv.run(exs) for r in chunk]
+    out = [r for step in drv.run(exs) for r in step.records]
     assert sorted(r["id"] for r in out) == sorted(e["id"] for e in exs)  # each example exactly once
     by_id = {r["id"]: r for r in out}
     ref, ref_delta = reference(model, exs, method, opts)
@@ -86,7 +86,7 @@ def test_small_calls_share_few_shapes(tiny):
     drv = Driver(model.params, model.cfg, "ig", {"steps": 5}, mask_id=model.mask_id, pad_id=model.pad_id,
                  tokens_per_batch=16 * 128)  # 128 rows of 16 tokens: the ladder steps by 8 rows
     for n in range(1, len(short) + 1):
-        assert sum(len(chunk) for chunk in drv.run(short[:n])) == n
+        assert sum(len(step.records) for step in drv.run(short[:n])) == n
     rows = sorted(s[1] for s in drv.compiled_shapes if s[0] == "grad")
     assert all(r % 8 == 0 for r in rows) and len(rows) <= 16, rows  # 24 shapes (5, 10, ..., 120) without it
 
@@ -131,7 +131,7 @@ MULTI = textwrap.dedent("""
     for method, opts in (("sig", {{"steps": 3}}), ("ig", {{"steps": 6}}), ("gradientshap", {{"samples": 3}})):
         drv = Driver(model.params, model.cfg, method, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                      tokens_per_batch=48, devices=4)
-        got = {{r["id"]: np.asarray(r["scores"]) for c in drv.run(exs) for r in c}}
+        got = {{r["id"]: np.asarray(r["scores"]) for step in drv.run(exs) for r in step.records}}
         ref, _ = reference(model, exs, method, opts)
         out[method] = max(float(np.abs(got[e["id"]] - r).max() / np.abs(r).max()) for e, r in zip(exs, ref))
         out[method + "_rows"] = sorted({{s[1] for s in drv.compiled_shapes}})

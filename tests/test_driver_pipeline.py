@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from jaxattr.attribution import driver as driver_mod
 from jaxattr.attribution.driver import AUTO_MAX, AUTO_START, Driver, auto_tokens_per_batch
+from jaxattr.attribution.job import drive
 from jaxattr.attribution.results import PartialSums
 from jaxattr.data import encode_texts
 from jaxattr.errors import UserError
@@ -39,7 +40,7 @@ def _run(model, exs, method, opts, **kw):
         return grad(params, tables, slot, *rest)
 
     drv._grad = counted
-    return {r["id"]: r for c in drv.run(exs) for r in c}, rows["n"]
+    return {r["id"]: r for step in drv.run(exs) for r in step.records}, rows["n"]
 
 
 @pytest.mark.parametrize("method", ["ig", "sig"])
@@ -71,14 +72,17 @@ def test_auto_steps_are_refused_for_batch_methods_and_bad_tolerances(tiny):
 def test_partial_sums_are_saved_per_interval_not_per_chunk(tiny, tmp_path, monkeypatch):
     model, exs = tiny
     puts = []
-    monkeypatch.setattr(PartialSums, "put", lambda self, key, *a: puts.append(key))
+    monkeypatch.setattr(PartialSums, "save", lambda self, entries: puts.append(dict(entries)))
     for save_every, some in ((0.0, True), (1e9, False)):
         puts.clear()
         drv = Driver(model.params, model.cfg, "sig", {"steps": 3}, mask_id=model.mask_id, pad_id=model.pad_id,
-                     tokens_per_batch=64, buckets=(16, 32), save_every=save_every)
-        out = [r for c in drv.run(exs, partial=PartialSums(tmp_path / f"p{save_every}.json")) for r in c]
+                     tokens_per_batch=64, buckets=(16, 32))
+        out = []
+        drive(drv, exs, "predicted", out.extend, partial=PartialSums(tmp_path / f"p{save_every}.json"),
+              save_every=save_every)
         assert len(out) == len(exs)
-        assert bool(puts) == some, (save_every, len(puts))
+        assert puts[-1] == {}  # the end: nothing left unfinished
+        assert any(puts[:-1]) == some, (save_every, len(puts))
 
 
 def test_auto_tokens_per_batch_from_device_memory(tiny):
@@ -103,7 +107,7 @@ def test_targets_resolved_on_the_device_match_the_given_ones(tiny):
     drv = Driver(model.params, model.cfg, "ig", {"steps": 4}, mask_id=model.mask_id, pad_id=model.pad_id,
                  tokens_per_batch=96, buckets=(16, 32))
     for target in range(model.cfg.num_labels):
-        got = {r["id"]: r for c in drv.run(exs, target=target) for r in c}
+        got = {r["id"]: r for step in drv.run(exs, target=target) for r in step.records}
         assert {r["target"] for r in got.values()} == {target}
         for ex in exs:
             if pred[ex["id"]]["prediction"] == target:  # explaining the predicted class by name: the same scores

@@ -13,6 +13,7 @@ from helpers import attribute, tiny_model
 
 from jaxattr.attribution import results as results_mod
 from jaxattr.attribution.driver import Driver
+from jaxattr.attribution.job import drive
 from jaxattr.attribution.results import ResultWriter, read_results
 from jaxattr.cli import main
 from jaxattr.data import encode_texts
@@ -51,8 +52,7 @@ def _run(model, exs, out, *, steps=3, stop_after=None):
     with ResultWriter(out) as writer:
         todo = [ex for ex in exs if not writer.is_done(ex["id"])]
         try:
-            for chunk in drv.run(todo, partial=writer.partial):
-                writer.write(chunk)
+            drive(drv, todo, "predicted", writer.write, partial=writer.partial)
         except KeyboardInterrupt:
             if stop_after is None:
                 raise

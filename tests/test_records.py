@@ -25,7 +25,7 @@ def test_driver_records_round_trip_through_the_typed_record(tiny_bert, tmp_path)
     for i, ex in enumerate(examples):
         ex["id"] = f"ex{i}"
     drv = Driver(params, cfg, "gradxinput", mask_id=tok.mask_token_id, pad_id=tok.pad_token_id)
-    rows = [r for chunk in drv.run(examples) for r in chunk]
+    rows = [r for step in drv.run(examples) for r in step.records]
     assert [r["id"] for r in rows] == ["ex0", "ex1"] and all(next(iter(r)) == "id" for r in rows)
     with ResultWriter(tmp_path / "out.jsonl") as w:
         w.write(rows)

@@ -98,7 +98,7 @@ def test_ig_embedding_through_the_driver(setup):
     model, _, exs, ours = setup
     drv = Driver(model.params, model.cfg, "ig_embedding", {"steps": STEPS}, mask_id=model.mask_id,
                  pad_id=model.pad_id, output="prob", buckets=(32,))
-    got = {r["id"]: r for chunk in drv.run(exs, target=0) for r in chunk}
+    got = {r["id"]: r for step in drv.run(exs, target=0) for r in step.records}
     for i, ex in enumerate(exs):
         want = np.asarray(ours.scores[i, :len(ex["input_ids"])])
         np.testing.assert_allclose(got[ex["id"]]["scores"], want, rtol=2e-4, atol=1e-6 * np.abs(want).max())

@@ -22,10 +22,12 @@ chunks of its path points, and one chunk may hold the path points of several sho
   `max(1, tokens_per_batch // (T * cost)) × devices` examples; the target is resolved inside the same
   jitted call and `LAG` batches are in flight.
 
-Resume: given a `PartialSums` sidecar (`run(..., partial=writer.partial)`), the sums and rows done of
-unfinished examples are saved every `save_every` seconds (and when the run is interrupted); finished
-records are handed out as soon as their chunk is read. A re-run continues from them, so a kill loses at
-most that interval plus the chunks in flight, even inside one long SIG example.
+The driver is pure in what it knows: no file, progress bar or acknowledgement. `run` yields `Step`s: the
+records finished, the work (gradient rows) they account for, and `state()`, a snapshot of every unfinished
+example's partial sums (rows done and their float32 sum, keyed by example id). A run given such a snapshot
+(`run(..., resume=state)`) continues those examples from their sums. Storing records and snapshots, and when,
+is the caller's (`jaxattr.attribution.job.drive`: every few seconds and when interrupted, so a kill loses at
+most that interval plus the chunks in flight, even inside one long SIG example).
 
 Every chunk runs under one `jit` per (method, bucket): a dataset compiles a handful of times. Batch
 axes are sharded over a 1-D mesh of all (or `devices`) devices; params and the slot tables are
@@ -38,12 +40,10 @@ import dataclasses
 import functools
 import inspect
 import json
-import logging
-import time
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ from jaxattr.attribution.gradients import (
     row_contributions,
     row_logits,
 )
-from jaxattr.attribution.results import AttributionRecord, input_digest
+from jaxattr.attribution.results import AttributionRecord, input_digest, plain
 from jaxattr.data.tokenize import FINE_BUCKETS, bucket_length, pad_batch
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
@@ -65,13 +65,7 @@ from jaxattr.models.encoder import Params, forward, probe_logits
 from jaxattr.models.windowed import window_count
 from jaxattr.sharding import make_mesh, replicated, shard_batch
 
-if TYPE_CHECKING:
-    from jaxattr.attribution.results import PartialSums
-
-log = logging.getLogger(__name__)
-
 DEFAULT_TOKENS_PER_BATCH = 8192
-DEFAULT_SAVE_EVERY = 5.0  # seconds between partial-sum saves (and record hand-outs)
 LAG = 2  # chunks in flight before the host reads the oldest one's finished examples
 AUTO_START, AUTO_MAX = 4, 64  # --steps auto: trapezoid intervals per unit at first and at most
 DEFAULT_TOLERANCE = 0.01  # --steps auto: completeness gap (in units of F) below which a unit is done
@@ -162,15 +156,13 @@ class Driver:
 
     `params`/`cfg`: the model; `mask_id`/`pad_id`: the tokenizer's ids; `tokens_per_batch`: the memory
     bound per device (rows × sequence length; "auto": from the device's memory); `devices`: how many
-    devices of the mesh to use; `save_every`: seconds between partial-sum saves (0: after every chunk);
-    `tolerance`: the completeness gap `steps="auto"` refines down to.
+    devices of the mesh to use; `tolerance`: the completeness gap `steps="auto"` refines down to.
     """
 
     def __init__(self, params: Params, cfg: EncoderConfig, method: str, options: Mapping[str, Any] | None = None,
                  *, mask_id: int | None = None, pad_id: int = 0, output: str = "logit",
                  tokens_per_batch: int | str = DEFAULT_TOKENS_PER_BATCH, devices: int | None = None,
-                 buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0, save_every: float = DEFAULT_SAVE_EVERY,
-                 tolerance: float = DEFAULT_TOLERANCE) -> None:
+                 buckets: Sequence[int] = FINE_BUCKETS, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.spec = registry.get(method)
         if cfg.task == "token":
             registry.check_token_models(method)
@@ -194,7 +186,6 @@ class Driver:
         if not (tolerance > 0 and np.isfinite(tolerance)):
             raise UserError(f"the tolerance must be a positive number, not {tolerance!r}")
         self.tolerance = float(tolerance)
-        self.save_every = float(save_every)
         self.mesh = make_mesh(devices, local=True)  # several processes: each runs its own examples
         self.ndev = self.mesh.size
         # rows onto the mesh: one device takes host arrays through jit's own (faster) transfer
@@ -273,24 +264,23 @@ class Driver:
                 self._unit_table(exs, length)
         return sum(self.work(ex) for ex in examples)
 
-    def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted", progress: Any = None,
-            partial: PartialSums | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield lists of finished results (one dict per example, or per example and layer); path methods
-        yield after every chunk (an empty list until the chunks in flight finish an example).
+    @property
+    def resumable(self) -> bool:
+        """Whether `run` continues unfinished examples from a `Step.state()` snapshot (IG and SIG with fixed
+        steps: their sums are additive over rows)."""
+        return self.spec.kind == "paths" and self.cfg.task != "token" and not self.auto
 
-        `partial` (IG, SIG): a sidecar that keeps unfinished examples' sums between runs; the caller
-        must have stored every yielded list before asking for the next. Entries of examples not in
-        `examples` (finished, or left out) are dropped. A variant that explains a fixed class (`spec.explain`,
-        a reference comparator) explains it whatever `target` says.
+    def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted",
+            resume: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[Step]:
+        """Yield `Step`s (finished records, one dict per example or per example and layer; the work done; a
+        snapshot of the unfinished examples' sums). Path methods yield after every chunk (no records until the
+        chunks in flight finish an example).
+
+        `resume` (`resumable` methods): an earlier run's `Step.state()`; an example whose entry matches (same
+        ids, target, rows) continues from its sums, other entries are dropped. A variant that explains a fixed
+        class (`spec.explain`, a reference comparator) explains it whatever `target` says.
         """
         targets = resolve_targets(examples, target if self.spec.explain is None else self.spec.explain, self.cfg)
-        if self.spec.kind != "paths" or self.cfg.task == "token":  # token models run their pure function
-            partial = None
-        if partial is not None:
-            partial.bind(self.settings())
-            keep = {_partial_key(ex.get("id", i)) for i, ex in enumerate(examples)}
-            for key in [k for k in partial.entries if k not in keep]:
-                partial.drop(key)
         by_bucket: dict[int, list[int]] = {}
         for i, ex in enumerate(examples):
             n = len(ex["input_ids"])
@@ -298,14 +288,14 @@ class Driver:
                 raise UserError(f"example {ex.get('id', i)!r} has {n} tokens; the model takes at most "
                                 f"{self.cfg.max_length}")
             by_bucket.setdefault(bucket_length(n, self.buckets), []).append(i)
-        if partial is not None:
-            partial.flush()
+        keys = {_partial_key(ex.get("id", i)) for i, ex in enumerate(examples)}
+        carry = {k: v for k, v in (resume or {}).items() if k in keys} if self.resumable else {}
         for length in sorted(by_bucket):
             idx = by_bucket[length]
             if self.spec.kind == "paths" and self.cfg.task != "token":
-                yield from _PathRun(self, examples, targets, idx, length, progress, partial).run()
+                yield from _PathRun(self, examples, targets, idx, length, carry).run()
             else:
-                yield from self._run_batch(examples, targets, idx, length, progress)
+                yield from self._run_batch(examples, targets, idx, length)
 
     def settings(self) -> dict[str, Any]:
         """What the records and partial sums depend on besides the example: method, options, output and
@@ -368,7 +358,7 @@ class Driver:
 
         return jax.jit(call)
 
-    def _run_batch(self, examples, targets, idx, length, progress) -> Iterator[list[dict[str, Any]]]:
+    def _run_batch(self, examples, targets, idx, length) -> Iterator[Step]:
         cost = int(self.spec.cost(self.options))
         b = self.rows_per_chunk(length, cost)
         # rows per lax.map step: the largest divisor of the per-device rows that fits the memory bound
@@ -402,11 +392,11 @@ class Driver:
                 leaf.copy_to_host_async()
             in_flight.append((part, out))
             if len(in_flight) > LAG:
-                yield self._batch_records(examples, progress, *in_flight.popleft())
+                yield self._batch_records(examples, *in_flight.popleft())
         while in_flight:
-            yield self._batch_records(examples, progress, *in_flight.popleft())
+            yield self._batch_records(examples, *in_flight.popleft())
 
-    def _batch_records(self, examples, progress, part: list[int], out: Any) -> list[dict[str, Any]]:
+    def _batch_records(self, examples, part: list[int], out: Any) -> Step:
         result, logits, tgt = jax.device_get(out)
         conv = self.spec.outputs(result) if self.spec.outputs is not None else {
             "scores": result.scores, "delta": getattr(result, "delta", None)}
@@ -430,9 +420,7 @@ class Driver:
                 records.append(self._result(examples[i], i, scores[k, :n], *common))
             for li, name in enumerate(layers or ()):
                 records.append({**self._result(examples[i], i, scores[li, k, :n], *common), "layer": name})
-        if progress is not None:
-            progress.update(sum(self.work(examples[i]) for i in part))
-        return records
+        return Step(records, sum(self.work(examples[i]) for i in part), None)
 
     # ------------------------------------------------------------------------------------------
     def _result(self, ex: Mapping[str, Any], index: int, scores: np.ndarray, target: int, prob: float,
@@ -457,9 +445,10 @@ class _PathRun:
     """One bucket of a path method through the device pipeline (see the module docstring)."""
 
     def __init__(self, drv: Driver, examples: Sequence[Mapping[str, Any]], targets: Sequence[int | None],
-                 idx: Sequence[int], length: int, progress: Any, partial: PartialSums | None) -> None:
+                 idx: Sequence[int], length: int, carry: dict[str, Any]) -> None:
         self.drv, self.examples, self.targets, self.length = drv, examples, targets, length
-        self.progress, self.partial = progress, partial
+        self.carry = carry  # resume entries of examples not loaded yet (this bucket's and later ones')
+        self.work = 0  # rows to report in the next step
         self.alphas, self.weights = drv._steps()
         self.steps = len(self.alphas)
         uid = drv._unit_table([examples[i] for i in idx], length)
@@ -485,9 +474,7 @@ class _PathRun:
         self.stream: deque[list[Any]] = deque()  # [job, slots, units, alphas, weights, is_last, base rows]
         self.stream_rows = 0
         self.in_flight: deque[tuple[Any, Any, list[tuple[int, _PathJob]]]] = deque()
-        self.finished: list[dict[str, Any]] = []
-        self.handed: list[dict[str, Any]] = []
-        self.last_save = time.monotonic()
+        self.finished: list[tuple[_PathJob, dict[str, Any]]] = []  # collected, not yet handed out
 
     # -- loading ------------------------------------------------------------------------------
     def _check(self, i: int) -> dict[str, Any]:
@@ -507,11 +494,10 @@ class _PathRun:
         for k, i in enumerate(group):
             ex = self.examples[i]
             job = _PathJob(i, ex, self.free.pop(), self.units[i], self._check(i), len(self.units[i]) * self.steps)
-            got = self.partial.get(_partial_key(ex.get("id", i)), job.check) if self.partial else None
-            if not drv.auto and got is not None and 0 < got[0] <= job.rows_total and got[1].shape == (length,):
-                job.rows_done, acc0[k] = got[0], got[1]
-                if self.progress is not None and getattr(self.progress, "total", None):
-                    self.progress.total -= job.rows_done
+            got = _resumed(self.carry.pop(_partial_key(ex.get("id", i)), None), job, length)
+            if got is not None:
+                job.rows_done, acc0[k] = got
+                self.work += job.rows_done  # done in an earlier run: counted as done now
             if drv.auto:
                 job.intervals = np.full(len(job.unit_values), AUTO_START, np.float64)
             self.jobs[job.slot] = job
@@ -582,8 +568,7 @@ class _PathRun:
             sums.copy_to_host_async()
             logits.copy_to_host_async()
         self.in_flight.append((sums, logits, list(enumerate(done))))
-        if self.progress is not None and base_rows:
-            self.progress.update(base_rows)
+        self.work += base_rows
 
     def _collect(self) -> None:
         """Read the oldest chunk's finished examples; finish them (or, auto, refine their loose units)."""
@@ -597,7 +582,7 @@ class _PathRun:
                                                  self.targets[job.index], job.intervals)
             if self.drv.auto and self._refine(job, gaps):
                 continue
-            self.finished.append(record)
+            self.finished.append((job, record))
             del self.jobs[job.slot]
             self.free.append(job.slot)
 
@@ -617,59 +602,62 @@ class _PathRun:
         self._queue_rows(job, units, alphas, np.ones(len(units)), base=False)
         return True
 
-    def _release(self) -> list[dict[str, Any]]:
-        """Settle what was handed out before (stored by the caller by now), hand out what finished."""
-        if self.partial is not None:
-            for rec in self.handed:
-                self.partial.drop(_partial_key(rec["id"]))
-        self.handed = self.finished
-        self.finished = []
-        return list(self.handed)
+    def _step(self) -> Step:
+        """Hand out what finished and the work done since the last step."""
+        records = [r for _, r in self.finished]
+        self.finished, work, self.work = [], self.work, 0
+        return Step(records, work, self.state)
 
-    def _save(self) -> None:
-        """Store every unfinished example's rows done and sums (waits for the chunks in flight)."""
-        self.last_save = time.monotonic()
-        if self.partial is None:
-            return
-        acc = None
-        for job in self.jobs.values():
-            if job.refining or not 0 < job.rows_done:
-                continue
-            if acc is None:
-                acc = np.asarray(self.tables.acc)
-            self.partial.put(_partial_key(job.ex.get("id", job.index)), job.check, job.rows_done, acc[job.slot])
-        self.partial.flush()
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Every unfinished example's entry (check, rows done, their sum): those in the pipeline (waiting for the
+        chunks in flight), those collected but not handed out yet, and the resume entries not loaded yet."""
+        out = dict(self.carry)
+        live = [*self.jobs.values(), *(job for job, _ in self.finished)]
+        live = [job for job in live if not job.refining and job.rows_done > 0]
+        if live:
+            acc = np.asarray(self.tables.acc)
+            for job in live:
+                out[_partial_key(job.ex.get("id", job.index))] = {
+                    "check": plain(job.check), "rows_done": int(job.rows_done),
+                    "acc": [float(x) for x in np.asarray(acc[job.slot], np.float64)]}
+        return out
 
-    def run(self) -> Iterator[list[dict[str, Any]]]:
-        ok = False
-        try:
-            while True:
-                while self.stream_rows < 2 * self.r and self.queue and self.free:
-                    self._load_group()
-                if self.stream:
-                    self._dispatch()
-                    if len(self.in_flight) > LAG:
-                        self._collect()
-                elif self.in_flight:
+    def run(self) -> Iterator[Step]:
+        while True:
+            while self.stream_rows < 2 * self.r and self.queue and self.free:
+                self._load_group()
+            if self.stream:
+                self._dispatch()
+                if len(self.in_flight) > LAG:
                     self._collect()
-                    continue
-                else:
-                    break
-                if time.monotonic() - self.last_save >= self.drv.save_every:
-                    self._save()
-                yield self._release()
-            ok = True
-        finally:
-            if not ok:  # interrupted (an error, Ctrl-C, or the caller stopped): keep what was done
-                try:
-                    self._save()
-                except Exception:  # noqa: BLE001 - the device state may be gone with the error
-                    log.warning("could not save the partial sums of the examples in flight")
-        self._save()
-        yield self._release()
-        self._release()
-        if self.partial is not None:
-            self.partial.flush()
+            elif self.in_flight:
+                self._collect()
+                continue
+            else:
+                break
+            yield self._step()
+        yield self._step()
+
+
+class Step(NamedTuple):
+    """What `Driver.run` yields: `records` finished since the last step, the `work` (gradient rows, `Driver.work`'s
+    unit) they and the unfinished examples advanced by, and `state()` (resumable methods; else None): the
+    snapshot a later `run(..., resume=...)` continues from, taken when called."""
+
+    records: list[dict[str, Any]]
+    work: int
+    state: Any
+
+
+def _resumed(entry: Mapping[str, Any] | None, job: _PathJob, length: int) -> tuple[int, np.ndarray] | None:
+    """(rows done, their sum) of a resume entry that matches `job` (same ids, target and rows), else None."""
+    try:
+        if entry is None or entry["check"] != plain(job.check):
+            return None
+        rows, acc = int(entry["rows_done"]), np.asarray(entry["acc"], np.float32)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (rows, acc) if 0 < rows <= job.rows_total and acc.shape == (length,) else None
 
 
 def _pad(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
@@ -683,7 +671,7 @@ def _example_key(ex: Mapping[str, Any]) -> tuple[bytes, bytes]:
 
 
 def _partial_key(example_id: Any) -> str:
-    """An example's key in a `PartialSums` sidecar."""
+    """An example's key in a resume snapshot (`Step.state()`)."""
     return json.dumps(example_id)
 
 
@@ -793,6 +781,6 @@ def attribute_examples(params: Params, cfg: EncoderConfig, examples: Sequence[di
                        **driver_kwargs: Any) -> list[dict[str, Any]]:
     """Convenience: run the driver to the end and return the results in input order."""
     drv = Driver(params, cfg, method, options, **driver_kwargs)
-    out = [r for chunk in drv.run(examples, target) for r in chunk]
+    out = [r for step in drv.run(examples, target) for r in step.records]
     pos = {ex.get("id", i): i for i, ex in enumerate(examples)}
     return sorted(out, key=lambda r: (pos.get(r["id"], 0), str(r.get("layer", ""))))

@@ -19,8 +19,8 @@ and the only shared state is a directory next to OUT (`OUT.shards/`) on a filesy
    process counts its finished rows into a small file that process 0 sums).
 
 Without a coordinator, `--shard K/N` runs N independent jobs (a SLURM array): each writes its cost-balanced,
-contiguous part of the input to `OUT.shards/shard-K-of-N.jsonl` (resumable as one process is) and a marker when
-it is done; `jaxattr merge OUT` (`merge_shards`) joins them in input order once all N are done.
+contiguous part of the input to `OUT.shards/shard-K-of-N.jsonl` (resumable as one process is, `Job`) and a
+marker when it is done; `jaxattr merge OUT` (`merge_shards`) joins them in input order once all N are done.
 
 A killed process stalls the others at the next barrier (the JAX coordinator's timeout ends the job);
 relaunching the job continues from OUT plus the shards: records already written are neither lost nor
@@ -28,11 +28,11 @@ redone, and the claims of the killed launch are discarded (process 0 clears them
 An id already stored for another text (`input_sha`) is refused by every process alike, as `ResultWriter.pending`
 refuses it in one process.
 
-`run_sharded` is generic: the work of a chunk is a callable yielding record lists, so the evaluation harness
-(`jaxattr evaluate`: attributions *and* their metrics per chunk, into `DIR/records_<method>.jsonl`;
-`jaxattr degradation`: `DIR/scores_<method>.jsonl`) runs one `run_sharded` per method, every process calling
-them in the same order (the barriers are counted, so each call's are its own). `run_driver_sharded` is the
-common case, a `Driver`'s records with a process-0 progress bar (`jaxattr attribute`, `jaxattr degradation`).
+These are the primitives of `jaxattr.attribution.job.Job`, which chooses between one process, N processes and
+`--shard K/N`. `run_sharded` is generic: the work of a chunk is a callable that stores records into the
+process's shard writer, so the evaluation harness (`jaxattr evaluate`: attributions *and* their metrics per
+chunk, into `DIR/records_<method>.jsonl`) runs one job per method, every process in the same order (the
+barriers are counted, so each call's are its own).
 """
 
 from __future__ import annotations
@@ -207,13 +207,13 @@ class JobProgress:
 
 
 def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Callable[[Mapping[str, Any]], int],
-                work: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Iterator[list[dict]]],
+                work: Callable[[Sequence[Mapping[str, Any]], ResultWriter], Any],
                 settings: Mapping[str, Any], *, model: str | None = None, overwrite: bool = False,
                 progress: JobProgress | None = None) -> int:
-    """Run `work(chunk, writer)` (yielding record lists: attributions, or anything keyed by example id) over
-    this process's claimed chunks of the pending examples, then merge into OUT (process 0). Every process must
-    make the same calls in the same order. `progress` (which `work` updates) is started on the pending
-    examples. Returns how many records this process wrote."""
+    """Run `work(chunk, writer)` (which stores records into `writer`: attributions, or anything keyed by example
+    id) over this process's claimed chunks of the pending examples, then merge into OUT (process 0). Every
+    process must make the same calls in the same order. `progress` (which `work` updates) is started on the
+    pending examples. Returns how many records this process wrote."""
     out = Path(out)
     rank, n = process()
     shards, claims = shard_dir(out), shard_dir(out) / "claims"
@@ -241,73 +241,23 @@ def run_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], cost: Ca
     pending.sort(key=lambda ex: len(ex.get("input_ids", ())))
     if progress is not None:
         progress.start(shards / "progress", rank, pending)
-    written = 0
     with ResultWriter(shards / f"proc-{rank:04d}.jsonl") as writer:
         writer.bind(settings, model=model)
+        before = len(writer.done)
         # compute per row grows with the sequence: weigh rows by tokens, or the long half of a sorted job
         # would be one process's "equal" share at twice the time
         chunks = cost_chunks(pending, lambda ex: cost(ex) * max(1, len(ex.get("input_ids", ()))),
                              CHUNKS_PER_PROCESS * n)
         for k in claim_order(len(chunks), rank, n):
             if _claim(claims, k):
-                for records in work(chunks[k], writer):
-                    written += writer.write(records)
+                work(chunks[k], writer)
+        written = len(writer.done) - before
     barrier("jaxattr-done")
     if rank == 0:
         merge(out, examples, settings, model=model)
     barrier("jaxattr-merged")
     if progress is not None:
         progress.finish()
-    return written
-
-
-def run_driver_sharded(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
-                       settings: Mapping[str, Any], *, desc: str, model: str | None = None, overwrite: bool = False,
-                       progress: bool = True) -> int:
-    """`run_sharded` of a `Driver`'s records (`driver.run(chunk, target)`, partial sums in the shard's sidecar),
-    with one progress bar for the whole job, in rows, on process 0. Returns how many records this process
-    wrote."""
-    from tqdm.auto import tqdm
-
-    rank, n = process()
-    driver.total_work(examples)  # the unit counts of every example in one call per bucket
-    with tqdm(unit="row", desc=f"{desc} ({n} processes)", dynamic_ncols=True,
-              disable=not progress or rank != 0) as bar:
-        counter = JobProgress(bar, driver.work)
-
-        def attribute(chunk, writer):
-            yield from driver.run(chunk, target, progress=counter, partial=writer.partial)
-
-        return run_sharded(out, examples, driver.work, attribute, settings, model=model, overwrite=overwrite,
-                           progress=counter)
-
-
-def write_driver_records(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
-                         settings: Mapping[str, Any], *, desc: str, model: str | None = None,
-                         overwrite: bool = False, progress: bool = True) -> int:
-    """A `Driver`'s records of `examples` into OUT, resumable, on one process or (`run_driver_sharded`) on
-    every process of a multi-process job; either way OUT ends in input order (the driver finishes examples in
-    length-bucket order). Returns how many records this process wrote."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    if process()[1] > 1:
-        return run_driver_sharded(out, examples, driver, target, settings, desc=desc, model=model,
-                                  overwrite=overwrite, progress=progress)
-    written = 0
-    with ResultWriter(out, overwrite=overwrite) as writer:
-        writer.bind(settings, model=model)
-        todo = writer.pending(examples)
-        if len(todo) < len(examples):
-            print(f"{desc}: {len(examples) - len(todo)} of {len(examples)} examples already in {out}; resuming",
-                  file=sys.stderr)
-        with tqdm(total=driver.total_work(todo), unit="row", desc=desc, dynamic_ncols=True,
-                  disable=not progress or not todo) as bar:
-            for chunk in driver.run(todo, target, progress=bar, partial=writer.partial):
-                written += writer.write(chunk)
-                bar.set_postfix(examples=f"{len(writer.ids_done)}/{len(examples)}", refresh=False)
-    merge(Path(out), examples, settings, model=model)  # input order, as a multi-process job writes it
     return written
 
 
@@ -377,45 +327,13 @@ def _shard_counts(out: Path) -> set[int]:
     return {int(p.name.split("-of-")[1].split(".")[0]) for p in shard_dir(out).glob("shard-*-of-*")}
 
 
-def write_shard(out: str | Path, examples: Sequence[Mapping[str, Any]], driver: Any, target: Any,
-                settings: Mapping[str, Any], *, shard: tuple[int, int], desc: str, model: str | None = None,
-                overwrite: bool = False, progress: bool = True) -> int:
-    """Shard K of N of a job (`jaxattr attribute --shard K/N`): N independent jobs (a SLURM array, any
-    scheduler) each take one contiguous part of the input, cut by cost as a multi-process job cuts it, and
-    write it resumably to `OUT.shards/shard-K-of-N.jsonl`; a finished shard leaves a marker with its ids, and
-    `merge_shards(OUT)` (`jaxattr merge OUT`) joins them once all N are done. Ids already in OUT are skipped.
-    Returns how many records this shard wrote."""
-    out, (k, n) = Path(out), shard
-    if process()[1] > 1:
-        raise UserError("--shard K/N runs each shard as one process; launch N jobs, not N processes")
+def shard_files(out: Path, k: int, n: int) -> tuple[Path, Path]:
+    """(records, done-marker) of shard K of N of OUT; a UserError when OUT.shards/ holds shards of another N."""
     others = _shard_counts(out) - {n}
     if others:
         raise UserError(f"{shard_dir(out)} holds shards of a job cut in {sorted(others)[0]}, not {n}; merge or "
                         "remove them first")
-    path, marker = _shard_path(out, k, n), _shard_marker(out, k, n)
-    if overwrite:
-        marker.unlink(missing_ok=True)
-    else:
-        check_settings(out, settings)
-    driver.total_work(examples)
-    part = split_by_cost(examples, lambda ex: driver.work(ex) * max(1, len(ex.get("input_ids", ()))), n)[k]
-    stored = {json.dumps(r["id"]): r.get("input_sha") for r in read_results(out)} if out.exists() else {}
-    todo = []
-    for ex in part:
-        key = json.dumps(ex["id"])
-        if key in stored:
-            check_same_input(out, ex, stored[key])
-        else:
-            todo.append(ex)
-    shard_dir(out).mkdir(exist_ok=True)
-    written = write_driver_records(path, todo, driver, target, settings, desc=f"{desc} (shard {k}/{n})",
-                                   model=model, overwrite=overwrite, progress=progress)
-    marker_text = json.dumps({"format": SHARD_FORMAT, "shard": k, "of": n, "settings": plain(settings),
-                              "model": model, "ids": [ex["id"] for ex in part]})
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(marker_text, encoding="utf-8")
-    os.replace(tmp, marker)
-    return written
+    return _shard_path(out, k, n), _shard_marker(out, k, n)
 
 
 def merge_shards(out: str | Path) -> int:

@@ -19,10 +19,10 @@ fine-tuning rerun on another CPU) resumes the file, any other is refused.
   killed run leaves its parts; the next run reads their ids, skips them and merges them at the end.
 * Partial sums (`PartialSums`, `OUT.partial.json`, `ResultWriter.partial`): an IG/SIG example whose rows
   span many chunks keeps its running sum and the number of rows done in this sidecar, rewritten
-  atomically after every chunk, so a kill loses at most the chunk in flight even inside one example. A
-  re-run continues such an example from its stored sum; the entry goes once the example is in OUT, and
-  the file once it is empty. A sidecar written with other settings (method, options, model) is ignored
-  with a warning.
+  atomically every few seconds and when a run is interrupted (`jaxattr.attribution.job.drive`). A re-run
+  continues such an example from its stored sum; the entry goes once the example is in OUT, and the file
+  once it is empty. A sidecar written with other settings (method, options, model) is ignored with a
+  warning.
 """
 
 from __future__ import annotations
@@ -353,28 +353,23 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 class PartialSums:
-    """Sidecar of unfinished path-method examples: per example key, a check (what the example and its
-    target were), the rows done (a prefix of its unit x step rows) and their float64 sum.
-
-    The driver calls `bind(settings)` once, `get`/`put`/`drop` per example and `flush()` after every
-    chunk; nothing touches the disk until `flush`, which rewrites the file atomically (or removes it
-    when no entry is left).
-    """
+    """The sidecar `OUT.partial.json` of unfinished path-method examples: a `Driver` step's `state()` (per example
+    key, a check of what the example and its target were, the rows done and their sum) with the settings it was
+    made with. `load` reads it for a run of the same settings, `save` rewrites it atomically (or removes it when
+    no entry is left)."""
 
     FORMAT = "jaxattr-partial-sums"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.entries: dict[str, dict[str, Any]] = {}
         self.settings: Any = None
-        self._dirty = False
 
-    def bind(self, settings: Mapping[str, Any]) -> None:
-        """Load the sidecar if it was written with the same `settings` (JSON-able); else ignore it."""
+    def load(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored entries if the sidecar was written with the same `settings` (JSON-able); else none, with a
+        warning (the next `save` replaces the file)."""
         self.settings = plain(settings)
-        self.entries, self._dirty = {}, False
         if not self.path.exists():
-            return
+            return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             ok = data.get("format") == self.FORMAT and isinstance(data.get("examples"), dict)
@@ -387,44 +382,16 @@ class PartialSums:
             log.warning("%s was written with other settings (%s); ignoring its partial sums", self.path,
                         ", ".join(diff))
         else:
-            self.entries = data["examples"]
-            return
-        self._dirty = True  # the next flush replaces (or removes) the stale file
+            return data["examples"]
+        return {}
 
-    def get(self, key: str, check: Mapping[str, Any]) -> tuple[int, np.ndarray] | None:
-        """(rows done, their sum) stored for `key` if its check matches, else None (a mismatch is dropped)."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        try:
-            if entry["check"] == plain(check):
-                return int(entry["rows_done"]), np.asarray(entry["acc"], np.float64)
-        except (KeyError, TypeError, ValueError):
-            pass
-        self.drop(key)
-        return None
-
-    def put(self, key: str, check: Mapping[str, Any], rows_done: int, acc: np.ndarray) -> None:
-        """Record an unfinished example's state (written at the next `flush`)."""
-        self.entries[key] = {"check": plain(check), "rows_done": int(rows_done),
-                             "acc": [float(x) for x in np.asarray(acc, np.float64)]}
-        self._dirty = True
-
-    def drop(self, key: str) -> None:
-        """Forget an example (finished and written, or stale)."""
-        if self.entries.pop(key, None) is not None:
-            self._dirty = True
-
-    def flush(self) -> None:
-        """Persist the entries atomically; remove the file when none is left."""
-        if not self._dirty:
-            return
-        if self.entries:
+    def save(self, entries: Mapping[str, Any]) -> None:
+        """Persist `entries` (a `Step.state()`) atomically; remove the file when there is none."""
+        if entries:
             _atomic_write(self.path, json.dumps({"format": self.FORMAT, "settings": self.settings,
-                                                 "examples": self.entries}))
+                                                 "examples": dict(entries)}))
         else:
             self.path.unlink(missing_ok=True)
-        self._dirty = False
 
 
 def read_results(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:

@@ -116,18 +116,17 @@ def _tokens_per_batch(value: str) -> int | str:
 
 
 def driver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The Driver's run settings from the shared flags (--tokens-per-batch, --tolerance, --save-every)."""
+    """The Driver's run settings from the shared flags (--tokens-per-batch, --tolerance)."""
     import jax
 
-    from jaxattr.attribution.driver import DEFAULT_SAVE_EVERY, DEFAULT_TOKENS_PER_BATCH, DEFAULT_TOLERANCE
+    from jaxattr.attribution.driver import DEFAULT_TOKENS_PER_BATCH, DEFAULT_TOLERANCE
 
     tpb = args.tokens_per_batch
     if tpb is None:
         tpb = DEFAULT_TOKENS_PER_BATCH if jax.default_backend() == "cpu" else "auto"
     if args.tolerance is not None and getattr(args, "opt_steps", None) != "auto":
         raise UserError("--tolerance goes with --steps auto")
-    return {"tokens_per_batch": tpb, "tolerance": DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
-            "save_every": DEFAULT_SAVE_EVERY if args.save_every is None else args.save_every}
+    return {"tokens_per_batch": tpb, "tolerance": DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance}
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     initialize_distributed()
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
+    from jaxattr.attribution.job import Job
     from jaxattr.attribution.results import read_results
     from jaxattr.models.loading import load_model, sequence_model
     from jaxattr.models.precision import with_dtype
@@ -261,9 +261,10 @@ def run(args: argparse.Namespace) -> int:
     driver = Driver(model.params, model.cfg, args.method, options, mask_id=model.mask_id, pad_id=model.pad_id,
                     output=args.output, devices=args.devices, seed=args.seed, **driver_kwargs(args))
     settings = {**driver.settings(), "target": args.target, "seed": args.seed}
+    job = Job(args.out, settings, model=model.source, overwrite=args.overwrite,
+              **({} if args.save_every is None else {"save_every": args.save_every}))
     if shard:
-        written = multihost.write_shard(args.out, examples, driver, args.target, settings, shard=shard,
-                                        desc=args.method, model=model.source, overwrite=args.overwrite)
+        written = job.attribute(driver, examples, args.target, desc=args.method, shard=shard)
         print(f"jaxattr attribute: shard {shard[0]}/{shard[1]} wrote {written} records to "
               f"{multihost.shard_dir(args.out)}", file=sys.stderr)
         return 0
@@ -274,8 +275,7 @@ def run(args: argparse.Namespace) -> int:
                  "tolerance": args.tolerance, "dtype": args.dtype, "matmul_precision": args.matmul_precision,
                  "long": args.long, "window": args.window, "stride": args.stride, "window_pool": args.window_pool}
         driver = RayDriver(driver, args.model, actor, address=args.ray_address, actors=args.ray_actors)
-    written = multihost.write_driver_records(args.out, examples, driver, args.target, settings, desc=args.method,
-                                             model=model.source, overwrite=args.overwrite)
+    written = job.attribute(driver, examples, args.target, desc=args.method)
     print(f"jaxattr attribute: wrote {written} records to {args.out}", file=sys.stderr)
     if multihost.process()[0] != 0:
         return 0

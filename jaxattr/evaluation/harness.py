@@ -12,7 +12,7 @@ its evaluators (`jaxattr.evaluation.evaluators`: faithfulness `log_odds`, `compr
 `rationale_column=` plausibility `token_f1`, `iou`, `auprc`). Methods are any registered method or variant
 (`jaxattr.attribution.registry`: `sig_pad`, `ig_ref`, ...). All metrics explain the attribution target (the
 predicted class unless `target="gold"`). With `out=DIR` the run is resumable (`jaxattr.evaluation.store`): each
-method's records go to `DIR/records_<method>.jsonl` through the one `ResultWriter` (a rerun skips finished
+method's records go to `DIR/records_<method>.jsonl` through a `Job` (a rerun skips finished
 examples; a kill loses at most the chunk in flight), and `DIR/per_example.jsonl` is rewritten after each run.
 The tables are `jaxattr.evaluation.tables`; the IBA paper's own protocol (`jaxattr degradation`) is
 `jaxattr.evaluation.iba_protocol`.
@@ -20,7 +20,7 @@ The tables are `jaxattr.evaluation.tables`; the IBA paper's own protocol (`jaxat
 **Several processes.** Launched as N processes (`jax.distributed.initialize`, e.g. by
 `jaxattr.sharding.initialize_distributed` before the model loads, as `jaxattr evaluate` does) with DIR on a
 filesystem they share, `evaluate(..., out=DIR)` splits the examples between the processes through
-`jaxattr.attribution.multihost.run_sharded`, one job per method in the order given: each process claims
+`jaxattr.attribution.job.Job`, one job per method in the order given: each process claims
 cost-balanced chunks and computes them (attributions and their metrics) into its shard
 `DIR/records_<method>.jsonl.shards/proc-NNNN.jsonl`, then process 0 merges each method's store (every id once,
 in input order). Process 0 alone writes `settings.json` and `per_example.jsonl` and shows the progress bars.
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from jaxattr.attribution import multihost, registry
-from jaxattr.attribution.results import AttributionRecord, check_same_input
+from jaxattr.attribution.job import Job, drive
+from jaxattr.attribution.results import AttributionRecord, check_same_input, read_results
 from jaxattr.errors import UserError
 from jaxattr.evaluation import store
 from jaxattr.evaluation.evaluators import Plausibility, parse_metrics
@@ -147,12 +148,12 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
                 check_same_input(store.records_path(outp, name), ex, r.get("input_sha"))
         todo = [ex for ex, r in zip(exs, prior) if r is None]
         if todo and sharded:  # every process sees the same store here, so all take this branch alike
-            rows += _run_method_sharded(model, name, exs, opts, evaluators, target=target, out=outp,
-                                        tokens_per_batch=tokens_per_batch, seed=seed, progress=progress)
+            rows += _run_method(model, name, exs, todo, opts, evaluators, target=target, out=outp,
+                                tokens_per_batch=tokens_per_batch, seed=seed, progress=progress)
             continue
         rows += [dict(r) for r in prior if r is not None]
         if todo and compute:
-            rows += _run_method(model, name, todo, opts, evaluators, target=target, out=out,
+            rows += _run_method(model, name, exs, todo, opts, evaluators, target=target, out=out,
                                 tokens_per_batch=tokens_per_batch, seed=seed, progress=progress)
     by_id = {json.dumps(ex["id"]): ex for ex in exs}
     if compute:  # stored records that lack a metric asked for now: computed from their scores (not stored)
@@ -172,32 +173,42 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     return records_frame(rows)
 
 
-def _run_method(model: Any, name: str, todo: list[dict[str, Any]], opts: Mapping[str, Any],
-                evaluators: Sequence[Any], *, target: str, out: str | Path | None, tokens_per_batch: int, seed: int,
-                progress: bool) -> list[dict[str, Any]]:
-    """Attribute `todo` with one method, measure, and store the records chunk by chunk."""
-    from contextlib import nullcontext
-
+def _run_method(model: Any, name: str, exs: list[dict[str, Any]], todo: list[dict[str, Any]],
+                opts: Mapping[str, Any], evaluators: Sequence[Any], *, target: str, out: str | Path | None,
+                tokens_per_batch: int, seed: int, progress: bool) -> list[dict[str, Any]]:
+    """Attribute the pending examples `todo` of `exs` with one method, measure, and store the records in chunks of
+    FLUSH examples (`Job.run`). Returns the new records; as one of N processes (with `out`), every merged record
+    of `exs` in input order, the same on every process."""
     from tqdm.auto import tqdm
 
-    from jaxattr.attribution.results import ResultWriter
-
     driver = _method_driver(model, name, opts, tokens_per_batch=tokens_per_batch, seed=seed)
-    writer = ResultWriter(store.records_path(out, name)) if out is not None else None
-    if writer is not None:
-        writer.bind(_settings(driver, target, seed), model=model.source)
+    rank, n = multihost.process()
+    sharded = out is not None and n > 1
     rows: list[dict[str, Any]] = []
-    with writer if writer is not None else nullcontext(), \
-            tqdm(total=len(todo), unit="ex", desc=name, disable=not progress) as bar:
-        for s in range(0, len(todo), FLUSH):
-            part = todo[s:s + FLUSH]
-            recs = _measured_records(model, driver, name, part, evaluators, target=target,
-                                     partial=writer.partial if writer else None)
-            if writer is not None:
-                writer.write(recs)
-            rows += recs
-            bar.update(len(part))
-    return rows
+    with tqdm(total=None if sharded else len(todo), unit="ex", desc=f"{name} ({n} processes)" if sharded else name,
+              disable=not progress or rank != 0) as bar:
+        counter = multihost.JobProgress(bar, lambda ex: 1) if sharded else bar
+
+        def measure(pending: Sequence[dict[str, Any]], writer: Any) -> None:
+            for s in range(0, len(pending), FLUSH):
+                part = pending[s:s + FLUSH]
+                recs = _measured_records(model, driver, name, part, evaluators, target=target,
+                                         partial=None if writer is None else writer.partial)
+                if writer is not None:
+                    writer.write(recs)
+                rows.extend(recs)
+                counter.update(len(part))
+
+        if out is None:
+            measure(todo, None)
+        else:
+            path = store.records_path(out, name)
+            Job(path, _settings(driver, target, seed), model=model.source).run(
+                exs, measure, cost=driver.work, progress=counter if sharded else None)
+    if not sharded:
+        return rows
+    merged = {json.dumps(r["id"]): r for r in read_results(path)}
+    return [dict(merged[key]) for ex in exs if (key := json.dumps(ex["id"])) in merged]
 
 
 def _method_driver(model: Any, name: str, opts: Mapping[str, Any], *, tokens_per_batch: int, seed: int) -> Any:
@@ -218,7 +229,9 @@ def _measured_records(model: Any, driver: Any, name: str, part: Sequence[Mapping
                       evaluators: Sequence[Any], *, target: str, partial: Any) -> list[dict[str, Any]]:
     """One stored chunk: the attributions of `part` and their metrics, as records in `part`'s order."""
     t0 = time.perf_counter()
-    res = {json.dumps(r["id"]): r for chunk in driver.run(part, target, partial=partial) for r in chunk}
+    found: list[dict[str, Any]] = []
+    drive(driver, part, target, found.extend, partial=partial)
+    res = {json.dumps(r["id"]): r for r in found}
     seconds = (time.perf_counter() - t0) / len(part)
     got = [{**res[json.dumps(ex["id"])], "method": name} for ex in part]
     vals: list[dict[str, Any]] = [{} for _ in part]
@@ -229,36 +242,3 @@ def _measured_records(model: Any, driver: Any, name: str, part: Sequence[Mapping
                               target=int(r["target"]), prob=float(r["prob"]), method=name,
                               n_tokens=len(ex["input_ids"]), seconds=seconds, metrics=v).to_dict()
             for ex, r, v in zip(part, got, vals)]
-
-
-def _run_method_sharded(model: Any, name: str, exs: list[dict[str, Any]], opts: Mapping[str, Any],
-                        evaluators: Sequence[Any], *, target: str, out: Path, tokens_per_batch: int,
-                        seed: int, progress: bool) -> list[dict[str, Any]]:
-    """This process's claimed chunks of one method (`multihost.run_sharded`: chunks of at most FLUSH examples
-    stored at a time), then every merged record of `exs` in input order (the same on every process)."""
-    from tqdm.auto import tqdm
-
-    from jaxattr.attribution.results import read_results
-
-    driver = _method_driver(model, name, opts, tokens_per_batch=tokens_per_batch, seed=seed)
-    rank, n = multihost.process()
-    path = store.records_path(out, name)
-    with tqdm(unit="ex", desc=f"{name} ({n} processes)", disable=not progress or rank != 0) as bar:
-        counter = multihost.JobProgress(bar, lambda ex: 1)
-
-        def measure(chunk, writer):
-            for s in range(0, len(chunk), FLUSH):
-                part = chunk[s:s + FLUSH]
-                yield _measured_records(model, driver, name, part, evaluators, target=target,
-                                        partial=writer.partial)
-                counter.update(len(part))
-
-        multihost.run_sharded(path, exs, driver.work, measure, _settings(driver, target, seed), model=model.source,
-                              progress=counter)
-    merged = {json.dumps(r["id"]): r for r in read_results(path)}
-    rows = []
-    for ex in exs:
-        r = merged.get(json.dumps(ex["id"]))
-        if r is not None:
-            rows.append(dict(r))
-    return rows

@@ -4,7 +4,7 @@ Per method a resumable `DIR/scores_<method>.jsonl` of the attributions of the ta
 deletion grids; IBA over all layers with `layer="all"`; the reference code's comparators are registered
 variants, `ig_ref`/`lime_ref`, that explain a fixed class while the curves read the evaluated target), then
 `DIR/degradation.md`/`.csv`/`.png` and the per-example curves `DIR/per_example.csv`. Launched as N processes
-the attributions are split between them (`multihost.run_driver_sharded`); process 0 writes the files and every
+the attributions are split between them (`Job.attribute`); process 0 writes the files and every
 process returns the same result."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from jaxattr.attribution import multihost
+from jaxattr.attribution.job import Job
 from jaxattr.errors import UserError
 from jaxattr.evaluation.evaluators import scored_batches
 from jaxattr.evaluation.inputs import as_model
@@ -88,8 +89,8 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
         driver = Driver(model.params, model.cfg, m, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                         output="prob", tokens_per_batch=tokens_per_batch, seed=seed)
         settings = {**driver.settings(), "target": explain, "seed": seed}
-        multihost.write_driver_records(path, examples, driver, explain, settings, desc=m, model=model.source,
-                                       overwrite=overwrite, progress=progress)
+        Job(path, settings, model=model.source, overwrite=overwrite).attribute(driver, examples, explain, desc=m,
+                                                                              progress=progress)
         rows = [r for r in read_results(path) if r["id"] in by_id]
         layers = sorted({r.get("layer") for r in rows}, key=lambda x: (x is None, x))
         for lay in layers:  # IBA with layer "all": one curve per layer
