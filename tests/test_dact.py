@@ -90,7 +90,7 @@ def _np_reference(cls: np.ndarray, dact_p: dict, labels: np.ndarray, tau: float,
     return np.stack(a_all), np.stack(p_all), loss_p, loss_h
 
 
-@pytest.mark.parametrize("regression", [False, True])
+@pytest.mark.parametrize("regression", [False, pytest.param(True, marks=pytest.mark.extra)])
 def test_accumulation_and_loss_match_numpy(regression):
     cfg, params = _model(0, regression=regression, spread=None, halt_bias=0.5)
     rng = np.random.default_rng(0)

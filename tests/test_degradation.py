@@ -49,7 +49,7 @@ def test_vectorised_deletion_equals_reference_loop(tiny_bert):
         np.testing.assert_allclose(probs[i], want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.extra  # fine-tunes MiniLM first (~1.5 min); the deletion itself is checked against a loop above
 def test_iba_curve_below_random_on_finetuned_minilm(finetuned_minilm, tmp_path):
     from jaxattr.data import encode_texts, load_corpus, pad_batch
 

@@ -85,10 +85,13 @@ def test_small_calls_share_few_shapes(tiny):
     short = [dict(exs[0], id=f"s{i}") for i in range(24)]  # one 16-token bucket
     drv = Driver(model.params, model.cfg, "ig", {"steps": 5}, mask_id=model.mask_id, pad_id=model.pad_id,
                  tokens_per_batch=16 * 128)  # 128 rows of 16 tokens: the ladder steps by 8 rows
-    for n in range(1, len(short) + 1):
+    limit = drv.rows_per_chunk(16)
+    ladder = {drv.even_rows(5 * n, limit) for n in range(1, len(short) + 1)}  # the rows a call of n examples takes
+    assert all(r % 8 == 0 for r in ladder) and len(ladder) <= 16, ladder  # 24 shapes (5, 10, ..., 120) without it
+    for n in (1, 7, 24):  # the driver compiles the ladder's shapes (a few calls: each compiles its own kernels)
         assert sum(len(step.records) for step in drv.run(short[:n])) == n
-    rows = sorted(s[1] for s in drv.compiled_shapes if s[0] == "grad")
-    assert all(r % 8 == 0 for r in rows) and len(rows) <= 16, rows  # 24 shapes (5, 10, ..., 120) without it
+    rows = {s[1] for s in drv.compiled_shapes if s[0] == "grad"}
+    assert rows == {drv.even_rows(5 * n, limit) for n in (1, 7, 24)}, rows
 
 
 def test_registry_and_options(tiny):

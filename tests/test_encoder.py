@@ -119,7 +119,7 @@ def test_grad_wrt_word_embeddings_matches_torch_autograd(tiny_models, cls_only, 
     assert np.abs(g[batch["attention_mask"] == 0]).max() < 1e-6
 
 
-@pytest.mark.parametrize("family", ["roberta", "modernbert", "deberta-v2"])
+@pytest.mark.parametrize("family", [pytest.param("roberta", marks=pytest.mark.extra), "modernbert", "deberta-v2"])
 def test_cls_only_on_long_inputs_keeps_logits_and_gradients(tiny_models, family):
     """Past the CPU kernel's short length (remat on): the [CLS]-only last block changes nothing the
     head sees, with an attention bias on the last block and under dropout too (DeBERTa: with its

@@ -56,6 +56,11 @@ def test_ig_completeness(family_model):
     assert np.all(np.asarray(res.scores)[special] == 0)
 
 
+# the per-family runs of the methods and of AD-DROP beyond three distinct layouts are second checks (make test-all)
+SMOKE = [f if f in ("bert", "modernbert", "deberta-v2") else pytest.param(f, marks=pytest.mark.extra) for f in DISTINCT]
+
+
+@pytest.mark.parametrize("family_model", SMOKE, indirect=True)
 def test_sig_iba_lime_run_and_respect_special_tokens(family_model):
     family, cfg, params, batch = family_model
     special = np.asarray(batch["word_ids"]) < 0
@@ -69,6 +74,7 @@ def test_sig_iba_lime_run_and_respect_special_tokens(family_model):
     assert np.isfinite(li).all() and np.all(li[special] == 0)
 
 
+@pytest.mark.parametrize("family_model", SMOKE, indirect=True)
 def test_one_addrop_step(family_model):
     """One AD-DROP (GA) step: the drop bias only touches valid keys and the parameters move."""
     family, cfg, params, batch = family_model
