@@ -142,7 +142,7 @@ MULTI = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.extra  # a second check: tests/test_multihost_attribute.py runs the driver on 2 processes x 2 devices
 def test_four_fake_devices_equal_single(tiny):
     model, _, path = tiny
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
