@@ -42,7 +42,7 @@ import inspect
 import json
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -646,7 +646,7 @@ class Step(NamedTuple):
 
     records: list[dict[str, Any]]
     work: int
-    state: Any
+    state: Callable[[], dict[str, dict[str, Any]]] | None
 
 
 def _resumed(entry: Mapping[str, Any] | None, job: _PathJob, length: int) -> tuple[int, np.ndarray] | None:

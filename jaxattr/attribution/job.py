@@ -85,11 +85,27 @@ class Job:
                   progress: bool = True, shard: tuple[int, int] | None = None) -> int:
         """The driver's records of `examples` into OUT, in input order: in this process, over every process of a
         multi-process job, or as shard K of N (`shard`). Returns how many records this process wrote."""
+        from tqdm.auto import tqdm
+
         if shard is not None:
             return self._shard(driver, examples, target, shard, desc=desc, progress=progress)
-        if multihost.process()[1] > 1:
-            return self._processes(driver, examples, target, desc=desc, progress=progress)
-        return self._one(driver, examples, target, desc=desc, progress=progress)
+        rank, n = multihost.process()
+        if n > 1:  # one bar for the whole job on process 0, every process's rows counted into it
+            driver.total_work(examples)  # the unit counts of every example in one call per bucket
+            with tqdm(unit="row", desc=f"{desc} ({n} processes)", dynamic_ncols=True,
+                      disable=not progress or rank != 0) as bar:
+                counter = multihost.JobProgress(bar, driver.work)
+                return self.run(examples, self._drive(driver, target, counter), cost=driver.work, progress=counter)
+
+        def one(pending: Sequence[Mapping[str, Any]], writer: ResultWriter) -> None:
+            if len(pending) < len(examples):
+                print(f"{desc}: {len(examples) - len(pending)} of {len(examples)} examples already in {self.out}; "
+                      "resuming", file=sys.stderr)
+            with tqdm(total=driver.total_work(pending), unit="row", desc=desc, dynamic_ncols=True,
+                      disable=not progress or not pending) as bar:
+                self._drive(driver, target, bar)(pending, writer)
+
+        return self.run(examples, one, cost=driver.work)
 
     def run(self, examples: Sequence[Mapping[str, Any]], work: Callable[[Sequence[Mapping[str, Any]],
             ResultWriter], Any], *, cost: Callable[[Mapping[str, Any]], int], progress: Any = None) -> int:
@@ -103,7 +119,7 @@ class Job:
             before = len(writer.done)
             work(writer.pending(examples), writer)
             written = len(writer.done) - before
-        multihost.merge(self.out, examples, self.settings, model=self.model)
+        multihost.merge(self.out, examples, self.settings, model=self.model)  # input order, as N processes write it
         return written
 
     # ------------------------------------------------------------------------------------------
@@ -116,35 +132,6 @@ class Job:
                                                                                 ResultWriter], None]:
         return lambda chunk, writer: drive(driver, chunk, target, writer.write, partial=writer.partial,
                                            progress=progress, save_every=self.save_every)
-
-    def _one(self, driver: Driver, examples: Sequence[Mapping[str, Any]], target: Any, *, desc: str,
-             progress: bool) -> int:
-        from tqdm.auto import tqdm
-
-        with self._writer(self.out) as writer:
-            todo = writer.pending(examples)
-            if len(todo) < len(examples):
-                print(f"{desc}: {len(examples) - len(todo)} of {len(examples)} examples already in {self.out}; "
-                      "resuming", file=sys.stderr)
-            before = len(writer.done)
-            with tqdm(total=driver.total_work(todo), unit="row", desc=desc, dynamic_ncols=True,
-                      disable=not progress or not todo) as bar:
-                self._drive(driver, target, bar)(todo, writer)
-            written = len(writer.done) - before
-        multihost.merge(self.out, examples, self.settings, model=self.model)  # input order, as N processes write it
-        return written
-
-    def _processes(self, driver: Driver, examples: Sequence[Mapping[str, Any]], target: Any, *, desc: str,
-                   progress: bool) -> int:
-        from tqdm.auto import tqdm
-
-        rank, n = multihost.process()
-        driver.total_work(examples)  # the unit counts of every example in one call per bucket
-        with tqdm(unit="row", desc=f"{desc} ({n} processes)", dynamic_ncols=True,
-                  disable=not progress or rank != 0) as bar:
-            counter = multihost.JobProgress(bar, driver.work)
-            return multihost.run_sharded(self.out, examples, driver.work, self._drive(driver, target, counter),
-                                         self.settings, model=self.model, overwrite=self.overwrite, progress=counter)
 
     def _shard(self, driver: Driver, examples: Sequence[Mapping[str, Any]], target: Any, shard: tuple[int, int], *,
                desc: str, progress: bool) -> int:

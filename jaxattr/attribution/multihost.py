@@ -153,8 +153,8 @@ def _claim(claims: Path, k: int) -> bool:
 class JobProgress:
     """Whole-job progress of a multi-process job, shown by process 0: each process counts what it finishes
     (`update(n)`, in `units(example)`: rows or examples) into a small file under `OUT.shards/progress/`, and
-    process 0's bar shows the sum over every process against the whole job's total. The driver lowers `total`
-    by the rows it restores from partial sums, as it does with a plain tqdm bar."""
+    process 0's bar shows the sum over every process against the whole job's total (a caller may lower `total`,
+    as with a plain tqdm bar; the driver counts rows restored from partial sums as done instead)."""
 
     def __init__(self, bar: Any, units: Callable[[Mapping[str, Any]], int], every_s: float = 1.0) -> None:
         self.bar, self.units, self.every_s = bar, units, every_s
