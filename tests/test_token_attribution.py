@@ -110,7 +110,7 @@ def test_attribute_task_token_writes_one_record_per_entity(token_dir, tmp_path, 
     assert {r["entity"]["label"] for r in read_results(tmp_path / "one.jsonl")} <= {one}
 
 
-@pytest.mark.parametrize("extra,message", [(["--method", "lime"], "lime does not explain token"),
+@pytest.mark.parametrize("extra,message", [(["--method", "ig_embedding"], "ig_embedding does not explain token"),
                                            (["--method", "ig", "--entities", "ORG"], "entity labels are LOC, PER"),
                                            (["--method", "ig", "--target", "1"], "--target does not apply")])
 def test_token_attribution_errors(token_dir, tmp_path, capsys, extra, message):

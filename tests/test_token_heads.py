@@ -15,7 +15,6 @@ from hf_tiny import FAMILIES, hf_logits, random_batch, save_tiny
 
 from jaxattr.cli import main
 from jaxattr.data.entities import entities, split_tag
-from jaxattr.errors import UserError
 from jaxattr.models import (
     EncoderConfig,
     forward_batch,
@@ -227,7 +226,8 @@ def test_sequence_only_commands_refuse_a_token_model_in_one_line(token_dir, tmp_
     assert rc == 2 and len(err) == 1, err
     assert "a token classification model is not run by attribute; give --task token" in err[0]
     assert not (tmp_path / "o.jsonl").exists()
-    from jaxattr.evaluation.inputs import as_model
-
-    with pytest.raises(UserError, match="not run by the evaluation harness yet"):
-        as_model(str(path))
+    rc = main(["evaluate", "--model", str(path), "--methods", "saliency", "--data", str(tmp_path / "none.csv"),
+               "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"jaxattr evaluate: error: {path}: a token classification model is not run by "
+                               "evaluate; give --task token"], err

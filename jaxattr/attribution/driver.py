@@ -15,6 +15,9 @@ chunks of its path points, and one chunk may hold the path points of several sho
   flight; each chunk returns the sums of the examples whose last row it holds, fetched `LAG` chunks
   later. The units are what the method's `Paths.unit_ids` groups (IG: one, all word pieces; SIG: one
   per token or word), finished by its `Paths.finish`; the driver knows no method by name.
+* a token model's span target ([T] classes, -1 elsewhere) rides in its slot as a [T] row; its forwards store,
+  per (slot, x or unit baseline), the span's summary (`token_summary`: F, the span's mean probability, its first
+  token's prediction and class) instead of the logits, so the same pipeline (and `steps="auto"`) runs it.
 * `steps="auto"` (IG, SIG): nested trapezoid rules. Every unit starts with `AUTO_START` intervals; a
   unit whose completeness gap |Σ scores − (F(x) − F(baseline))| is above `tolerance` gets the midpoints
   of its intervals (doubling them, reusing every point so far) until `AUTO_MAX` intervals.
@@ -53,6 +56,7 @@ from jaxattr.attribution import registry
 from jaxattr.attribution.gradients import (
     Rows,
     baseline_ids,
+    explained_output,
     quadrature,
     row_contributions,
     row_logits,
@@ -96,6 +100,39 @@ def explained_host(logits: np.ndarray, target: int, cfg: EncoderConfig, output: 
         return np.asarray(logits[:, 0], np.float64)
     values = softmax(logits) if output == "prob" else np.asarray(logits, np.float64)
     return values[:, target]
+
+
+SUMMARY = 4  # a token model's forward summary: F, the span's mean probability, first token's prediction and class
+
+
+def token_summary(logits: jax.Array, target: jax.Array, cfg: EncoderConfig, output: str) -> jax.Array:
+    """[R, SUMMARY] per row of a token model's logits [R, T, C] and span target [R, T]: F (`explained_output`),
+    the mean probability of the span's classes, the argmax and the class at the span's first token (what the
+    record reports), so the path pipeline keeps four numbers per forward instead of [T, C] logits."""
+    first = jnp.argmax(target >= 0, axis=-1)
+    at_first = jnp.take_along_axis(logits, first[:, None, None], axis=1)[:, 0]  # [R, C]
+    probs = jnp.take_along_axis(jax.nn.softmax(logits, -1), jnp.maximum(target, 0)[..., None], -1)[..., 0]
+    inside = target >= 0
+    mean_prob = jnp.where(inside, probs, 0.0).sum(-1) / jnp.maximum(inside.sum(-1), 1)
+    cls = jnp.take_along_axis(target, first[:, None], axis=1)[:, 0]
+    return jnp.stack([explained_output(logits, target, cfg, output), mean_prob,
+                      jnp.argmax(at_first, -1).astype(jnp.float32), cls.astype(jnp.float32)], -1)
+
+
+def span_probs(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[B] the mean probability of each span's classes (logits [B, T, C], span targets [B, T], -1 elsewhere)."""
+    target = np.asarray(target)
+    probs = np.take_along_axis(softmax(logits), np.maximum(target, 0)[..., None], -1)[..., 0]
+    inside = target >= 0
+    return np.where(inside, probs, 0.0).sum(-1) / np.maximum(inside.sum(-1), 1)
+
+
+def given_rows(targets: Sequence[Any], idx: Sequence[int], length: int, cfg: EncoderConfig) -> np.ndarray:
+    """The targets of examples `idx` as device input: [N] int32 (-1: the predicted class), or a token model's
+    [N, length] span classes (-1 elsewhere)."""
+    if cfg.task == "token":
+        return np.stack([_pad(np.asarray(targets[i], np.int32), length, -1) for i in idx]).astype(np.int32)
+    return np.asarray([-1 if targets[i] is None else targets[i] for i in idx], np.int32)
 
 
 def auto_tokens_per_batch(cfg: EncoderConfig, device: Any = None, fraction: float = 0.5) -> int:
@@ -179,8 +216,6 @@ class Driver:
         if devices is not None and not 1 <= devices <= len(jax.local_devices()):
             raise UserError(f"asked for {devices} devices, {len(jax.local_devices())} available")
         self.auto = self.options.get("steps") == "auto"
-        if self.auto and cfg.task == "token":
-            raise UserError("--steps auto is not built for token models; give a number of steps")
         if self.auto and self.spec.paths is None:
             raise UserError(f"--steps auto is for path methods (ig, sig), not {method!r}")
         if not (tolerance > 0 and np.isfinite(tolerance)):
@@ -268,7 +303,7 @@ class Driver:
     def resumable(self) -> bool:
         """Whether `run` continues unfinished examples from a `Step.state()` snapshot (IG and SIG with fixed
         steps: their sums are additive over rows)."""
-        return self.spec.kind == "paths" and self.cfg.task != "token" and not self.auto
+        return self.spec.kind == "paths" and not self.auto
 
     def run(self, examples: Sequence[dict[str, Any]], target: Any = "predicted",
             resume: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[Step]:
@@ -292,7 +327,7 @@ class Driver:
         carry = {k: v for k, v in (resume or {}).items() if k in keys} if self.resumable else {}
         for length in sorted(by_bucket):
             idx = by_bucket[length]
-            if self.spec.kind == "paths" and self.cfg.task != "token":
+            if self.spec.kind == "paths":
                 yield from _PathRun(self, examples, targets, idx, length, carry).run()
             else:
                 yield from self._run_batch(examples, targets, idx, length)
@@ -318,10 +353,14 @@ class Driver:
         raw = np.asarray(raw[:n], np.float64)
         if intervals is not None and len(units):
             raw = raw / (intervals @ units[:, :n] + (units[:, :n].sum(0) == 0))
-        prediction = int(np.argmax(logits[0]))
-        tgt, prob = targets_and_probs(logits[:1], [given], self.cfg)
-        target = int(tgt[0])
-        f = explained_host(logits, target, self.cfg, self.output)
+        if self.cfg.task == "token":  # the forwards' span summaries (`token_summary`)
+            f, prob = np.asarray(logits[:, 0], np.float64), [float(logits[0, 1])]
+            prediction, target = int(logits[0, 2]), int(logits[0, 3])
+        else:
+            prediction = int(np.argmax(logits[0]))
+            tgt, prob = targets_and_probs(logits[:1], [given], self.cfg)
+            target = int(tgt[0])
+            f = explained_host(logits, target, self.cfg, self.output)
         if len(units):
             unit_masks = units[:, :n]
             f_gap = f[0] - f[1:1 + len(units)]
@@ -380,11 +419,7 @@ class Driver:
             part = idx[s:s + b]
             exs = [examples[i] for i in part]
             batch = pad_batch(exs + [exs[-1]] * (b - len(part)), length, self.pad_id)
-            if self.cfg.task == "token":  # [b, T] span classes (padding rows repeat the last example)
-                given = np.stack([_pad(targets[i], length, -1) for i in part + [part[-1]] * (b - len(part))])
-            else:
-                given = np.asarray([-1 if targets[i] is None else targets[i] for i in part] + [-1] * (b - len(part)),
-                                   np.int32)
+            given = given_rows(targets, part + [part[-1]] * (b - len(part)), length, self.cfg)
             keys = example_keys(self.seed, [examples[i].get("id", i) for i in part] + [None] * (b - len(part)))
             self.compiled_shapes.add(("batch", b, length))
             out = fn(self.params, self.put(batch), self.put(given), self.put(keys))
@@ -406,8 +441,8 @@ class Driver:
         layers = conv.get("layers")
         if self.cfg.task == "token":  # a span: its first token's class and prediction, the span's mean prob
             first = [int(np.argmax(tgt[k] >= 0)) for k in range(len(part))]
+            probs = span_probs(logits, tgt)
             tgt = [tgt[k][j] for k, j in enumerate(first)]
-            probs = np.asarray(result.prob, np.float64)
             logits = [logits[k][j] for k, j in enumerate(first)]
         else:
             probs = targets_and_probs(logits, list(tgt), self.cfg)[1]
@@ -465,9 +500,11 @@ class _PathRun:
         umax = max(counts) if counts else 0
         rep = replicated(drv.mesh)
         zeros = lambda shape, dt: jax.device_put(np.zeros(shape, dt), rep)
+        token = drv.cfg.task == "token"  # a span target per slot, a span summary per forward (`token_summary`)
         self.tables = _Tables(*(zeros((n_slots, length), np.int32) for _ in range(5)),
-                              zeros((n_slots,), np.int32), zeros((n_slots, length), np.float32),
-                              zeros((n_slots, umax + 1, max(1, drv.cfg.num_labels)), np.float32))
+                              zeros((n_slots, length) if token else (n_slots,), np.int32),
+                              zeros((n_slots, length), np.float32),
+                              zeros((n_slots, umax + 1, SUMMARY if token else max(1, drv.cfg.num_labels)), np.float32))
         self.queue = deque(idx)
         self.free = list(range(n_slots))[::-1]
         self.jobs: dict[int, _PathJob] = {}  # slot -> job
@@ -482,7 +519,7 @@ class _PathRun:
         crc = zlib.crc32(np.asarray(ex["token_type_ids"], np.int32).tobytes(),
                          zlib.crc32(np.asarray(ex["input_ids"], np.int32).tobytes()))
         return {"inputs": zlib.crc32(np.asarray(ex["word_ids"], np.int32).tobytes(), crc), "length": self.length,
-                "rows": len(self.units[i]) * self.steps, "target": self.targets[i]}
+                "rows": len(self.units[i]) * self.steps, "target": _plain_target(self.targets[i])}
 
     def _load_group(self) -> None:
         """Load up to G examples into free slots, dispatch their forwards, queue their gradient rows."""
@@ -507,8 +544,8 @@ class _PathRun:
         arrays = pad_batch([self.examples[i] for i in group] + [self.examples[group[0]]] * (self.g - g), length,
                            drv.pad_id)
         arrays["unit_ids"] = np.stack([self.uid[i] for i in group] + [self.uid[group[0]]] * (self.g - g))
-        given = np.asarray([-1 if self.targets[i] is None else self.targets[i] for i in group] + [-1] * (self.g - g),
-                           np.int32)
+        given = given_rows(self.targets, group, length, drv.cfg)
+        given = np.concatenate([given, np.full((self.g - g,) + given.shape[1:], -1, np.int32)])
         self.tables = drv._load(self.tables, slots, arrays, given, acc0)
         self._forwards(jobs)
         for job in jobs:
@@ -660,6 +697,11 @@ def _resumed(entry: Mapping[str, Any] | None, job: _PathJob, length: int) -> tup
     return (rows, acc) if 0 < rows <= job.rows_total and acc.shape == (length,) else None
 
 
+def _plain_target(target: Any) -> Any:
+    """A target as the resume check stores it (a span target as a list, not numpy's abbreviated str)."""
+    return np.asarray(target).tolist() if isinstance(target, np.ndarray) else target
+
+
 def _pad(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
     """`a` [m <= n] padded to n entries with `fill`."""
     a = np.asarray(a)
@@ -699,9 +741,10 @@ class _Tables(NamedTuple):
     token_type_ids: jax.Array  # [S, T]
     word_ids: jax.Array  # [S, T]
     unit_ids: jax.Array  # [S, T] unit value per position (-1: never moved)
-    given: jax.Array  # [S] int32 target asked for (-1: the predicted class)
+    given: jax.Array  # [S] int32 target asked for (-1: the predicted class); a token model: [S, T] span classes
     acc: jax.Array  # [S, T] float32 running sum of row contributions
-    logits: jax.Array  # [S, U + 1, C] logits at x (index 0) and at each unit's baseline (1 + unit index)
+    logits: jax.Array  # [S, U + 1, C] logits at x (index 0) and at each unit's baseline (1 + unit index);
+    # a token model: [S, U + 1, SUMMARY], each forward's `token_summary`
 
 
 @dataclasses.dataclass
@@ -731,8 +774,11 @@ def _row_view(t: _Tables, slot: jax.Array, unit: jax.Array, alpha: jax.Array, we
                                         mask_id, pad_id)
     interp = (_gather(t.unit_ids, slot) == unit[:, None]).astype(jnp.float32)
     given = _gather(t.given, slot)
-    predicted = jnp.argmax(_gather(t.logits, slot)[:, 0], axis=-1).astype(jnp.int32)
-    target = jnp.zeros_like(given) if regression else jnp.where(given >= 0, given, predicted)
+    if given.ndim == 2:  # a token model's span target, always given
+        target = given
+    else:
+        predicted = jnp.argmax(_gather(t.logits, slot)[:, 0], axis=-1).astype(jnp.int32)
+        target = jnp.zeros_like(given) if regression else jnp.where(given >= 0, given, predicted)
     return Rows(ids, am, _gather(t.token_type_ids, slot), base_ids, base_scale, interp, alpha, weight, target)
 
 
@@ -748,11 +794,14 @@ def _load_step(t: _Tables, slots: jax.Array, arrays: Mapping[str, jax.Array], gi
 
 
 def _forward_step(params: Params, t: _Tables, slot: jax.Array, unit: jax.Array, column: jax.Array, *,
-                  cfg: EncoderConfig, opts: tuple) -> _Tables:
-    """Logits at x (column 0, alpha 1) or at a unit's baseline (column 1 + u, alpha 0), stored per slot."""
+                  cfg: EncoderConfig, output: str, opts: tuple) -> _Tables:
+    """Logits at x (column 0, alpha 1) or at a unit's baseline (column 1 + u, alpha 0), stored per slot (a
+    token model's: their span summary)."""
     alpha = (column == 0).astype(jnp.float32)
     rows = _row_view(t, slot, unit, alpha, jnp.zeros_like(alpha), *opts)
     logits = row_logits(params, cfg, rows)
+    if cfg.task == "token":
+        logits = token_summary(logits, rows.target, cfg, output)
     return t._replace(logits=t.logits.at[slot, column].set(logits.astype(t.logits.dtype), mode="drop"))
 
 
@@ -772,7 +821,7 @@ def _path_kernels(cfg: EncoderConfig, output: str, opts: tuple) -> tuple[Any, An
     """The jitted load / forward / gradient steps, shared by every Driver of the same settings; the slot
     tables are donated, so each step updates them in place."""
     return (jax.jit(_load_step, donate_argnums=0),
-            jax.jit(functools.partial(_forward_step, cfg=cfg, opts=opts), donate_argnums=1),
+            jax.jit(functools.partial(_forward_step, cfg=cfg, output=output, opts=opts), donate_argnums=1),
             jax.jit(functools.partial(_grad_step, cfg=cfg, output=output, opts=opts), donate_argnums=1))
 
 

@@ -10,6 +10,7 @@ span target, for the driver, which batches the entities of a text like any examp
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,15 @@ from jaxattr.models.config import EncoderConfig
 from jaxattr.models.encoder import Params, forward_batch
 
 PREDICT_ROWS = 64  # examples per forward when predicting tags
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--task sequence|token` and `--entities all|LABEL`, one meaning for every command that explains entities
+    (`attribute`, `evaluate`, `degradation`); `what` says what the command writes per entity."""
+    parser.add_argument("--task", default="sequence", choices=("sequence", "token"),
+                        help=f"token: a token-classification model; {what}")
+    parser.add_argument("--entities", default="all",
+                        help="--task token: explain every predicted entity (all, the default) or those of one label")
 
 
 def predicted_tags(params: Params, cfg: EncoderConfig, examples: Sequence[Mapping[str, Any]], pad_id: int

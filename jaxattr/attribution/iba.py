@@ -21,6 +21,14 @@ examples and noise samples form one batch (Adam is elementwise, so a summed loss
 exactly each example's own optimisation). `layer="all"` scans over layers inside one program (blocks
 below the bottleneck are skipped with `lax.cond`), and `iba_beta_sweep` vmaps over β.
 
+A token-classification model (`cfg.task == "token"`, issue 34) is explained for a span target ([B, T] classes,
+-1 elsewhere). IBA's objective is a cross-entropy, so its CE becomes the span's: the mean over the span's tokens
+of −log p(class) (then the mean over noise samples). We keep IBA's loss rather than the span's F of the
+gradient methods because the bottleneck trades the KL against how well the model still *predicts* the target
+(a logit sum has no floor and would reward noise that inflates logits), and the mean, not the sum, over the span
+keeps the CE on one token's scale, the scale `DEFAULT_BETA` was tuned for, whatever the span's length; it is
+also the token head's training loss (`training.engine`'s mean over labelled tokens).
+
 Noise statistics (`noise=`), an explicit choice:
   * "sequence" (default, the paper's reading): per-feature mean/std of X over the example's valid tokens;
   * "dataset": per-feature mean/std of each layer's output estimated over a dataset
@@ -41,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxattr.attribution.gradients import token_target
 from jaxattr.data.batch import per_example_keys, resolve_target, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
@@ -78,7 +87,7 @@ class IBAOutput(NamedTuple):
     scores: Array  # [B, T] min-max normalised over non-special valid tokens; 0 on special tokens and padding
     capacity: Array  # [B, T, H] KL of the last step's forward (0 on padding)
     raw: Array  # [B, T] capacity summed over features, un-normalised (the reference's map before min-max)
-    target: Array  # [B] the explained class
+    target: Array  # [B] the explained class; a token model's span target [B, T]
     layer: Array  # [] the bottleneck layer (1-based; 0 = embeddings)
     ce: Array  # [steps, B] cross-entropy per step (mean over noise samples)
     kl: Array  # [steps, B] mean KL per step
@@ -141,6 +150,17 @@ def draw_noise(keys: Array, step: Any, shape: tuple[int, ...]) -> Array:
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, jnp.float32))(keys)
 
 
+def target_ce(logits: Array, target: Array) -> Array:
+    """Cross-entropy [B, S] of the target for logits [B, S, C] and classes [B]; for a token model's logits
+    [B, S, T, C] and span target [B, T], the mean over the span's tokens of their classes' cross-entropy."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    if target.ndim == 1:
+        return -jnp.take_along_axis(logp, target[:, None, None], axis=-1)[..., 0]
+    inside = (target >= 0)[:, None, :]  # [B, 1, T]
+    picked = jnp.take_along_axis(logp, jnp.maximum(target, 0)[:, None, :, None], axis=-1)[..., 0]  # [B, S, T]
+    return -jnp.sum(jnp.where(inside, picked, 0.0), -1) / jnp.maximum(jnp.sum(inside, -1), 1)
+
+
 def _optimise(rest_logits, x: Array, valid: Array, mu: Array, sigma: Array, target: Array, keys: Array,
               beta: Any, lr: Any, steps: int, samples: int, dtype: Any) -> tuple[Array, Array, Array]:
     """Fit α for every example at once; returns (capacity of the last step [B,T,H], ce [steps,B], kl [steps,B])."""
@@ -153,9 +173,8 @@ def _optimise(rest_logits, x: Array, valid: Array, mu: Array, sigma: Array, targ
         tt, kl = bottleneck(alpha[:, None], x[:, None], mu[:, None] if mu.ndim == 3 else mu,
                             sigma[:, None] if sigma.ndim == 3 else sigma, eps)
         kl = kl[:, 0] * vf[..., None]  # [B, T, H]
-        logits = rest_logits(tt.reshape(b * samples, t, h).astype(dtype)).reshape(b, samples, -1)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        ce = -jnp.mean(jnp.take_along_axis(logp, target[:, None, None], axis=-1)[..., 0], axis=1)  # [B]
+        logits = rest_logits(tt.reshape(b * samples, t, h).astype(dtype))
+        ce = jnp.mean(target_ce(logits.reshape((b, samples) + logits.shape[1:]), target), axis=1)  # [B]
         klm = jnp.sum(kl, axis=(1, 2)) / n_valid
         return jnp.sum(ce + beta * klm), (kl, ce, klm)
 
@@ -274,7 +293,9 @@ def _prepare(batch: Mapping[str, Any], target: Any, key: Array, cfg: EncoderConf
     tt = batch.get("token_type_ids")
     tt = None if tt is None else jnp.asarray(tt, jnp.int32)
     special = special_mask(batch)
-    if target is None or (isinstance(target, str) and target == "predicted"):
+    if cfg.task == "token":  # a span target [B, T] is required (one-line UserError otherwise)
+        tgt = token_target(target, jax.ShapeDtypeStruct(ids.shape + (cfg.num_labels,), jnp.float32))
+    elif target is None or (isinstance(target, str) and target == "predicted"):
         tgt = None
     else:
         tgt = resolve_target(target, jnp.zeros((ids.shape[0], 1)), batch,
@@ -297,7 +318,8 @@ def iba(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, layer: 
     `layer`: bottleneck on the output of block `layer` (1..L; 0 = embeddings) or "all" (one map per
     layer 1..L from one compiled program; outputs gain a leading layer axis). `beta`: None = the
     noise mode's `default_beta` (0.3 for per-feature statistics, the paper's 1e-5 for "reference").
-    `target`: None/"predicted", "gold" (uses `batch["label"]`) or class indices. `key`: one PRNG key
+    `target`: None/"predicted", "gold" (uses `batch["label"]`) or class indices; a token model's span target
+    [B, T] (its CE: see the module docstring). `key`: one PRNG key
     (split per example) or one key per example — the same key gives the same map. Pure and jit-able
     (with `layer`, `steps`, `samples`, `noise` static).
     """
@@ -459,7 +481,7 @@ def _register() -> None:
     register(MethodSpec(
         name="iba", fn=_iba_method,
         options={"layer": None, "beta": None, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
-        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate, windows=False,
+        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate, windows=False, token_models=True,
         description="information bottleneck on the output of a layer (1-based; default round(0.75 L); 'all')",
     ))
 

@@ -80,6 +80,7 @@ class Job:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.records: list[dict[str, Any]] | None = None
 
     def attribute(self, driver: Driver, examples: Sequence[Mapping[str, Any]], target: Any, *, desc: str,
                   progress: bool = True, shard: tuple[int, int] | None = None) -> int:
@@ -113,18 +114,27 @@ class Job:
         in one process, each claimed chunk on several (`multihost.run_sharded`, whose `progress` it counts into);
         OUT ends in input order either way. Returns how many records this process wrote."""
         if multihost.process()[1] > 1:
+            self.records = None
             return multihost.run_sharded(self.out, examples, cost, work, self.settings, model=self.model,
                                          overwrite=self.overwrite, progress=progress)
-        with self._writer(self.out) as writer:
+        with self._writer(self.out, order=[ex["id"] for ex in examples]) as writer:
             before = len(writer.done)
             work(writer.pending(examples), writer)
             written = len(writer.done) - before
-        multihost.merge(self.out, examples, self.settings, model=self.model)  # input order, as N processes write it
+        self.records = writer.records
+        if multihost.shard_files_left(self.out):  # a multi-process run of this OUT was cut short: take its records
+            multihost.merge(self.out, examples, self.settings, model=self.model)
+            self.records = None
         return written
 
+    def results(self) -> list[dict[str, Any]]:
+        """OUT's records after `run`/`attribute`: those the Job already holds (written once, not re-read), or
+        OUT read back where other processes wrote it."""
+        return self.records if self.records is not None else read_results(self.out)
+
     # ------------------------------------------------------------------------------------------
-    def _writer(self, path: Path) -> ResultWriter:
-        writer = ResultWriter(path, overwrite=self.overwrite)
+    def _writer(self, path: Path, order: Sequence[Any] | None = None) -> ResultWriter:
+        writer = ResultWriter(path, overwrite=self.overwrite, order=order)
         writer.bind(self.settings, model=self.model)
         return writer
 

@@ -33,10 +33,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxattr.attribution.gradients import explained_output, token_target
 from jaxattr.data.batch import delete_tokens, per_example_keys, resolve_target, token_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import predict_probs
+from jaxattr.models.encoder import forward_batch, predict_probs
 from jaxattr.types import Array
 
 KERNEL_WIDTH = 25.0
@@ -47,9 +48,9 @@ UNITS: tuple[str, ...] = ("token", "word", "bow")  # the features: word pieces, 
 class LimeOutput(NamedTuple):
     scores: Array  # [B, T] ridge coefficients per token, 0 on special tokens and padding
     intercept: Array  # [B]
-    target: Array  # [B]
+    target: Array  # [B]; a token model's span target [B, T]
     features: Array  # [B, S, T] bool: which features each sample kept (sample 0 keeps all)
-    probs: Array  # [B, S] target probability of each sample
+    probs: Array  # [B, S] target probability of each sample (a token model: the span's F on probabilities)
 
 
 def lime_samples(key: Array, features: Array, samples: int) -> Array:
@@ -115,11 +116,48 @@ def word_types(batch: Mapping[str, Any], tokens: Array) -> Array:
     return jax.vmap(one)(jnp.asarray(batch["input_ids"]), raw, tokens)
 
 
+def shift_target(target: Array, drop: Array) -> Array:
+    """A span target [N, T] after `delete_tokens(..., drop)` ([N, T] bool): each kept position's class moves
+    left by the deletions before it, as its token does; a deleted position's class is gone (-1)."""
+    kept = ~drop
+    dest = jnp.where(kept & (target >= 0), jnp.cumsum(kept, axis=-1) - 1, target.shape[-1])  # T: dropped
+    rows = jnp.arange(target.shape[0])[:, None]
+    return jnp.full_like(target, -1).at[rows, dest].set(target, mode="drop")
+
+
+def span_outputs(params: Any, cfg: EncoderConfig, rows: Mapping[str, Array], target: Array,
+                 chunk: int | None = None) -> Array:
+    """A token model's F on probabilities [N] (`explained_output`) of each row for its span target [N, T],
+    `chunk` rows at a time under `lax.map` (None: all at once), as `predict_probs` bounds its memory."""
+    f = lambda r, tg: explained_output(forward_batch(params, cfg, r).logits, tg, cfg, "prob")
+    n, t = target.shape
+    size = n if chunk is None else max(1, min(int(chunk), n))
+    if size == n:
+        return f(rows, target)
+    pad = (-n) % size
+    tree = jax.tree.map(lambda a: jnp.concatenate([a, a[:pad]]) if pad else a, (dict(rows), target))
+    out = jax.lax.map(lambda xs: f(*xs), jax.tree.map(lambda a: a.reshape(-1, size, t), tree))
+    return out.reshape(n + pad)[:n]
+
+
+def _sample_outputs(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], rows: Mapping[str, Array],
+                    drop: Array, target: Any, samples: int, chunk: int | None) -> tuple[Array, Array]:
+    """(target, y [B, S]): what the surrogate fits for the perturbed `rows` [B*S, T] (`drop`: their deletions):
+    the target class's probability, or a token model's span F on probabilities with the span shifted."""
+    if cfg.task == "token":
+        shifted = shift_target(jnp.repeat(target, samples, axis=0), drop)
+        return target, span_outputs(params, cfg, rows, shifted, chunk).reshape(target.shape[0], samples)
+    probs = predict_probs(params, cfg, rows, chunk).reshape(-1, samples, cfg.num_labels)
+    tgt = resolve_target(target, probs[:, 0], batch)
+    return tgt, jnp.take_along_axis(probs, tgt[:, None, None], axis=-1)[..., 0]
+
+
 def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Array, samples: int = 100,
          target: Any = None, chunk: int | None = None, unit: str = "token") -> LimeOutput:
     """LIME scores for a padded batch: `samples` deletions per example, a weighted ridge fit per example.
 
-    `target`: None (predicted class) or class indices [B]; `key`: one key or one per example; `chunk`:
+    `target`: None (predicted class) or class indices [B]; a token model's span target [B, T] (classes, -1
+    elsewhere: see the module docstring); `key`: one key or one per example; `chunk`:
     rows per forward piece (None = all B·S at once); `unit`: "token" (every piece a feature), "word" or
     "bow" (distinct words, the lime package's default). Pure and jit-able (`samples`, `chunk`, `unit`
     static). `features` in the output are the units' (for "bow", slot k is the word type first seen as word k).
@@ -132,6 +170,8 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
         raise UserError(f"LIME needs at least 2 samples, not {samples}")
     tokens = token_mask(batch)
     b, t = tokens.shape
+    if cfg.task == "token":  # checked before any forward: a span target [B, T] is required
+        target = token_target(target, jax.ShapeDtypeStruct((b, t, cfg.num_labels), jnp.float32))
     features = tokens
     if unit != "token":
         wid, features, pieces = _word_features(batch, tokens)
@@ -148,10 +188,7 @@ def lime(params: Any, cfg: EncoderConfig, batch: Mapping[str, Any], *, key: Arra
     if batch.get("token_type_ids") is not None:
         flat["token_type_ids"] = rep(batch["token_type_ids"])
     drop = (tokens[:, None] & ~token_keep).reshape(b * samples, t)
-    rows = delete_tokens(flat, drop)
-    probs = predict_probs(params, cfg, rows, chunk).reshape(b, samples, -1)
-    tgt = resolve_target(target, probs[:, 0], batch)
-    y = jnp.take_along_axis(probs, tgt[:, None, None], axis=-1)[..., 0]  # [B, S]
+    tgt, y = _sample_outputs(params, cfg, batch, delete_tokens(flat, drop), drop, target, samples, chunk)
     w = jax.vmap(kernel_weights)(keep, features)
     coef, intercept = jax.vmap(weighted_ridge)(keep.astype(jnp.float32), y, w)
     if unit != "token":  # each piece: its feature's coefficient over the pieces of its own word
@@ -170,7 +207,8 @@ def _register() -> None:
             raise UserError(f"--unit must be one of {', '.join(UNITS)} for LIME, not {o['unit']!r}")
 
     register(MethodSpec(name="lime", fn=lime, options={"samples": 100, "unit": "token"}, cost=lambda o: o["samples"],
-                        validate=check, description="LIME: token deletions, lime's kernel, weighted ridge"))
+                        validate=check, token_models=True,
+                        description="LIME: token deletions, lime's kernel, weighted ridge"))
 
 
 _register()

@@ -87,7 +87,13 @@ def shard_dir(out: str | Path) -> Path:
 
 def _shard_files(out: Path) -> list[Path]:
     """Every shard file of OUT: one per process of a multi-process job, one per `--shard K/N` job."""
-    return sorted([*shard_dir(out).glob("proc-*.jsonl"), *shard_dir(out).glob("shard-*-of-*.jsonl")])
+    found = [*shard_dir(out).glob("proc-*.jsonl"), *shard_dir(out).glob("shard-*-of-*.jsonl")]
+    return sorted(p for p in found if not p.name.endswith(".inflight.jsonl"))  # read with their file
+
+
+def shard_files_left(out: str | Path) -> bool:
+    """Whether shard files of OUT are on disk (a multi-process or `--shard` run not merged yet)."""
+    return bool(_shard_files(Path(out)))
 
 
 def done_ids(out: str | Path) -> set[str]:

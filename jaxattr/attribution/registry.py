@@ -179,13 +179,14 @@ def _load_providers() -> None:
 
 
 def variant(name: str, v: Variant) -> MethodSpec:
-    """The spec of variant `v`: its base's, with `v`'s option defaults, label and explained class."""
+    """The spec of variant `v`: its base's, with `v`'s option defaults, label and explained class. A variant that
+    explains a fixed class (a reference comparator) takes no span, so it is refused on token models."""
     spec = _REGISTRY[v.base]
     unknown = set(v.options) - set(spec.options)
     if unknown:
         raise ValueError(f"variant {name!r}: {v.base} has no option(s) {sorted(unknown)}")
     return dataclasses.replace(spec, name=name, options={**spec.options, **v.options}, label=v.label,
-                               base=v.base, explain=v.explain)
+                               base=v.base, explain=v.explain, token_models=spec.token_models and v.explain is None)
 
 
 def label(name: str) -> str:

@@ -10,13 +10,16 @@ results file says what made it, and resuming it with other settings is refused. 
 its config and its logits on a probe batch, compared to 1e-5: a model equal up to float rounding (the same
 fine-tuning rerun on another CPU) resumes the file, any other is refused.
 
-* JSONL: records are appended, then flushed and fsync'ed after every chunk (`write`), so a kill loses
-  at most the chunk in flight. A torn last line (killed mid-write) is cut off when the file is
-  reopened.
-* Parquet: a file cannot be appended to, so every chunk becomes a part file `OUT.parts/part-NNNNNN.parquet`
-  (written to a temporary name, fsync'ed, then renamed: a part is whole or absent). `close()` merges
-  the existing OUT and all parts into OUT (atomically via a temporary file) and removes the parts. A
-  killed run leaves its parts; the next run reads their ids, skips them and merges them at the end.
+Given the input `order` (a Job's OUT), OUT itself is written once, when the writer closes: its earlier records
+and the run's, in that order, through a temporary file renamed over it. While the run goes, each chunk is kept
+durably beside it (without `order`, a JSONL file is an append log that the chunks go to directly):
+* JSONL: chunks are appended to `OUT.inflight.jsonl`, flushed at once and fsync'ed every `FSYNC_EVERY` s, so
+  a kill loses at most the chunk in flight. A torn last line (killed mid-write) is cut off when the file is
+  reopened; `read_results(OUT)` reads OUT and this file alike. A file OUT that earlier versions appended to
+  (a torn last line included) resumes the same way.
+* Parquet: every chunk becomes a part file `OUT.parts/part-NNNNNN.parquet` (written to a temporary name,
+  fsync'ed, then renamed: a part is whole or absent).
+A killed run leaves its chunks; the next run reads their ids, skips them and writes them into OUT at the end.
 * Partial sums (`PartialSums`, `OUT.partial.json`, `ResultWriter.partial`): an IG/SIG example whose rows
   span many chunks keeps its running sum and the number of rows done in this sidecar, rewritten
   atomically every few seconds and when a run is interrupted (`jaxattr.attribution.job.drive`). A re-run
@@ -171,10 +174,14 @@ def _jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ResultWriter:
-    """Append-only writer with resume. Use as a context manager; `write(records)` once per chunk."""
+    """Resumable writer of OUT (module doc). Use as a context manager; `write(records)` once per chunk. `order`:
+    the ids in the order OUT lists them (others after, as they came); `records` holds what OUT holds once closed."""
 
-    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, overwrite: bool = False, *, order: Iterable[Any] | None = None) -> None:
         self.path = Path(path)
+        self.order = None if order is None else {json.dumps(i): n for n, i in enumerate(order)}
+        self.records: list[dict[str, Any]] | None = None
+        self.inflight = self.path.with_name(self.path.name + ".inflight.jsonl")
         self.parquet = self.path.suffix.lower() == ".parquet"
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"{self.path} is a directory; give a file name ending in .jsonl or .parquet")
@@ -185,6 +192,7 @@ class ResultWriter:
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         if overwrite:
             self.path.unlink(missing_ok=True)
+            self.inflight.unlink(missing_ok=True)
             shutil.rmtree(self.parts, ignore_errors=True)
             self.partial.path.unlink(missing_ok=True)
             self.meta_path.unlink(missing_ok=True)
@@ -206,22 +214,22 @@ class ResultWriter:
         self.digests[json.dumps(record["id"])] = record.get("input_sha")
 
     def _open_jsonl(self) -> None:
-        if self.path.exists():
-            data = self.path.read_bytes()
-            cut = data.rfind(b"\n") + 1
-            if cut < len(data):  # a torn last line from a killed run
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(cut)
-                data = data[:cut]
-            for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    self._seen(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{self.path}: line {n} is not a result record; remove the file or "
-                                    f"choose another --out") from None
-        self._fh = open(self.path, "a", encoding="utf-8")
+        for path in (self.path, self.inflight):
+            if path.exists():
+                data = path.read_bytes()
+                cut = data.rfind(b"\n") + 1
+                if cut < len(data):  # a torn last line from a killed run
+                    with open(path, "r+b") as fh:
+                        fh.truncate(cut)
+                    data = data[:cut]
+                for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        self._seen(json.loads(line))
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise UserError(f"{path}: line {n} is not a result record; remove the file or "
+                                        f"choose another --out") from None
 
     def _read_parquet(self, path: Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
@@ -291,6 +299,8 @@ class ResultWriter:
             os.replace(tmp, final)
             self._n_parts += 1
         else:
+            if self._fh is None:
+                self._fh = open(self.path if self.order is None else self.inflight, "a", encoding="utf-8")
             self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
             self._fh.flush()
             if self._sync_due():
@@ -314,19 +324,30 @@ class ResultWriter:
             self._fh = None
 
     def close(self) -> None:
-        """Close the file; for Parquet merge the parts into OUT."""
+        """Write OUT once: its records and the run's chunks, in `order`, atomically; then drop the chunks.
+        `records` holds them (an OUT with nothing new is left as it is). Without `order` a JSONL OUT is an
+        append log (a multi-process job's per-process files, `evaluate`'s store): its chunks are already in it."""
         self._close_file()
-        if self.parquet and self.parts.exists():
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
+        if self.order is None and not self.parquet and not self.inflight.exists():
+            return
+        if self.parquet:
             rows = self._read_parquet(self.path) if self.path.exists() else []
-            for p in sorted(self.parts.glob("part-*.parquet")):
-                rows.extend(self._read_parquet(p))
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-            os.replace(tmp, self.path)
-            shutil.rmtree(self.parts)
+        else:
+            rows = _read_jsonl(self.path) if self.path.exists() else []
+        chunks = sorted(self.parts.glob("part-*.parquet")) if self.parquet and self.parts.exists() else []
+        if self.parquet:
+            new = [r for p in chunks for r in self._read_parquet(p)]
+        else:
+            new = _read_jsonl(self.inflight) if self.inflight.exists() else []
+        have, before = {_key(r) for r in rows}, list(rows)
+        rows += [r for r in new if _key(r) not in have]
+        if self.order is not None:
+            rows.sort(key=lambda r: self.order.get(json.dumps(r["id"]), len(self.order)))  # stable
+        self.records = rows
+        if new or not self.path.exists() or rows != before:
+            _write_records(self.path, rows)
+        self.inflight.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -340,6 +361,22 @@ class ResultWriter:
 def plain(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples as lists, unknown types as strings), for comparisons."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _write_records(path: Path, rows: list[dict[str, Any]]) -> None:
+    """OUT := `rows` (JSONL or Parquet by its name), through a fsync'ed temporary file renamed over it."""
+    tmp = path.with_name("." + path.name + ".writing")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -395,17 +432,27 @@ class PartialSums:
 
 
 def read_results(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """All records of a JSONL or Parquet result file, the one reader of stored records: a torn last JSONL
-    line (a killed writer) is skipped. A missing file is a UserError, or no records with `missing_ok`."""
+    """All records of a JSONL or Parquet result file, the one reader of stored records: those of a JSONL OUT's
+    unfinished run (`OUT.inflight.jsonl`) included, a torn last line (a killed writer) skipped. A missing file
+    is a UserError, or no records with `missing_ok`."""
     path = Path(path)
-    if not path.exists():
+    inflight = path.with_name(path.name + ".inflight.jsonl")
+    if not path.exists() and not inflight.exists():
         if missing_ok:
             return []
         raise UserError(f"{path}: no such result file")
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        return pq.read_table(path).to_pylist() if path.exists() else []
+    rows = _read_jsonl(path) if path.exists() else []
+    if inflight.exists():
+        have = {_key(r) for r in rows}
+        rows += [r for r in _read_jsonl(inflight) if _key(r) not in have]
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text(encoding="utf-8").split("\n")
     out = []
     for n, line in enumerate(lines):

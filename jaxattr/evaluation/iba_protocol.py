@@ -18,8 +18,8 @@ import numpy as np
 from jaxattr.attribution import multihost
 from jaxattr.attribution.job import Job
 from jaxattr.errors import UserError
-from jaxattr.evaluation.evaluators import scored_batches
-from jaxattr.evaluation.inputs import as_model
+from jaxattr.evaluation.evaluators import scored_batches, span_targets
+from jaxattr.evaluation.inputs import as_model, check_entity_settings, explained_examples
 
 
 def _noise_stats(model: Any, examples: list, path: Path) -> Path:
@@ -56,11 +56,16 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
                          target: str = "predicted", layer: Any = None, beta: float | None = None,
                          noise: str = "sequence", grid: str = "reference", ig_steps: int = 10,
                          lime_samples: int = 100, tokens_per_batch: int = 8192, seed: int = 0,
-                         overwrite: bool = False, progress: bool = True) -> tuple[Any, list[str]]:
+                         overwrite: bool = False, progress: bool = True, entities: str = "all"
+                         ) -> tuple[Any, list[str]]:
     """The IBA paper's degradation test (§4.1, Table 1, Fig. 1): attributions of the probability of the
     target (resumable, `out/scores_<method>.jsonl`), then the vectorised test; returns (result, written files:
     `degradation.md`, `.csv`, `.png`, `per_example.csv`). Launched as several processes, the attributions are
-    split between them (module doc); process 0 writes the files and every process returns the same."""
+    split between them (module doc); process 0 writes the files and every process returns the same.
+
+    A token model's texts become its predicted entities (`inputs.explained_examples`, `entities`: "all" or one
+    label): one curve per (text, entity), the span's mean probability of its tags as its top tokens are
+    replaced by [MASK] (`degradation.degradation_probs`)."""
 
     from jaxattr.attribution import registry
     from jaxattr.attribution.driver import Driver
@@ -75,20 +80,23 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
     from jaxattr.evaluation.degradation import summarise as summarise_curves
 
     model, out = as_model(model), Path(out)
+    token = model.cfg.task == "token"
+    specs = [registry.get(m) for m in methods]  # unknown names fail before any work
+    check_entity_settings(model, target, entities, methods)
+    texts, examples = examples, explained_examples(model, examples, target=target, entities=entities)
     out.mkdir(parents=True, exist_ok=True)
     rank = multihost.process()[0]
     fractions = grid_fractions(grid)
-    specs = [registry.get(m) for m in methods]  # unknown names fail before any work
     by_id = {ex["id"]: ex for ex in examples}
     scores: dict[str, dict[Any, dict[str, Any]]] = {}
     for m, spec in zip(methods, specs):
         explain = target if spec.explain is None else spec.explain
         path = out / f"scores_{m}.jsonl"
-        opts = _protocol_options(spec.family, model, examples, out, layer=layer, beta=beta, noise=noise,
+        opts = _protocol_options(spec.family, model, texts, out, layer=layer, beta=beta, noise=noise,
                                  ig_steps=ig_steps, lime_samples=lime_samples)
         driver = Driver(model.params, model.cfg, m, opts, mask_id=model.mask_id, pad_id=model.pad_id,
                         output="prob", tokens_per_batch=tokens_per_batch, seed=seed)
-        settings = {**driver.settings(), "target": explain, "seed": seed}
+        settings = {**driver.settings(), "target": explain, "seed": seed, **({"entities": entities} if token else {})}
         Job(path, settings, model=model.source, overwrite=overwrite).attribute(driver, examples, explain, desc=m,
                                                                               progress=progress)
         rows = [r for r in read_results(path) if r["id"] in by_id]
@@ -103,8 +111,10 @@ def run_degradation_test(model: Any, examples: list[dict[str, Any]], methods: Se
         curves = np.zeros((len(examples), len(fr) + 1), np.float32)
         for idx, batch, sc in scored_batches(model, examples, got):
             # the curve reads the evaluation target, which a reference comparator need not have explained
-            tgt = np.asarray([got[i]["gold" if target == "gold" else "prediction"] for i in idx], np.int32)
-            curves[idx] = degradation_probs(model.params, model.cfg, batch, sc, tgt, fractions=fr)[1]
+            tgt = span_targets(examples, idx, sc.shape[1]) if token else \
+                np.asarray([got[i]["gold" if target == "gold" else "prediction"] for i in idx], np.int32)
+            curves[idx] = degradation_probs(model.params, model.cfg, batch, sc, tgt, fractions=fr,
+                                            mask_id=model.mask_id)[1]
         allc[name] = curves
     ids = [ex["id"] for ex in examples]
     res = summarise_curves({k: v[:, :-1] for k, v in allc.items()}, {k: v[:, -1] for k, v in allc.items()}, fractions)

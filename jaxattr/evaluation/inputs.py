@@ -4,21 +4,54 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxattr.errors import UserError
 
 
 def as_model(model: Any) -> Any:
-    """A `jaxattr.models.loading.Model`, or a model spec string loaded with `load_model`."""
-    from jaxattr.models.loading import Model, load_model, sequence_model
+    """A `jaxattr.models.loading.Model`, or a model spec string loaded with `load_model` (a sequence or a token
+    classifier: `explained_examples` turns a token model's texts into its entities)."""
+    from jaxattr.models.loading import Model, load_model
 
     if isinstance(model, Model):
-        return sequence_model(model, "the evaluation harness")
+        return model
     if isinstance(model, (str, os.PathLike)):
-        return sequence_model(load_model(str(model)), "the evaluation harness")
+        return load_model(str(model))
     raise UserError(f"model must be a jaxattr Model or a model spec string, not {type(model).__name__}")
+
+
+def check_entity_settings(model: Any, target: str, entities: str, methods: Sequence[str] = ()) -> None:
+    """One-line refusals of settings a model's task does not take, before any data loads or work starts: a token
+    model explains its predicted entities (no other target) with the methods that explain spans
+    (`registry.check_token_models`), and `entities` selects among a token model's entities alone."""
+    from jaxattr.attribution import registry
+
+    if model.cfg.task != "token":
+        if entities != "all":
+            raise UserError(f"--entities {entities}: entities come from a token-classification model (--task token)")
+        return
+    if target != "predicted":
+        raise UserError("--task token explains the predicted entities; --target does not apply")
+    for name in methods:
+        registry.check_token_models(name)
+
+
+def explained_examples(model: Any, examples: Sequence[Mapping[str, Any]], *, target: str = "predicted",
+                       entities: str = "all") -> list[dict[str, Any]]:
+    """What the evaluations explain: a sequence classifier's examples as they are; a token model's one example per
+    predicted entity (`attribution.entities.entity_examples`, `entities`: "all" or one label), each carrying
+    its span target `token_target`, which every metric reads. Examples that carry one already are kept (those of
+    the label `entities` names)."""
+    from jaxattr.attribution.entities import entity_examples
+
+    check_entity_settings(model, target, entities)
+    if model.cfg.task != "token":
+        return list(examples)
+    if examples and all("token_target" in ex for ex in examples):
+        return [dict(ex) for ex in examples if entities in ("all", (ex.get("entity") or {}).get("label"))]
+    return entity_examples(model.params, model.cfg, examples, pad_id=model.pad_id, select=entities)
 
 
 def _check_against_model(ds: Any, model: Any, data: str, need_labels: bool, label_column: str | None) -> None:
@@ -27,6 +60,8 @@ def _check_against_model(ds: Any, model: Any, data: str, need_labels: bool, labe
     cfg = model.cfg
     if cfg.problem_type != "classification":
         raise UserError("attribution tables need a classification model (the metrics use class probabilities)")
+    if cfg.task == "token":  # its targets are the predicted entities' tags, not the dataset's labels
+        return
     has_labels = "label" in ds.column_names
     if need_labels and not has_labels:
         raise UserError(f"dataset {data!r} has no labels (column {label_column!r}); --target gold needs them")
@@ -79,6 +114,8 @@ def load_examples(model: Any, data: Any, *, split: str = "test", examples: int |
     from jaxattr.evaluation.plausibility import token_rationale
 
     model = as_model(model)
+    if model.cfg.task == "token":  # a token model explains its predicted entities: no sequence labels to check
+        label_column = None
     if isinstance(data, (str, os.PathLike)):
         name = str(data)
         ds = _load_spec(name, split, seed, text_column, label_column, need_labels, rationale_column)

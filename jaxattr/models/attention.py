@@ -435,8 +435,8 @@ def attend(cfg: EncoderConfig, q: Array, k: Array, v: Array, bias: Array | None,
            local_active: bool | Array = True) -> tuple[Array, Array | None]:
     """Attention context [B, Tq, heads, d] and, when anyone needs them, the probabilities.
 
-    `bias` is added to the scaled scores, `attn_perturb` to the probabilities after attention dropout; called from inside a
-    block's compact method (its attention dropout is a submodule of that block). With `key_mask`
+    `bias` is added to the scaled scores, `attn_perturb` to the probabilities after attention dropout;
+    called from inside a block's compact method (its attention dropout is a submodule of that block). With `key_mask`
     ([B, T], true where attended) `bias` holds only the terms beyond the padding (None: none), and a
     padding-only call may take cuDNN's attention (`attention`). `local_window`, `local_active`: a local
     window, as `attention` takes it (the queries are positions 0..Tq-1: all, or [CLS] alone)."""

@@ -161,14 +161,28 @@ def default_model_dir(required: bool = False, *, quick: bool = False, cache_dir:
     return d
 
 
+TOKEN_COMMANDS = ("attribute", "evaluate", "degradation")  # the commands that take --task token
+
+
 def sequence_model(model: Model, command: str) -> Model:
     """`model` when it classifies whole sequences; a token-classification model (`cfg.task == "token"`) is a
-    one-line UserError naming `command` (what runs only on sequence classifiers so far: attribute without
-    --task token, evaluate, degradation)."""
+    one-line UserError naming `command` (what runs only on sequence classifiers: attribute, evaluate and
+    degradation without --task token, train, the Ray executor)."""
     if model.cfg.task != "sequence":
-        hint = "; give --task token" if command == "attribute" else " yet (issue 34); `jaxattr predict` and " \
-            "`jaxattr attribute --task token` run them"
+        hint = "; give --task token" if command in TOKEN_COMMANDS else " yet (issue 34); `jaxattr predict` and " \
+            "`jaxattr attribute/evaluate/degradation --task token` run them"
         raise UserError(f"{model.source}: a token classification model is not run by {command}{hint}")
+    return model
+
+
+def task_model(model: Model, task: str, command: str) -> Model:
+    """`model` when it is the kind a command's `--task` names: "token" needs a token-classification model, else
+    `sequence_model`. Either mismatch is a one-line UserError, so `attribute`, `evaluate` and `degradation`
+    refuse alike."""
+    if task != "token":
+        return sequence_model(model, command)
+    if model.cfg.task != "token":
+        raise UserError(f"{model.source} classifies whole sequences; --task token needs a token-classification model")
     return model
 
 

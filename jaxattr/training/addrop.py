@@ -3,7 +3,8 @@
 One AD-DROP step, as a pre-gradient batch transform for the engine (`make_transform`):
 
 1. forward 1 with dropout on, with a zero perturbation `attn_perturb` added to every layer's attention
-   probabilities A after attention dropout (the reference takes the gradient there); the pseudo label ĉ = argmax of its logits (or the gold label);
+   probabilities A after attention dropout (the reference takes the gradient there); the pseudo label
+   ĉ = argmax of its logits (or the gold label);
 2. B = ∂F_ĉ/∂A through `jax.vjp` w.r.t. the perturbation only: no parameter gradient is computed
    (regression: B = −∂loss/∂A with the squared error against the gold target; token classification:
    B = ∂(−L)/∂A, see below);
