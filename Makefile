@@ -37,9 +37,10 @@ PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile
 test: $(VENV)/.test lint
 	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not extra" $(PYTEST_ARGS)
 
-# every test, the `extra` ones (slower second checks of covered paths) included
+# every test, the `extra` ones (slower second checks of covered paths) included, at XLA's default optimisation
+# level (`make test` compiles at -O0: tests/conftest.py)
 test-all: $(VENV)/.test lint
-	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+	JAXATTR_TEST_FULL_OPT=1 $(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Wheels an accelerator image needs beyond the JAX stack (it has jax, torch, transformers): jaxattr itself,
 # captum and time-interpret (from pip's configured, local index), into one folder of at most 64 MiB.

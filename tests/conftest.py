@@ -23,14 +23,31 @@ def pytest_configure(config):
     processes tests launch inherit it through the environment, so a program compiled in one module (the
     fixture below clears the in-memory caches between modules) or process is loaded, not compiled, in the
     next (about a fifth of the suite's time). A fresh directory per run, removed at the end."""
-    if hasattr(config, "workerinput") or os.environ.get(CACHE_ENV):
-        return  # an xdist worker (inherits the controller's) or a cache the caller chose
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: inherits the controller's environment
+    _compile_fast()
+    if os.environ.get(CACHE_ENV):
+        return  # a cache the caller chose
     config._jax_cache_dir = tempfile.mkdtemp(prefix="jaxattr-tests-xla-")
     os.environ.update({CACHE_ENV: config._jax_cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
     jax.config.update("jax_compilation_cache_dir", config._jax_cache_dir)  # jax read the environment already
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+FULL_OPT_ENV = "JAXATTR_TEST_FULL_OPT"
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def _compile_fast() -> None:
+    """`make test` compiles at XLA's -O0: compiling is most of a tiny-model test's time (-O0 cut the CPU time of
+    test_token_methods + test_sig by 41%), and what the tests check (oracles, axioms, equal files) does not
+    depend on how hard XLA optimised. `make test-all` sets JAXATTR_TEST_FULL_OPT=1 and runs every test at the
+    default level too. Through the environment, so xdist workers and launched processes compile alike."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get(FULL_OPT_ENV) != "1" and "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
 
 
 def pytest_collection_modifyitems(config, items):

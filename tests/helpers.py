@@ -183,13 +183,18 @@ SLOW_WRITER = ("import sys, time\nfrom jaxattr.attribution.results import Result
                "ResultWriter.write = slow\n" + WORKER)
 
 
+def device_flags(n: int) -> str:
+    """XLA_FLAGS for a launched process with `n` CPU devices, keeping the test run's own flags (-O0, conftest)."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
+
+
 def launch_processes(commands: list[list[str]], worker: str = WORKER) -> list[subprocess.Popen]:
     """2 processes x 2 CPU devices on loopback, each running `jaxattr` `commands` one after another (`worker`:
     WORKER, or SLOW_WRITER for a job to be killed midway)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=device_flags(2),
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
     return [subprocess.Popen([sys.executable, "-c", worker, repr(commands)], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=dict(env, JAX_PROCESS_ID=str(i)))

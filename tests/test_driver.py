@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import tiny_model
+from helpers import device_flags, tiny_model
 
 from jaxattr.attribution import registry
 from jaxattr.attribution.driver import Driver, attribute_examples, example_keys
@@ -145,7 +145,7 @@ MULTI = textwrap.dedent("""
 @pytest.mark.extra  # a second check: tests/test_multihost_attribute.py runs the driver on 2 processes x 2 devices
 def test_four_fake_devices_equal_single(tiny):
     model, _, path = tiny
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=device_flags(4), JAX_PLATFORMS="cpu")
     script = MULTI.format(tests=str(Path(__file__).parent), path=str(path))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import device_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
-    base = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    base = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=device_flags(1))
     one = WORKER.format(tests=str(ROOT / "tests"), out=str(tmp_path / "one.npy"))
     two = WORKER.format(tests=str(ROOT / "tests"), out=str(tmp_path / "two.npy"))
     port = _free_port()

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import synthetic_batch, write_csv
+from helpers import device_flags, synthetic_batch, write_csv
 
 from jaxattr.models import init_params, tiny_config
 from jaxattr.training import load_config
@@ -107,7 +107,7 @@ DP_WORKER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_data_parallel_4_devices_equals_1_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=device_flags(4), JAX_PLATFORMS="cpu")
     code = DP_WORKER.format(tests=str(ROOT / "tests"))
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
