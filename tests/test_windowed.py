@@ -120,7 +120,7 @@ def test_attribute_long_window_covers_the_whole_document(model_dir, tmp_path, ca
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--method", "iba", "--long", "window"], "iba works inside the encoder"),
+    (["--method", "ig_embedding", "--long", "window"], "ig_embedding works inside the encoder"),
     (["--method", "ig", "--long", "native"], "use --long window"),
     (["--method", "ig", "--long", "window", "--window", "100"], "between 3 and the model's"),
     (["--method", "ig", "--window", "32"], "--window and --stride go with --long window"),

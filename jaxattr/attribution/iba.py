@@ -29,6 +29,16 @@ gradient methods because the bottleneck trades the KL against how well the model
 keeps the CE on one token's scale, the scale `DEFAULT_BETA` was tuned for, whatever the span's length; it is
 also the token head's training loss (`training.engine`'s mean over labelled tokens).
 
+Long documents (`cfg.window`, `models/windowed.py`, issue 34): an input longer than `cfg.window` tokens is cut
+into the windows the windowed classifier runs (`window_index`: `[CLS]` content slice `[SEP]`, positions 0..W-1),
+and IBA places one bottleneck per window, each window an ordinary example of the un-windowed model. A window's
+bottleneck is fitted on that window's own logits for the document's target class, the window's term of the
+pooled logits (fitting every bottleneck on the pooled logits would couple the windows into one problem of n·W
+tokens; per window they stay independent problems of W tokens, as IBA's examples are). Each token's raw capacity is
+averaged over the valid windows that contain it, then min-max normalised over the document's non-special
+tokens as for one sequence. Window k > 0 of a document draws its noise from `fold_in(key, k)`, window 0 from
+the document's own key, so a document that fits one window gets plain IBA's map whatever its padding.
+
 Noise statistics (`noise=`), an explicit choice:
   * "sequence" (default, the paper's reading): per-feature mean/std of X over the example's valid tokens;
   * "dataset": per-feature mean/std of each layer's output estimated over a dataset
@@ -53,7 +63,16 @@ from jaxattr.attribution.gradients import token_target
 from jaxattr.data.batch import per_example_keys, resolve_target, special_mask
 from jaxattr.errors import UserError
 from jaxattr.models.config import EncoderConfig
-from jaxattr.models.encoder import classify, embed, layer_params, run_layers, shared_block_params, word_embeddings
+from jaxattr.models.encoder import (
+    classify,
+    embed,
+    forward,
+    layer_params,
+    run_layers,
+    shared_block_params,
+    word_embeddings,
+)
+from jaxattr.models.windowed import window_index
 from jaxattr.types import Array, Params
 
 Noise = Literal["sequence", "dataset", "reference"]
@@ -271,6 +290,77 @@ def _iba_all(params, cfg, input_ids, attention_mask, token_type_ids, special, ta
     return out
 
 
+def window_keys(keys: Array, n: int) -> Array:
+    """[B*n] keys for the n windows of B documents: window 0 keeps the document's key, window k > 0 gets
+    `fold_in(key, k)` (deterministic per document, whatever else is in the batch)."""
+    folded = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n)))(keys)
+    out = jnp.concatenate([keys[:, None], folded[:, 1:]], axis=1)
+    return out.reshape((-1,) + out.shape[2:])
+
+
+def take_windows(a: Array, index: Array) -> Array:
+    """[B, T] per-token values -> [B*n, W] per window-token through `window_index`'s index [B, n, W]."""
+    b, n, w = index.shape
+    return jnp.take_along_axis(a, index.reshape(b, n * w), axis=1).reshape(b * n, w)
+
+
+def _overlap_mean(values: Array, index: Array, weight: Array, length: int) -> Array:
+    """Per-window values [B, n, W, ...] averaged into document positions [B, length, ...]: each position's
+    mean over the windows whose `index` [B, n, W] points at it, weighted by `weight` [B, n, W] (0: not counted)."""
+    b = index.shape[0]
+    flat = index.reshape(b, -1)
+    v = values.reshape((b, flat.shape[1]) + values.shape[3:]).astype(jnp.float32)
+    w = weight.reshape(b, -1).astype(jnp.float32)
+    w_v = w.reshape(w.shape + (1,) * (v.ndim - 2))
+    rows = jnp.arange(b)[:, None]
+    total = jnp.zeros((b, length) + values.shape[3:], jnp.float32).at[rows, flat].add(v * w_v)
+    count = jnp.zeros((b, length), jnp.float32).at[rows, flat].add(w)
+    return total / jnp.maximum(count, 1.0).reshape(count.shape + (1,) * (v.ndim - 2))
+
+
+def _pool_windows(out: IBAOutput, index: Array, wmask: Array, valid: Array, mask: Array,
+                  special: Array) -> IBAOutput:
+    """One layer's window results (B*n rows of W) -> the documents' (B rows of T): raw capacity and capacity
+    averaged over the valid windows containing a token, scores min-max normalised over the document's
+    non-special tokens, ce/kl the mean over its valid windows."""
+    b, n, w = index.shape
+    weight = wmask.astype(bool) & valid[..., None]
+    raw = _overlap_mean(out.raw.reshape(b, n, w), index, weight, mask.shape[1])
+    capacity = _overlap_mean(out.capacity.reshape(b, n, w, -1), index, weight, mask.shape[1])
+    per = valid.astype(jnp.float32) / jnp.sum(valid, axis=1, keepdims=True)  # [B, n]
+    ce, kl = (jnp.einsum("sbn,bn->sb", a.reshape(-1, b, n), per) for a in (out.ce, out.kl))
+    scores = minmax_scores(raw, mask.astype(bool) & ~special)
+    return IBAOutput(scores, capacity, raw, out.target.reshape(b, n)[:, 0], out.layer, ce, kl)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "layer", "steps", "samples", "noise"))
+def _iba_windowed(params, cfg, input_ids, attention_mask, token_type_ids, special, target, keys, beta, lr, stats,
+                  *, layer, steps, samples, noise):
+    """IBA on documents longer than `cfg.window`: one bottleneck per window (B*n ordinary examples of W tokens
+    under the un-windowed config, each fitted on its own logits for the document's target), pooled back."""
+    b = input_ids.shape[0]
+    index, wmask, valid = window_index(attention_mask, cfg.window, cfg.window_stride)
+    n, w = index.shape[1:]
+    if target is None:  # the windowed classifier's (pooled) prediction
+        logits = forward(params, cfg, input_ids, attention_mask, token_type_ids, cls_only=True).logits
+        target = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    take = lambda a: take_windows(a, index)
+    flat_mask = wmask.reshape(b * n, w)
+    args = (params, cfg.replace(window=0, window_stride=0), take(input_ids), flat_mask,
+            None if token_type_ids is None else take(token_type_ids), take(special) & flat_mask.astype(bool),
+            jnp.repeat(target, n), window_keys(keys, n), beta, lr, stats)
+    if layer == "all":
+        out = _iba_all(*args, steps=steps, samples=samples, noise=noise)
+        return jax.vmap(lambda o: _pool_windows(o, index, wmask, valid, attention_mask, special))(out)
+    out = _iba_layer(*args, layer=layer, steps=steps, samples=samples, noise=noise)
+    return _pool_windows(out, index, wmask, valid, attention_mask, special)
+
+
+def is_windowed(cfg: EncoderConfig, length: int) -> bool:
+    """True when a [.., length] input runs as windows (`cfg.window` set and the input longer than it)."""
+    return bool(cfg.window) and length > cfg.window
+
+
 def _check(cfg: EncoderConfig, layer: Any, steps: int, samples: int, noise: str, noise_stats: Any) -> None:
     if cfg.problem_type != "classification":
         raise UserError("IBA explains a class: it needs a classification head, not regression")
@@ -321,12 +411,18 @@ def iba(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any], *, layer: 
     `target`: None/"predicted", "gold" (uses `batch["label"]`) or class indices; a token model's span target
     [B, T] (its CE: see the module docstring). `key`: one PRNG key
     (split per example) or one key per example — the same key gives the same map. Pure and jit-able
-    (with `layer`, `steps`, `samples`, `noise` static).
+    (with `layer`, `steps`, `samples`, `noise` static). With `cfg.window` and an input longer than it, one
+    bottleneck per window, averaged over the overlaps (see the module docstring).
     """
     _check(cfg, layer, steps, samples, noise, noise_stats)
     beta = default_beta(noise) if beta is None else beta
     ids, mask, tt, special, tgt, keys = _prepare(batch, target, key, cfg)
     stats = noise_stats if noise == "dataset" else None
+    if is_windowed(cfg, ids.shape[1]):
+        if cfg.task != "sequence":
+            raise UserError("windowed long inputs need a sequence classifier, not a token model")
+        return _iba_windowed(params, cfg, ids, mask, tt, special, tgt, keys, beta, lr, stats,
+                             layer=layer if layer == "all" else int(layer), steps=steps, samples=samples, noise=noise)
     if layer == "all":
         return _iba_all(params, cfg, ids, mask, tt, special, tgt, keys, beta, lr, stats,
                         steps=steps, samples=samples, noise=noise)
@@ -341,6 +437,8 @@ def iba_beta_sweep(params: Params, cfg: EncoderConfig, batch: Mapping[str, Any],
     _check(cfg, layer, steps, samples, noise, noise_stats)
     if layer == "all":
         raise UserError("a beta sweep takes one layer; call it per layer or use layer='all' with one beta")
+    if is_windowed(cfg, np.shape(batch["input_ids"])[-1]):
+        raise UserError("a beta sweep runs on inputs that fit the model; call iba per beta for windowed documents")
     ids, mask, tt, special, tgt, keys = _prepare(batch, target, key, cfg)
     stats = noise_stats if noise == "dataset" else None
     run = lambda b: _iba_layer(params, cfg, ids, mask, tt, special, tgt, keys, b, lr, stats,
@@ -401,15 +499,21 @@ def hidden_states(params: Params, cfg: EncoderConfig, input_ids: Array, attentio
 
 
 def estimate_noise_stats(params: Params, cfg: EncoderConfig, batches: Iterable[Mapping[str, Any]]) -> NoiseStats:
-    """Per-layer, per-feature mean/std of every hidden state over the valid tokens of a stream of batches."""
+    """Per-layer, per-feature mean/std of every hidden state over the valid tokens of a stream of batches (a
+    windowed model's long documents: over the tokens of their valid windows, the states IBA's bottlenecks see)."""
     state = welford_init(cfg.num_layers + 1, cfg.hidden_size)
     seen = False
     for batch in batches:
         mask = jnp.asarray(batch["attention_mask"], jnp.int32)
         tt = batch.get("token_type_ids")
-        hs = hidden_states(params, cfg, jnp.asarray(batch["input_ids"], jnp.int32), mask,
-                           None if tt is None else jnp.asarray(tt, jnp.int32))
-        state = welford_update(state, hs, mask)
+        ids, tt = jnp.asarray(batch["input_ids"], jnp.int32), None if tt is None else jnp.asarray(tt, jnp.int32)
+        count = mask
+        if is_windowed(cfg, ids.shape[1]):  # the states the windows' bottlenecks see (valid windows counted)
+            index, wmask, valid = window_index(mask, cfg.window, cfg.window_stride)
+            ids, tt = take_windows(ids, index), None if tt is None else take_windows(tt, index)
+            mask, count = wmask.reshape(ids.shape), (wmask * valid[..., None]).reshape(ids.shape)
+        hs = hidden_states(params, cfg.replace(window=0, window_stride=0), ids, mask, tt)
+        state = welford_update(state, hs, count)
         seen = True
     if not seen:
         raise UserError("estimate_noise_stats got no batches; give a non-empty dataset")
@@ -481,7 +585,7 @@ def _register() -> None:
     register(MethodSpec(
         name="iba", fn=_iba_method,
         options={"layer": None, "beta": None, "noise": "sequence", "samples": 10, "steps": 10, "noise_stats": None},
-        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate, windows=False, token_models=True,
+        cost=lambda o: o["samples"], outputs=_outputs, validate=_validate, windows=True, token_models=True,
         description="information bottleneck on the output of a layer (1-based; default round(0.75 L); 'all')",
     ))
 

@@ -34,8 +34,8 @@ How a method registers (one call, at import time of the module that defines it):
   function a user calls under their own `jit`.
 * `token_models=True` for a method whose `fn` takes a token model's span target ([B, T] classes per
   position, -1 elsewhere) through `gradients.predict` / `explained_output`; others are refused on token models.
-* `windows=False` for a method that intervenes inside the encoder (IBA's bottleneck): it is refused on
-  windowed long documents (`--long window`), which expose only the pooled logits.
+* `windows=False` for a method that intervenes inside the encoder (`ig_embedding`: IG over the post-LayerNorm
+  embedding): it is refused on windowed long documents (`--long window`), which expose only the pooled logits.
 
 Methods registered elsewhere are imported lazily through `PROVIDERS` (module paths), so the CLI lists
 them without importing heavy modules first.

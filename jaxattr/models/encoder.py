@@ -378,7 +378,7 @@ def _windowed(params: Params, cfg: EncoderConfig, word_embeds: Array, attention_
     `hidden` are None)."""
     if after_layer is not None or attn_bias is not None or attn_perturb is not None or return_attention:
         raise ValueError("windowed long inputs expose only the pooled logits: no interventions on hidden states or "
-                         "attention (IBA, attention perturbation, AD-DROP) and no attention maps")
+                         "attention (attention perturbation, AD-DROP; IBA windows itself) and no attention maps")
     if cfg.task != "sequence":
         raise ValueError("windowed long inputs need a sequence classifier (pooled logits), not a token model")
 

@@ -11,9 +11,12 @@ completeness holds for the windowed model as for any other. Shapes are static: a
 gives `window_count(T, W, S)` windows; those past the end of a shorter document are masked out of the
 pooling.
 
-Not covered (a clear error, not a silent truncation): interventions on hidden states or attention (IBA's
-bottleneck, attention perturbation, AD-DROP's attention bias, attention maps), token-classification heads
-and sentence pairs.
+IBA, whose bottleneck sits inside the encoder, runs on the same windows (`window_index`) as ordinary
+examples, one bottleneck per window, its raw capacities averaged over the overlaps (`attribution/iba.py`).
+
+Not covered (a clear error, not a silent truncation): other interventions on hidden states or attention
+(attention perturbation, AD-DROP's attention bias, attention maps, IG over the embedding output),
+token-classification heads and sentence pairs.
 """
 
 from __future__ import annotations
