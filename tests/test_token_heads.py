@@ -217,6 +217,23 @@ def test_predict_text_on_a_token_model(token_dir, capsys):
     assert lines[0].split()[0] == "[CLS]" and any(line.startswith("entities: ") for line in lines)
 
 
+def test_predict_terminal_view_elides_a_long_document(token_dir, capsys):
+    """Past 2 x TERMINAL_EDGE tokens the terminal shows both ends and a count; --json keeps every row."""
+    from jaxattr.commands.predict import TERMINAL_EDGE
+
+    path, _ = token_dir
+    long_text = " ".join([TEXT] * 8)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(path), "--text", long_text, "--json"]) == 0
+    n = len(json.loads(capsys.readouterr().out)["tokens"])
+    assert n > 2 * TERMINAL_EDGE + 1
+    assert main(["predict", "--model", str(path), "--text", long_text]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = out[:out.index(next(line for line in out if line.startswith("entities: ")))]
+    assert len(rows) == 2 * TERMINAL_EDGE + 1 and rows[0].split()[0] == "[CLS]" and rows[-1].split()[0] == "[SEP]"
+    assert rows[TERMINAL_EDGE].strip() == f"... {n - 2 * TERMINAL_EDGE} more tokens (--json prints them all) ..."
+
+
 def test_sequence_only_commands_refuse_a_token_model_in_one_line(token_dir, tmp_path, capsys):
     path, _ = token_dir
     capsys.readouterr()

@@ -41,3 +41,21 @@ def test_report_and_notebook_view_escape_and_colour():
     assert "1 records" in repr(view)
     legacy = {k: v for k, v in rec.items() if k not in ("word_spans", "text")}  # records without spans
     assert "".join(p for p, _ in text_pieces(legacy)) == " ".join(rec["words"])
+
+
+def test_report_outlines_the_explained_entity_and_scrolls_long_texts():
+    """A token model's record (attribute --task token): the entity's words (word view) or tokens (token view)
+    carry the `entity` class, no other does; a long text scrolls inside its block."""
+    rec = {"id": "0/0", "tokens": ["[CLS]", "ann", "lives", "in", "new", "york", "[SEP]"],
+           "scores": [0, .5, .1, .2, .9, .3, 0], "words": ["ann", "lives", "in", "new", "york"],
+           "word_scores": [.5, .1, .2, .9, .3], "text": "ann lives in new york",
+           "word_spans": [[0, 0, 3], [0, 4, 9], [0, 10, 12], [0, 13, 16], [0, 17, 21]],
+           "entity": {"label": "LOC", "start": 4, "end": 6, "segment": 0, "char_start": 13, "char_end": 21,
+                      "text": "new york"}, "target": 1}
+    import re
+
+    for level, marked in (("words", ["new", "york"]), ("tokens", ["new", "york"])):
+        page = render_report([rec], level=level)
+        body = page.split('<div class="toks">')[1]
+        assert re.findall(r'<span class="(?:special )?entity"[^>]*>([^<]*)</span>', body) == marked, level
+    assert "overflow-y: auto" in render_report([rec])

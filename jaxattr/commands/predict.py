@@ -61,13 +61,21 @@ def predict_tokens(model: Model, text: str, pair: str | None = None) -> dict:
             "entities": found}
 
 
+TERMINAL_EDGE = 20  # tokens shown at each end of a long document in the terminal view
+
+
 def _run_token(model: Model, args: argparse.Namespace) -> int:
     out = predict_tokens(model, args.text, args.text_pair)
     if args.json:
         print(json.dumps(out))
         return 0
     width = max(len(t) for t in out["tokens"])
-    for tok, tag, row in zip(out["tokens"], out["tags"], out["logits"]):
+    rows = list(zip(out["tokens"], out["tags"], out["logits"]))
+    for i, (tok, tag, row) in enumerate(rows):
+        if TERMINAL_EDGE <= i < len(rows) - TERMINAL_EDGE:  # a long document: its ends and a count (--json: all)
+            if i == TERMINAL_EDGE:
+                print(f"  ... {len(rows) - 2 * TERMINAL_EDGE} more tokens (--json prints them all) ...")
+            continue
         print(f"  {tok:<{width}}  {tag:<12} logit={max(row):+.4f}")
     print(f"entities: {len(out['entities'])}")
     for e in out["entities"]:

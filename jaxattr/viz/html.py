@@ -56,9 +56,10 @@ def text_pieces(rec: Mapping[str, Any]) -> list[tuple[str, int | None]]:
     return [p for p in pieces if p[0]]
 
 
-def _coloured(text: str, score: float | None, scale: float, special: bool = False) -> str:
+def _coloured(text: str, score: float | None, scale: float, special: bool = False, entity: bool = False) -> str:
     s = 0.0 if score is None else float(score)
-    cls = ' class="special"' if special else ""
+    names = [n for n, on in (("special", special), ("entity", entity)) if on]
+    cls = f' class="{" ".join(names)}"' if names else ""
     return f'<span{cls} style="background:{colour(s / scale)}" title="{s:.4g}">{html.escape(text)}</span>'
 
 
@@ -67,17 +68,21 @@ def _example(rec: Mapping[str, Any], label_names: Sequence[str] | None, level: s
     scores = rec["word_scores"] if words else rec["scores"]
     finite = [abs(s) for s in scores if s is not None and not math.isnan(s)]
     scale = max(finite) if finite and max(finite) > 0 else 1.0
+    ent = rec.get("entity")
     if words:
-        spans = [html.escape(t) if k is None else _coloured(t, scores[k], scale) for t, k in text_pieces(rec)]
+        marked = _entity_words(rec, ent)
+        spans = [html.escape(t) if k is None else _coloured(t, scores[k], scale, entity=k in marked)
+                 for t, k in text_pieces(rec)]
         text = "".join(spans)
     else:
-        text = " ".join(_coloured(str(u), s, scale, u in SPECIAL) for u, s in zip(rec["tokens"], scores))
+        inside = range(ent["start"], ent["end"]) if ent else range(0)
+        text = " ".join(_coloured(str(u), s, scale, u in SPECIAL, i in inside)
+                        for i, (u, s) in enumerate(zip(rec["tokens"], scores)))
     pred = rec.get("prediction", rec.get("target"))
     meta = [f"<b>id</b> {html.escape(str(rec.get('id')))}"]
     if "layer" in rec:
         meta.append(f"<b>layer</b> {html.escape(str(rec['layer']))}")
-    if rec.get("entity"):  # a token model's explained entity (attribute --task token)
-        ent = rec["entity"]
+    if ent:  # a token model's explained entity (attribute --task token), also outlined in the text
         meta.append(f'<b>entity</b> <span class="entity">{html.escape(ent["text"])}</span> '
                     f'{html.escape(str(ent["label"]))} (tokens {ent["start"]}..{ent["end"] - 1})')
     meta.append(f"<b>prediction</b> {html.escape(_label(pred, label_names))}")
@@ -94,11 +99,20 @@ def _example(rec: Mapping[str, Any], label_names: Sequence[str] | None, level: s
 
 _STYLE = """.ex { margin: 1em 0; padding: .5em; border-bottom: 1px solid #ddd; }
 .meta { color: #444; font-size: 90%; margin-bottom: .3em; }
-.toks { white-space: pre-wrap; }
+.toks { white-space: pre-wrap; max-height: 30em; overflow-y: auto; }
+.toks span.entity { outline: 2px solid #000; }
 .toks span { padding: 1px 2px; border-radius: 3px; line-height: 1.9; }
 .toks span.special { color: #888; }
 .meta span.entity { border-bottom: 2px solid #000; font-weight: bold; }
 .legend span { padding: 2px 8px; margin-right: 2px; font-size: 85%; }"""
+
+
+def _entity_words(rec: Mapping[str, Any], ent: Mapping[str, Any] | None) -> set[int]:
+    """The words (indices into `word_spans`) inside an entity's characters, to outline in the word view."""
+    if not ent or ent.get("char_start") is None:
+        return set()
+    return {k for k, (seg, a, b) in enumerate(rec.get("word_spans") or [])
+            if seg == ent.get("segment", 0) and a >= ent["char_start"] and b <= ent["char_end"]}
 
 
 def _fragment(records: Iterable[Mapping[str, Any]], label_names: Sequence[str] | None, level: str) -> str:
