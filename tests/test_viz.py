@@ -45,7 +45,7 @@ def test_report_and_notebook_view_escape_and_colour():
 
 def test_report_outlines_the_explained_entity_and_scrolls_long_texts():
     """A token model's record (attribute --task token): the entity's words (word view) or tokens (token view)
-    carry the `entity` class, no other does; a long text scrolls inside its block."""
+    carry the `in-entity` class, no other does; a long text scrolls inside its block."""
     rec = {"id": "0/0", "tokens": ["[CLS]", "ann", "lives", "in", "new", "york", "[SEP]"],
            "scores": [0, .5, .1, .2, .9, .3, 0], "words": ["ann", "lives", "in", "new", "york"],
            "word_scores": [.5, .1, .2, .9, .3], "text": "ann lives in new york",
@@ -57,5 +57,5 @@ def test_report_outlines_the_explained_entity_and_scrolls_long_texts():
     for level, marked in (("words", ["new", "york"]), ("tokens", ["new", "york"])):
         page = render_report([rec], level=level)
         body = page.split('<div class="toks">')[1]
-        assert re.findall(r'<span class="(?:special )?entity"[^>]*>([^<]*)</span>', body) == marked, level
+        assert re.findall(r'<span class="(?:special )?in-entity"[^>]*>([^<]*)</span>', body) == marked, level
     assert "overflow-y: auto" in render_report([rec])

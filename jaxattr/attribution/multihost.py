@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from jaxattr.attribution.results import (
     check_same_input,
     plain,
     read_results,
+    record_lines,
     settings_diff,
     stored_settings,
 )
@@ -278,7 +279,7 @@ def merge(out: Path, examples: Sequence[Mapping[str, Any]], settings: Mapping[st
     if all(p.suffix == ".jsonl" for p in [out, *sources]):  # lines move as they are: no decoding, no encoding
         lines: dict[str, tuple[Any, str]] = {}
         for path in sources:
-            for rid, layer, line in _record_lines(path):
+            for rid, layer, line in record_lines(path):
                 lines.setdefault(json.dumps([rid, layer]), (rid, line))
         ranked_lines = sorted(lines.values(), key=lambda v: order.get(json.dumps(v[0]), len(order)))
         with ResultWriter(tmp) as writer:
@@ -377,28 +378,3 @@ def merge_shards(out: str | Path) -> int:
     return len(read_results(out))
 
 
-_ID_PREFIX, _LAYER_KEY = '{"id": ', ', "layer": '
-
-
-def _record_lines(path: Path) -> Iterator[tuple[Any, Any, str]]:
-    """(id, layer, line) of every complete record line of a JSONL result file. Records start with their id
-    and end with their layer when they have one, so those two values are decoded alone (a key with bare
-    quotes cannot occur inside a JSON string); other lines are decoded whole, a torn last line is skipped."""
-    dec = json.JSONDecoder()
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n") or not line.strip():
-                continue
-            try:
-                if not line.startswith(_ID_PREFIX):
-                    raise ValueError
-                rid = dec.raw_decode(line, len(_ID_PREFIX))[0]
-                k = line.rfind(_LAYER_KEY)
-                layer = dec.raw_decode(line, k + len(_LAYER_KEY))[0] if k >= 0 else None
-            except ValueError:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                rid, layer = r["id"], r.get("layer")
-            yield rid, layer, line

@@ -37,7 +37,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -180,7 +180,7 @@ class ResultWriter:
     def __init__(self, path: str | Path, overwrite: bool = False, *, order: Iterable[Any] | None = None) -> None:
         self.path = Path(path)
         self.order = None if order is None else {json.dumps(i): n for n, i in enumerate(order)}
-        self.records: list[dict[str, Any]] | None = None
+        self._held: list[Any] | None = None  # OUT's lines (JSONL) or records (Parquet) once closed
         self.inflight = self.path.with_name(self.path.name + ".inflight.jsonl")
         self.parquet = self.path.suffix.lower() == ".parquet"
         if self.path.exists() and self.path.is_dir():
@@ -324,30 +324,38 @@ class ResultWriter:
             self._fh = None
 
     def close(self) -> None:
-        """Write OUT once: its records and the run's chunks, in `order`, atomically; then drop the chunks.
-        `records` holds them (an OUT with nothing new is left as it is). Without `order` a JSONL OUT is an
-        append log (a multi-process job's per-process files, `evaluate`'s store): its chunks are already in it."""
+        """Write OUT once: its records and the run's chunks, in `order`, atomically; then drop the chunks
+        (an OUT with nothing new is left as it is). JSONL lines move as they are (only ids and layers are
+        decoded), so closing holds about OUT's size in memory. Without `order` a JSONL OUT is an append log (a
+        multi-process job's per-process files, `evaluate`'s store): its chunks are already in it."""
         self._close_file()
         if self.order is None and not self.parquet and not self.inflight.exists():
             return
         if self.parquet:
-            rows = self._read_parquet(self.path) if self.path.exists() else []
+            chunks = sorted(self.parts.glob("part-*.parquet")) if self.parts.exists() else []
+            rows = [(r["id"], r.get("layer"), r) for r in (self._read_parquet(self.path) if self.path.exists() else [])]
+            entries = [*rows, *((r["id"], r.get("layer"), r) for p in chunks for r in self._read_parquet(p))]
         else:
-            rows = _read_jsonl(self.path) if self.path.exists() else []
-        chunks = sorted(self.parts.glob("part-*.parquet")) if self.parquet and self.parts.exists() else []
-        if self.parquet:
-            new = [r for p in chunks for r in self._read_parquet(p)]
-        else:
-            new = _read_jsonl(self.inflight) if self.inflight.exists() else []
-        have, before = {_key(r) for r in rows}, list(rows)
-        rows += [r for r in new if _key(r) not in have]
+            rows = list(record_lines(self.path)) if self.path.exists() else []
+            entries = [*rows, *(record_lines(self.inflight) if self.inflight.exists() else ())]
+        merged: dict[str, tuple[Any, Any]] = {}
+        for rid, layer, item in entries:
+            merged.setdefault(json.dumps([rid, layer]), (rid, item))
+        ranked = list(merged.values())
         if self.order is not None:
-            rows.sort(key=lambda r: self.order.get(json.dumps(r["id"]), len(self.order)))  # stable
-        self.records = rows
-        if new or not self.path.exists() or rows != before:
-            _write_records(self.path, rows)
+            ranked.sort(key=lambda v: self.order.get(json.dumps(v[0]), len(self.order)))  # stable
+        self._held = [item for _, item in ranked]
+        if len(ranked) != len(rows) or [item for _, _, item in rows] != self._held or not self.path.exists():
+            _write_records(self.path, self._held)
         self.inflight.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
+
+    @property
+    def records(self) -> list[dict[str, Any]] | None:
+        """OUT's records once closed with an `order` (None before): what the writer holds, not read back."""
+        if self._held is None:
+            return None
+        return [json.loads(x) if isinstance(x, str) else x for x in self._held]
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -363,8 +371,9 @@ def plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def _write_records(path: Path, rows: list[dict[str, Any]]) -> None:
-    """OUT := `rows` (JSONL or Parquet by its name), through a fsync'ed temporary file renamed over it."""
+def _write_records(path: Path, rows: list[Any]) -> None:
+    """OUT := `rows` (JSONL lines or record dicts; Parquet: dicts), through a fsync'ed temporary file renamed
+    over it."""
     tmp = path.with_name("." + path.name + ".writing")
     if path.suffix.lower() == ".parquet":
         import pyarrow as pa
@@ -373,7 +382,7 @@ def _write_records(path: Path, rows: list[dict[str, Any]]) -> None:
         pq.write_table(pa.Table.from_pylist(rows), tmp)
     else:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            fh.writelines(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -470,3 +479,30 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_records(path: str | Path, *, missing_ok: bool = False) -> list[AttributionRecord]:
     """The records of a result file, typed (`read_results` for the dicts)."""
     return [AttributionRecord.from_dict(r) for r in read_results(path, missing_ok=missing_ok)]
+
+
+_ID_PREFIX, _LAYER_KEY = '{"id": ', ', "layer": '
+
+
+def record_lines(path: Path) -> Iterator[tuple[Any, Any, str]]:
+    """(id, layer, line) of every complete record line of a JSONL result file. Records start with their id
+    and end with their layer when they have one, so those two values are decoded alone (a key with bare
+    quotes cannot occur inside a JSON string); other lines are decoded whole, a torn last line is skipped."""
+    dec = json.JSONDecoder()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                if not line.startswith(_ID_PREFIX):
+                    raise ValueError
+                rid = dec.raw_decode(line, len(_ID_PREFIX))[0]
+                k = line.rfind(_LAYER_KEY)
+                layer = dec.raw_decode(line, k + len(_LAYER_KEY))[0] if k >= 0 else None
+            except ValueError:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                rid, layer = r["id"], r.get("layer")
+            yield rid, layer, line

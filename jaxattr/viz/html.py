@@ -58,7 +58,7 @@ def text_pieces(rec: Mapping[str, Any]) -> list[tuple[str, int | None]]:
 
 def _coloured(text: str, score: float | None, scale: float, special: bool = False, entity: bool = False) -> str:
     s = 0.0 if score is None else float(score)
-    names = [n for n, on in (("special", special), ("entity", entity)) if on]
+    names = [n for n, on in (("special", special), ("in-entity", entity)) if on]
     cls = f' class="{" ".join(names)}"' if names else ""
     return f'<span{cls} style="background:{colour(s / scale)}" title="{s:.4g}">{html.escape(text)}</span>'
 
@@ -100,7 +100,7 @@ def _example(rec: Mapping[str, Any], label_names: Sequence[str] | None, level: s
 _STYLE = """.ex { margin: 1em 0; padding: .5em; border-bottom: 1px solid #ddd; }
 .meta { color: #444; font-size: 90%; margin-bottom: .3em; }
 .toks { white-space: pre-wrap; max-height: 30em; overflow-y: auto; }
-.toks span.entity { outline: 2px solid #000; }
+.toks span.in-entity { outline: 2px solid #000; }
 .toks span { padding: 1px 2px; border-radius: 3px; line-height: 1.9; }
 .toks span.special { color: #888; }
 .meta span.entity { border-bottom: 2px solid #000; font-weight: bold; }
