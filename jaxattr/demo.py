@@ -307,10 +307,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="where the HTML report and plot go (default: CACHE/demo)")
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if a classifier is cached")
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default: colours on a terminal)")
+    parser.add_argument("--task", choices=("sequence", "token"), default="sequence",
+                        help="token: an entity explained (not built: no offline NER data, see below)")
+
+
+NO_TOKEN_DEMO = ("demo --task token is not built: no labelled NER data ships offline to fine-tune a token model on; "
+                 "explain your own token model with `jaxattr attribute --task token --model DIR`")
 
 
 def run(args: argparse.Namespace) -> int:
     """`jaxattr demo` (the CLI's shell: cli.py finds it here)."""
+    if args.task == "token":
+        raise UserError(NO_TOKEN_DEMO)
     run_demo(quick=args.quick, cache_dir=args.cache_dir, out_dir=args.out, retrain=args.retrain,
              colour=False if args.no_color else None)
     return 0

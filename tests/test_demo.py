@@ -63,3 +63,10 @@ def test_highlight_marks_top_words():
     coloured = highlight(rec, top=1, colour=True)
     assert "\x1b[1;30;42mterrible\x1b[0m" in coloured and "\x1b[1;37;41mdriving\x1b[0m" in coloured
     assert "[" not in coloured.replace("\x1b[", "")
+
+
+def test_token_demo_is_refused_in_one_line(capsys):
+    """`demo --task token` is not built (no offline NER data): one line that names the command that works, exit 2."""
+    assert cli.main(["demo", "--task", "token"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not built" in err[0] and "jaxattr attribute --task token" in err[0]
