@@ -132,6 +132,23 @@ def recorded(out: Path) -> dict[tuple, dict]:
     return rows
 
 
+def centre(args: argparse.Namespace) -> tuple[float, float]:
+    """The p, q grid's centre, where AD-DROP picks its learning rate (paper protocol)."""
+    return args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
+
+
+def _best(rows: list[dict], need: int) -> dict | None:
+    """The best dev run among `rows`, once all `need` of them have run (None before)."""
+    return max(rows, key=lambda r: r["dev_accuracy"]) if len(rows) >= need else None
+
+
+def _addrop_lr_run(first: list[dict], args: argparse.Namespace) -> dict | None:
+    """AD-DROP's best first-seed run over the learning rates at the grid's centre."""
+    lrs = [f"{x:g}" for x in args.lrs]
+    return _best([r for r in first if r["variant"] == "addrop" and r["lr"] in lrs
+                  and (r["p"], r["q"]) == centre(args)], len(lrs))
+
+
 def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) -> tuple[str, float, float] | None:
     """(lr, p, q) a variant runs its seeds with, picked on dev by the first seed's runs (None: not yet run).
     `ours`: the lr of plain fine-tuning's best dev run, p and q fixed. `paper`: plain and AD-DROP each pick
@@ -139,24 +156,17 @@ def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) 
     ablations (RD, no cross-tuning, all layers) change one factor, so they take AD-DROP's lr, p and q."""
     first = [r for r in rows if r["size"] == size and r["seed"] == args.seeds[0]]
     lrs = [f"{x:g}" for x in args.lrs]
-
-    def best(variant_rows: list[dict], need: int) -> dict | None:
-        return max(variant_rows, key=lambda r: r["dev_accuracy"]) if len(variant_rows) >= need else None
-
-    plain = best([r for r in first if r["variant"] == "plain" and r["lr"] in lrs], len(lrs))
+    plain = _best([r for r in first if r["variant"] == "plain" and r["lr"] in lrs], len(lrs))
     if plain is None:
         return None
-    if not args.lr_per_method:
+    if not args.lr_per_method or variant == "plain":
         return plain["lr"], *FIXED_PQ
-    if variant == "plain":
-        return plain["lr"], *FIXED_PQ
-    p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
-    ad = [r for r in first if r["variant"] == "addrop"]
-    at_centre = best([r for r in ad if r["lr"] in lrs and (r["p"], r["q"]) == (p0, q0)], len(lrs))
+    at_centre = _addrop_lr_run(first, args)
     if at_centre is None:
         return None
-    grid = [r for r in ad if r["lr"] == at_centre["lr"] and r["p"] in args.p_grid and r["q"] in args.q_grid]
-    top = best(grid, len(args.p_grid) * len(args.q_grid))
+    grid = [r for r in first if r["variant"] == "addrop" and r["lr"] == at_centre["lr"] and r["p"] in args.p_grid
+            and r["q"] in args.q_grid]
+    top = _best(grid, len(args.p_grid) * len(args.q_grid))
     return None if top is None else (top["lr"], top["p"], top["q"])
 
 
@@ -172,10 +182,10 @@ def run_all(work: Path, args: argparse.Namespace) -> None:
         for lr in args.lrs:  # selection runs (first seed)
             train_one(work, Setting(size, lr, "plain", s0, *FIXED_PQ, args.layers), args, out)
         if args.lr_per_method:
-            p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
             for lr in args.lrs:
-                train_one(work, Setting(size, lr, "addrop", s0, p0, q0, args.layers), args, out)
-            lr_ad = chosen_lr(rows(), size, args)
+                train_one(work, Setting(size, lr, "addrop", s0, *centre(args), args.layers), args, out)
+            first = [r for r in rows() if r["size"] == size and r["seed"] == s0]
+            lr_ad = float(_addrop_lr_run(first, args)["lr"])
             for p in args.p_grid:
                 for q in args.q_grid:
                     train_one(work, Setting(size, lr_ad, "addrop", s0, p, q, args.layers), args, out)
@@ -186,15 +196,6 @@ def run_all(work: Path, args: argparse.Namespace) -> None:
                     if v in args.variants:
                         lr, p, q = chosen(rows(), size, v, args)
                         train_one(work, Setting(size, float(lr), v, seed, p, q, args.layers), args, out)
-
-
-def chosen_lr(rows: list[dict], size: int, args: argparse.Namespace) -> float:
-    """AD-DROP's dev-picked lr at the grid's centre p, q (first seed)."""
-    p0, q0 = args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
-    lrs = [f"{x:g}" for x in args.lrs]
-    ad = [r for r in rows if r["size"] == size and r["seed"] == args.seeds[0] and r["variant"] == "addrop"
-          and r["lr"] in lrs and (r["p"], r["q"]) == (p0, q0)]
-    return float(max(ad, key=lambda r: r["dev_accuracy"])["lr"])
 
 
 def collect(work: Path, out: Path) -> list[dict]:
