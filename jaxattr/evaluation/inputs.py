@@ -77,9 +77,9 @@ def _check_against_model(ds: Any, model: Any, data: str, need_labels: bool, labe
 
 def _load_spec(data: str, split: str, seed: int, text_column: str, label_column: str | None,
                need_labels: bool, rationale_column: str | None = None) -> Any:
-    from jaxattr.data.datasets import CORPORA, datasets, load_dataset_spec
+    from jaxattr.data.datasets import datasets, is_corpus, load_dataset_spec
 
-    spec_split = split if data in CORPORA or data.startswith("hf:") else None
+    spec_split = split if is_corpus(data) or data.startswith("hf:") else None
     load = lambda labels: load_dataset_spec(data, spec_split, seed=seed, text_column=text_column,
                                             label_column=label_column if labels else None,
                                             rationale_column=rationale_column)
@@ -160,9 +160,9 @@ def load_input_examples(model: Any, spec: str, *, split: str | None = None, limi
                         text_column: str = "text", label_column: str | None = "label", need_labels: bool = False,
                         max_length: int = 512) -> list[dict[str, Any]]:
     """The first `limit` rows (0 = all) of a dataset spec, tokenised (what `jaxattr degradation --input` reads)."""
-    from jaxattr.data.datasets import CORPORA, load_input_dataset, tokenize_dataset
+    from jaxattr.data.datasets import is_corpus, load_input_dataset, tokenize_dataset
 
-    split = split or ("test" if spec in CORPORA else None)
+    split = split or ("test" if is_corpus(spec) else None)
     ds = load_input_dataset(spec, split, limit=limit, text_column=text_column,
                             label_column=label_column if need_labels else None, label_names=model.cfg.label_names)
     return tokenize_dataset(ds, model.tokenizer, max_length=min(max_length, model.cfg.max_length))
