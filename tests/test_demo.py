@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from jaxattr import cli
-from jaxattr.demo import QUICK, default_model_dir, highlight
+from jaxattr.demo import QUICK, TOKEN_QUICK, default_model_dir, gold_entity, highlight
 from jaxattr.errors import UserError
 
 
@@ -65,8 +69,36 @@ def test_highlight_marks_top_words():
     assert "[" not in coloured.replace("\x1b[", "")
 
 
-def test_token_demo_is_refused_in_one_line(capsys):
-    """`demo --task token` is not built (no offline NER data): one line that names the command that works, exit 2."""
-    assert cli.main(["demo", "--task", "token"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not built" in err[0] and "jaxattr attribute --task token" in err[0]
+@pytest.mark.slow
+def test_quick_token_demo_explains_an_entity(tmp_path, capsys):
+    """`demo --task token`: a token model fine-tuned on the embedded bbc_ner sentences, cached, and an entity per
+    held-out sentence explained by every method, its text in the sentence, with an HTML report."""
+    cache, out = tmp_path / "cache", tmp_path / "report"
+    argv = ["demo", "--task", "token", "--quick", "--cache-dir", str(cache), "--out", str(out), "--no-color"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "fine-tuned now" in text and "dev entity F1:" in text and "silver" in text
+    assert (cache / TOKEN_QUICK.name / "jaxattr.json").exists()
+    entities = re.findall(r"#\d entity '(.+?)' \((PER|ORG|LOC|MISC), (?:predicted|gold, not predicted)\) in '(.+)'",
+                          text)
+    assert len(entities) == TOKEN_QUICK.explain
+    for ent, _, sentence in entities:
+        assert ent in sentence
+    for method in ("SIG", "IG", "IBA"):
+        assert text.count(f" {method}: ") == TOKEN_QUICK.explain
+    html = (out / "entities.html").read_text()
+    assert "in-entity" in html and f"HTML report: {out / 'entities.html'}" in text
+
+
+def test_gold_entity_spans_the_pieces_of_its_words():
+    """A sentence the model finds no entity in explains its first gold entity: the span covers every piece of the
+    entity's words, also when the tokenizer splits one corpus word into several ("U.S." -> U . S .)."""
+    model = SimpleNamespace(cfg=SimpleNamespace(label_names=("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG")))
+    ex = {"id": 7, "text": "U.S. firm TimeWarner", "word_ids": np.array([-1, 0, 1, 2, 3, 4, 5, 5, -1]),
+          "word_spans": [[0, 0, 1], [0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 5, 9], [0, 10, 20]]}
+    got = gold_entity(model, ex, ["U.S.", "firm", "TimeWarner"], ["B-LOC", "O", "B-ORG"])
+    assert got["entity"]["text"] == "U.S." and got["id"] == "7/0" and got["example_id"] == 7
+    assert got["token_target"] == [-1, 1, 2, 2, 2, -1, -1, -1, -1]
+    later = gold_entity(model, ex, ["U.S.", "firm", "TimeWarner"], ["O", "O", "B-ORG"])
+    assert later["entity"]["text"] == "TimeWarner" and later["token_target"] == [-1] * 6 + [3, 4, -1]
+    assert gold_entity(model, ex, ["U.S.", "firm", "TimeWarner"], ["O", "O", "O"]) is None
