@@ -310,18 +310,23 @@ def degradation_plot(model: Any, examples: list[dict[str, Any]], results: dict[s
     return png, {m: v for m, metric, v in degradation.summary(df) if metric == "degradation_auc"}
 
 
+def _start(conf: DemoConfig, cache_dir: str | Path | None, retrain: bool, colour: bool | None, stream: Any
+           ) -> tuple[Callable[..., None], bool, tuple[Any, dict[str, Any], bool], Path, float]:
+    """What both demos begin with: (say, colour, (model, info, trained_now), its cache dir, start time)."""
+    stream = sys.stdout if stream is None else stream
+    say = lambda msg="": print(msg, file=stream, flush=True)
+    t0 = time.time()
+    loaded = ensure_classifier(conf, cache_dir, retrain=retrain, say=say)
+    return say, use_colour(stream) if colour is None else colour, loaded, cache_root(cache_dir) / conf.name, t0
+
+
 def run_demo(*, quick: bool = False, cache_dir: str | Path | None = None, out_dir: str | Path | None = None,
              retrain: bool = False, colour: bool | None = None, stream: Any = None) -> dict[str, Any]:
     """The whole demo; returns what it printed as data (accuracy, explanations, file paths)."""
     from jaxattr.data.tokenize import encode_texts
 
-    stream = sys.stdout if stream is None else stream
-    say = lambda msg="": print(msg, file=stream, flush=True)
-    colour = use_colour(stream) if colour is None else colour
     conf = QUICK if quick else FULL
-    t0 = time.time()
-    model, info, trained = ensure_classifier(conf, cache_dir, retrain=retrain, say=say)
-    where = cache_root(cache_dir) / conf.name
+    say, colour, (model, info, trained), where, t0 = _start(conf, cache_dir, retrain, colour, stream)
     names = model.cfg.label_names or tuple(str(i) for i in range(model.cfg.num_labels))
     say(f"classifier: {where} ({'fine-tuned now' if trained else 'cached'}; "
         f"{info['train_examples']} training tweets, {info['steps']} steps)")
@@ -364,13 +369,8 @@ def run_token_demo(*, quick: bool = False, cache_dir: str | Path | None = None, 
                    retrain: bool = False, colour: bool | None = None, stream: Any = None) -> dict[str, Any]:
     """`jaxattr demo --task token`: a MiniLM token classifier fine-tuned on `bbc_ner` (cached), one entity per
     held-out sentence explained with SIG, IG and IBA (F = the span's logits for its tags), and an HTML report."""
-    stream = sys.stdout if stream is None else stream
-    say = lambda msg="": print(msg, file=stream, flush=True)
-    colour = use_colour(stream) if colour is None else colour
     conf = TOKEN_QUICK if quick else TOKEN_FULL
-    t0 = time.time()
-    model, info, trained = ensure_classifier(conf, cache_dir, retrain=retrain, say=say)
-    where = cache_root(cache_dir) / conf.name
+    say, colour, (model, info, trained), where, t0 = _start(conf, cache_dir, retrain, colour, stream)
     say(f"token classifier: {where} ({'fine-tuned now' if trained else 'cached'}; {info['train_examples']} training "
         f"sentences, {info['steps']} steps)")
     say(f"dev entity F1: {info['dev_f1']:.3f} (token accuracy {info['dev_accuracy']:.3f}) on {info['dev_examples']} "
