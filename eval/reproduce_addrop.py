@@ -12,6 +12,8 @@ AD-DROP first, then the ablations, then the next size); each is resumable and sk
 interrupted job continues and the report (`OUT/README.md`, `OUT/runs.csv`, rewritten after each run) covers
 what has finished. Rows of an earlier `OUT/runs.csv` whose run directories are gone (a new checkout) are
 kept as measured, and their dev accuracies still pick the learning rate, so only the missing runs train.
+A second job started the same way (say on the other core) shares the work: each run is claimed with a file
+lock, so the second job takes the next unclaimed run (the next size's selection while the first size's is running).
 Each variant's test (and dev) accuracy is paired with plain fine-tuning on the same seed (same data order and
 initialisation): with fewer than 20 seeds, the mean difference with a Student-t interval, the exact sign-flip
 permutation p (the verdict's test) and the paired t-test p, both Holm-corrected over the table's comparisons
@@ -22,10 +24,15 @@ permutation p (the verdict's test) and the paired t-test p, both Holm-corrected 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
+import os
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,22 +94,31 @@ class Setting:
         return [*ours, *VARIANTS[self.variant]]
 
 
-def train_one(work: Path, setting: Setting, args: argparse.Namespace, out: Path) -> dict:
-    """The run's row: recorded in OUT/runs.csv, or read from its finished run, or trained now (then the
-    report is rewritten, so an interrupted job keeps every finished run)."""
+def train_one(work: Path, setting: Setting, args: argparse.Namespace, out: Path) -> None:
+    """Train one run, then rewrite the report (so an interrupted job keeps every finished run)."""
     from jaxattr.training.config import load_config
     from jaxattr.training.trainer import run
 
     d = setting.path(work)
-    if not (d / "results.json").exists():
-        old = recorded(out).get(setting.key())
-        if old is not None:
-            return old
-        print(f"reproduce_addrop: {d}", file=sys.stderr, flush=True)
-        run(load_config(None, [*setting.overrides(args), f"output_dir={d}"]))
-        (d / "setting.json").write_text(json.dumps(dataclasses.asdict(setting)))
-        report(work, out, args)
-    return _row(d)
+    print(f"reproduce_addrop: {d}", file=sys.stderr, flush=True)
+    run(load_config(None, [*setting.overrides(args), f"output_dir={d}"]))
+    (d / "setting.json").write_text(json.dumps(dataclasses.asdict(setting)))
+    report(work, out, args)
+
+
+@contextlib.contextmanager
+def claim(work: Path, setting: Setting) -> Iterator[bool]:
+    """Whether this process holds the run's lock (an flock: released when the process dies, so a killed run
+    is resumed by the next job, and a second job on another core skips the run the first is training)."""
+    lock = setting.path(work).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _row(d: Path) -> dict:
@@ -177,32 +193,50 @@ def chosen(rows: list[dict], size: int, variant: str, args: argparse.Namespace) 
     return None if top is None else (top["lr"], top["p"], top["q"])
 
 
-def run_all(work: Path, args: argparse.Namespace) -> None:
-    """Dev selection on the first seed, then every seed: plain and AD-DROP first, then the ablations, then
-    the next size."""
-    out, s0 = Path(args.out), args.seeds[0]
+def plan(rows: list[dict], size: int, args: argparse.Namespace) -> Iterator[Setting]:
+    """The runs of `size` in priority order, as far as the finished runs decide them: dev selection on the
+    first seed, then every seed of plain and AD-DROP, then the ablations."""
+    s0 = args.seeds[0]
+    for lr in args.lrs:
+        yield Setting(size, lr, "plain", s0, *FIXED_PQ, args.layers)
+    if args.lr_per_method:
+        for lr in args.lrs:
+            yield Setting(size, lr, "addrop", s0, *centre(args), args.layers)
+        best = _addrop_lr_run([r for r in rows if r["size"] == size and r["seed"] == s0], args)
+        if best is None:
+            return
+        for p in args.p_grid:
+            for q in args.q_grid:
+                yield Setting(size, float(best["lr"]), "addrop", s0, p, q, args.layers)
+    groups = [["plain", "addrop"], *[[v] for v in args.variants if v not in ("plain", "addrop")]]
+    for group in groups:
+        for seed in args.seeds:
+            for v in (v for v in group if v in args.variants):
+                picked = chosen(rows, size, v, args)
+                if picked is None:
+                    return
+                lr, p, q = picked
+                yield Setting(size, float(lr), v, seed, p, q, args.layers)
 
-    def rows() -> list[dict]:
-        return collect(work, out)
 
-    for size in args.sizes:
-        for lr in args.lrs:  # selection runs (first seed)
-            train_one(work, Setting(size, lr, "plain", s0, *FIXED_PQ, args.layers), args, out)
-        if args.lr_per_method:
-            for lr in args.lrs:
-                train_one(work, Setting(size, lr, "addrop", s0, *centre(args), args.layers), args, out)
-            first = [r for r in rows() if r["size"] == size and r["seed"] == s0]
-            lr_ad = float(_addrop_lr_run(first, args)["lr"])
-            for p in args.p_grid:
-                for q in args.q_grid:
-                    train_one(work, Setting(size, lr_ad, "addrop", s0, p, q, args.layers), args, out)
-        groups = [["plain", "addrop"], *[[v] for v in args.variants if v not in ("plain", "addrop")]]
-        for group in groups:
-            for seed in args.seeds:
-                for v in group:
-                    if v in args.variants:
-                        lr, p, q = chosen(rows(), size, v, args)
-                        train_one(work, Setting(size, float(lr), v, seed, p, q, args.layers), args, out)
+def run_all(work: Path, args: argparse.Namespace, wait_seconds: float = 60.0) -> None:
+    """Train the first planned run that is neither finished nor claimed, until none is left. Sizes are
+    planned in order, so a second job (another core) starts the next size while the first size's selection
+    runs; a job with nothing to start waits for the runs that others hold."""
+    out = Path(args.out)
+    while True:
+        rows = collect(work, out)
+        done = {_row_key(r) for r in rows}
+        todo = [s for size in args.sizes for s in plan(rows, size, args) if s.key() not in done]
+        if not todo:
+            return
+        for setting in todo:
+            with claim(work, setting) as mine:
+                if mine and not (setting.path(work) / "setting.json").exists():
+                    train_one(work, setting, args, out)
+                    break
+        else:
+            time.sleep(wait_seconds)
 
 
 def collect(work: Path, out: Path) -> list[dict]:
@@ -367,10 +401,12 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     machine = machine_line(out / "README.md", args.report_only).split(" Per-run numbers")[0]
     out.mkdir(parents=True, exist_ok=True)
     if rows:
-        with open(out / "runs.csv", "w", newline="") as f:
+        tmp = out / f".runs.csv.{os.getpid()}"  # written whole, then renamed: a second job never reads half
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+        os.replace(tmp, out / "runs.csv")
     made = RUN_COMMAND[args.protocol]
     paper = args.lr_per_method
     n_seeds = min((len({r["seed"] for r in final(rows, z, args) if r["variant"] == "plain"})
@@ -442,8 +478,9 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
         lines += ["## Not finished", "",
                   f"Sizes {', '.join(map(str, missing))} have fewer than the {len(args.seeds)} seeds asked for "
                   f"(or no dev selection yet); rerun `{made}` to continue (finished runs are kept).", ""]
-    path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    path, tmp = out / "README.md", out / f".README.md.{os.getpid()}"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
     return path
 
 
