@@ -68,6 +68,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = _latest_step(tmp_path / "run")
+    before = json.loads((tmp_path / "run" / "checkpoints" / "latest" / str(killed_at) / "meta" / "metadata")
+                        .read_text())["train_seconds"]
+    assert before >= 0.5 * (killed_at - 1)  # the killed segment's steps slept 0.5 s each
     assert 6 <= killed_at < 18 and not (tmp_path / "run" / "results.json").exists()
     resumed = subprocess.run(_command(tmp_path, "run"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -77,6 +80,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a = json.loads((tmp_path / "ref" / "results.json").read_text())
     b = json.loads((tmp_path / "run" / "results.json").read_text())
     assert a["steps"] == b["steps"] == 18 and a["best_step"] == b["best_step"]
+    assert b["train_seconds"] > before  # the killed segment's time is counted, not only the resumed one's
     for split in ("dev", "test"):
         for k, v in a[split].items():
             assert b[split][k] == pytest.approx(v, abs=1e-6), (split, k)

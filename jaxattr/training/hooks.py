@@ -114,10 +114,11 @@ class CheckpointHook:
     ckpt: Checkpointer
     stopper: EarlyStopping
     fingerprint: dict[str, Any]
+    seconds: Callable[[], float] = lambda: 0.0  # training seconds so far, over every resumed segment
 
     def __call__(self, info: StepInfo) -> None:
         meta = {"step": info.step, "epoch": info.epoch, "early_stopping": self.stopper.to_dict(),
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "train_seconds": self.seconds()}
         preempted = self.ckpt.reached_preemption(info.step)
         if info.dev is not None or self.ckpt.should_save(info.step) or preempted or self.stopper.should_stop:
             self.ckpt.save(info.step, info.state, meta, force=True)

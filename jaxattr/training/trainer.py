@@ -254,6 +254,7 @@ class _Run:
     stopper: EarlyStopping
     fingerprint: dict[str, Any]
     start: int = 0  # the step training starts (or resumes) from
+    seconds_before: float = 0.0  # training seconds of the segments before a resume
 
     @property
     def total(self) -> int:
@@ -323,6 +324,7 @@ def _restore(r: _Run) -> None:
     r.state, meta = restored
     r.start = int(meta["step"])
     r.stopper = EarlyStopping(**meta["early_stopping"])
+    r.seconds_before = float(meta.get("train_seconds", 0.0))
     r.logger.write({"event": "resume", "step": r.start})
     if jax.process_index() == 0:
         print(f"resumed from step {r.start}", file=sys.stderr)
@@ -334,7 +336,7 @@ def _default_hooks(r: _Run, bar: Any, t0: float) -> list[Hook]:
     eval_every = cfg.eval_every or r.steps_per_epoch  # default: at the end of each epoch
     return [LogHook(r.logger, bar, cfg.log_every, cfg.batch_size, r.start, t0),
             EvalHook(r.evaluate, cfg.dev_metric, r.stopper, r.ckpt, r.logger, bar, eval_every),
-            CheckpointHook(r.ckpt, r.stopper, r.fingerprint),
+            CheckpointHook(r.ckpt, r.stopper, r.fingerprint, lambda: r.seconds_before + time.perf_counter() - t0),
             EarlyStopHook(r.stopper, r.logger)]
 
 
@@ -373,7 +375,7 @@ def _finish(r: _Run, done: int, stopped: int | None, t0: float) -> dict[str, Any
                "early_stopped_at": stopped, "dev": dev, "test": test,
                "train_examples": len(r.arrays["train"]["input_ids"]), "dev_examples": len(r.arrays["dev"]["labels"]),
                "test_examples": len(r.arrays["test"]["labels"]), "devices": r.mesh.size,
-               "processes": jax.process_count(), "train_seconds": time.perf_counter() - t0}
+               "processes": jax.process_count(), "train_seconds": r.seconds_before + time.perf_counter() - t0}
     if jax.process_index() == 0:
         export_params = jax.device_get(r.method.export(final))
         save_checkpoint(r.out / "model", r.model.cfg, export_params, r.tokenizer)
