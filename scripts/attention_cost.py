@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     import jaxattr.models.encoder as encoder
     from jaxattr.attribution.gradients import explained_output, row_embeddings
     from jaxattr.models import load_minilm, save_hf_dir
-    from jaxattr.models.attention import cpu_attention
+    from jaxattr.models.attention import blocked_attention
 
     print(f"# load average before {os.getloadavg()[0]:.2f}; jax {jax.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); rows {args.rows} x {args.length} tokens")
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     h, dh = cfg.num_heads, cfg.hidden_size // cfg.num_heads
     q, k, v = (np.random.default_rng(i).standard_normal((r, n, h, dh), np.float32) for i in range(3))
     bias = np.zeros((r, 1, 1, n), np.float32)
-    att = jax.jit(cpu_attention)
-    att_grad = jax.jit(jax.grad(lambda q, k, v: cpu_attention(q, k, v, bias).sum(), argnums=(0, 1, 2)))
+    att = jax.jit(blocked_attention)
+    att_grad = jax.jit(jax.grad(lambda q, k, v: blocked_attention(q, k, v, bias).sum(), argnums=(0, 1, 2)))
     ours_att = (median_ms(lambda: jax.block_until_ready(att(q, k, v, bias)), args.reps) / r,
                 median_ms(lambda: jax.block_until_ready(att_grad(q, k, v)), args.reps) / r)
     tq, tk, tv = (torch.from_numpy(x).transpose(1, 2).contiguous().requires_grad_(True) for x in (q, k, v))

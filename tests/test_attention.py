@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxattr.models import attention as attention_module
-from jaxattr.models.attention import attention, block_rows, cpu_attention
+from jaxattr.models.attention import attention, block_rows, blocked_attention
 
 
 def _inputs(b: int, t: int, h: int = 3, d: int = 8, seed: int = 0):
@@ -24,14 +24,14 @@ def _reference(q, k, v, bias):
 
 
 @pytest.mark.parametrize("b,t,block_bytes", [(1, 5, None), (6, 16, None), (7, 33, None), (6, 16, 2 * 16 * 16 * 4)])
-def test_cpu_attention_values_and_gradients_match_softmax_attention(b, t, block_bytes, monkeypatch):
+def test_blocked_attention_values_and_gradients_match_softmax_attention(b, t, block_bytes, monkeypatch):
     if block_bytes is not None:  # many blocks of two (batch, head) pairs, as long inputs get
         monkeypatch.setattr(attention_module, "_BLOCK_BYTES", block_bytes)
         assert block_rows(b * 3, t) == 2
     q, k, v, bias = _inputs(b, t)
-    np.testing.assert_allclose(cpu_attention(q, k, v, bias), _reference(q, k, v, bias), atol=2e-5)
+    np.testing.assert_allclose(blocked_attention(q, k, v, bias), _reference(q, k, v, bias), atol=2e-5)
     loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))  # a non-uniform cotangent
-    got = jax.grad(loss(cpu_attention), argnums=(0, 1, 2, 3))(q, k, v, bias)
+    got = jax.grad(loss(blocked_attention), argnums=(0, 1, 2, 3))(q, k, v, bias)
     want = jax.grad(loss(_reference), argnums=(0, 1, 2, 3))(q, k, v, bias)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=5e-5)
@@ -40,8 +40,8 @@ def test_cpu_attention_values_and_gradients_match_softmax_attention(b, t, block_
 def test_mask_only_bias_broadcasts_and_gradient_reduces_to_its_shape():
     q, k, v, _ = _inputs(4, 12)
     key_bias = jnp.zeros((4, 1, 1, 12)).at[:, :, :, 9:].set(-1e9)
-    np.testing.assert_allclose(cpu_attention(q, k, v, key_bias), _reference(q, k, v, key_bias), atol=2e-5)
-    d_bias = jax.grad(lambda b: cpu_attention(q, k, v, b).sum())(key_bias)
+    np.testing.assert_allclose(blocked_attention(q, k, v, key_bias), _reference(q, k, v, key_bias), atol=2e-5)
+    d_bias = jax.grad(lambda b: blocked_attention(q, k, v, b).sum())(key_bias)
     assert d_bias.shape == key_bias.shape
     # masked keys get no probability mass, so no gradient flows into their bias
     np.testing.assert_allclose(d_bias[..., 9:], 0.0, atol=1e-6)

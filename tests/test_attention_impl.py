@@ -17,6 +17,7 @@ import pytest
 from jaxattr.models import attention as attention_module
 from jaxattr.models import forward, init_params, tiny_config
 from jaxattr.models.attention import (
+    ACCELERATOR_SHORT_LENGTH,
     SHORT_LENGTH,
     attention,
     attention_implementation,
@@ -44,11 +45,18 @@ BF16, F16, F32 = jnp.bfloat16, jnp.float16, jnp.float32
     ("rocm", BF16, False, 512, 64, None, "xla"),
     ("tpu", BF16, False, 512, 64, None, "xla"),
     ("tpu", F32, True, 512, 64, None, "xla"),
+    # ... up to ACCELERATOR_SHORT_LENGTH tokens; longer, the blocked kernel (cuDNN still takes what it can)
+    ("tpu", F32, True, ACCELERATOR_SHORT_LENGTH, 64, None, "xla"),
+    ("tpu", BF16, False, ACCELERATOR_SHORT_LENGTH + 1, 64, None, "blocked"),
+    ("cuda", F32, False, 8192, 64, (9, 0), "blocked"),
+    ("cuda", BF16, True, 4096, 64, (9, 0), "blocked"),
+    ("rocm", BF16, False, 2048, 64, None, "blocked"),
+    ("cuda", BF16, False, 8192, 64, (9, 0), "cudnn"),
     # CPU: XLA up to SHORT_LENGTH tokens, the blocked kernel beyond, bias or not, any dtype
     ("cpu", F32, False, SHORT_LENGTH, 64, None, "xla"),
     ("cpu", BF16, False, SHORT_LENGTH, 64, None, "xla"),
-    ("cpu", F32, False, SHORT_LENGTH + 1, 64, None, "cpu_blocked"),
-    ("cpu", BF16, True, 512, 64, None, "cpu_blocked"),
+    ("cpu", F32, False, SHORT_LENGTH + 1, 64, None, "blocked"),
+    ("cpu", BF16, True, 512, 64, None, "blocked"),
 ])
 def test_selector(backend, dtype, has_bias, length, head_dim, capability, want):
     assert attention_implementation(dtype, backend, has_bias=has_bias, length=length, head_dim=head_dim,

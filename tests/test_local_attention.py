@@ -20,7 +20,7 @@ from hf_tiny import random_batch, save_tiny
 
 from jaxattr.models import attention as attention_module
 from jaxattr.models import forward, init_params, load_hf_dir, tiny_config
-from jaxattr.models.attention import attention, block_plan, cpu_attention, padding_bias
+from jaxattr.models.attention import accelerator_plan, attention, block_plan, blocked_attention, padding_bias
 from jaxattr.models.encoder import word_embeddings
 from jaxattr.models.primitives import mask_value
 
@@ -71,7 +71,7 @@ def _assert_close(got, want, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("path", ["xla", "cpu_blocked"])
+@pytest.mark.parametrize("path", ["xla", "blocked"])
 # (40, 64) and (130, 4) repeat the short/long and narrow/wide cases the other two cover: `make test-all` only
 @pytest.mark.parametrize("t,w", [(40, 4), pytest.param(40, 64, marks=pytest.mark.extra),
                                  pytest.param(130, 4, marks=pytest.mark.extra), (130, 64)])
@@ -88,10 +88,10 @@ def test_window_equals_the_dense_window_bias(monkeypatch, path, t, w):
     seen = _rows_seen(mask, w)
     _assert_close(_value_and_grads(lambda q, k, v: attention(q, k, v, key_mask=mask, local_window=w), q, k, v, seen),
                   _value_and_grads(lambda q, k, v: _reference(q, k, v, dense), q, k, v, seen), rtol=1e-4, atol=2e-5)
-    if path == "cpu_blocked":  # the kernel itself, with the window switched at run time (a traced flag)
-        run = jax.jit(lambda q, k, v, on: cpu_attention(q, k, v, padding_bias(mask), w, on))
+    if path == "blocked":  # the kernel itself, with the window switched at run time (a traced flag)
+        run = jax.jit(lambda q, k, v, on: blocked_attention(q, k, v, padding_bias(mask), w, on))
         _assert_close(_value_and_grads(lambda q, k, v: run(q, k, v, jnp.bool_(True)), q, k, v), old)
-        plain = _value_and_grads(lambda q, k, v: cpu_attention(q, k, v, padding_bias(mask)), q, k, v)
+        plain = _value_and_grads(lambda q, k, v: blocked_attention(q, k, v, padding_bias(mask)), q, k, v)
         _assert_close(_value_and_grads(lambda q, k, v: run(q, k, v, jnp.bool_(False)), q, k, v), plain)
 
 
@@ -123,13 +123,13 @@ def test_chunked_kernel_equals_the_dense_softmax(monkeypatch, t, w, extra):
     # rows that see no key at all (padding far from any token) average their chunk's keys rather than all
     # T: nobody reads them, so the loss leaves them out
     rows_seen = _rows_seen(mask, w)
-    got = _value_and_grads(jax.jit(lambda q, k, v: cpu_attention(q, k, v, bias, w)), q, k, v, rows_seen)
+    got = _value_and_grads(jax.jit(lambda q, k, v: blocked_attention(q, k, v, bias, w)), q, k, v, rows_seen)
     want = _value_and_grads(lambda q, k, v: _reference(q, k, v, dense), q, k, v, rows_seen)
     seen = np.asarray(rows_seen)[:, :, None, None]
     np.testing.assert_allclose(np.where(seen, got[0], 0), np.where(seen, want[0], 0), rtol=1e-4, atol=2e-5)
     _assert_close(got[1:], want[1:], rtol=1e-4, atol=2e-5)
     if extra:  # the extra bias's gradient, chunk by chunk
-        loss = lambda b: jnp.sum(jnp.sin(cpu_attention(q, k, v, b, w)) * seen)
+        loss = lambda b: jnp.sum(jnp.sin(blocked_attention(q, k, v, b, w)) * seen)
         d_bias = jax.grad(loss)(bias)
         inside = jnp.asarray(_window_bias(t, w) == 0)
         want_d = jax.grad(lambda b: jnp.sum(jnp.sin(_reference(q, k, v, jnp.where(inside, b, mask_value(
@@ -143,11 +143,11 @@ def test_global_chunks_equal_the_dense_softmax_with_all_gradients(monkeypatch):
     monkeypatch.setattr(attention_module, "_BLOCK_BYTES", 4 * 16 * t)
     q, k, v, mask = _inputs(t)
     bias = padding_bias(mask)
-    f = lambda q, k, v, b: jnp.sum(jnp.sin(cpu_attention(q, k, v, b)))
+    f = lambda q, k, v, b: jnp.sum(jnp.sin(blocked_attention(q, k, v, b)))
     g = lambda q, k, v, b: jnp.sum(jnp.sin(_reference(q, k, v, b)))
     got, want = jax.grad(f, argnums=(0, 1, 2, 3))(q, k, v, bias), jax.grad(g, argnums=(0, 1, 2, 3))(q, k, v, bias)
     _assert_close(got, want, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(cpu_attention(q, k, v, bias), _reference(q, k, v, bias), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(blocked_attention(q, k, v, bias), _reference(q, k, v, bias), rtol=1e-4, atol=2e-5)
 
 
 def test_block_plan():
@@ -159,6 +159,61 @@ def test_block_plan():
     assert (pairs, window) == (1, 64) and span == rows + 128 and rows * span * 4 <= 2 * 2**20 and rows > 256
     assert block_plan(12, 8192, 64, query_bias=True)[2] == 8192  # a [T, T] extra bias: all keys per chunk
     assert block_plan(12, 1000, 999)[3] is None  # a window over every key is none
+
+
+def test_accelerator_plan():
+    assert accelerator_plan(24, 1024) == (24, 1024, 1024, None)  # 4 MiB a pair: every pair in one block
+    assert accelerator_plan(24, 4096, None) == (4, 4096, 4096, None)  # 64 MiB a pair
+    pairs, rows, span, window = accelerator_plan(24, 16384)  # one pair's scores are 1 GiB: query chunks
+    assert (pairs, span, window) == (1, 16384, None) and rows * span * 4 <= 256 * 2**20 and 16384 % rows == 0
+    pairs, rows, span, window = accelerator_plan(24, 8192, 64)  # under a window: chunks of its keys alone
+    assert (rows, span, window) == (512, 640, 64) and pairs == 24  # 24 x 512 x 640 x 4 B = 30 MiB
+    assert accelerator_plan(24, 8192, 64, query_bias=True)[1:3] == (8192, 8192)
+    assert accelerator_plan(24, 600, 64)[1:] == (600, 600, 64)  # too short to chunk
+
+
+@pytest.mark.parametrize("t,w,extra", [(130, 4, False), (97, None, False), (97, 6, True)])
+def test_accelerator_blocks_of_many_chunked_pairs_equal_the_dense_softmax(monkeypatch, t, w, extra):
+    """The accelerator plan, run on CPU: query chunks, under a window over the window's keys alone in blocks
+    of several (batch, head) pairs; values and gradients against the dense softmax."""
+    monkeypatch.setattr(attention_module, "_WINDOW_ROWS", 16)
+    budget = 4 * 4 * 16 * t  # four pairs of 16 all-key query rows
+    monkeypatch.setattr(attention_module, "_ACCELERATOR_BLOCK_BYTES", budget)
+    pairs, rows, span, _ = accelerator_plan(4 * H, t, w, query_bias=extra)
+    assert rows < t and pairs * rows * span * 4 <= budget
+    assert (span < t) == (pairs > 1) == (w is not None and not extra)  # window chunks are small: many pairs
+    q, k, v, mask = _inputs(t)
+    bias = padding_bias(mask)
+    if extra:
+        bias = bias + jnp.asarray(np.random.default_rng(3).normal(size=(4, H, t, t)), jnp.float32)
+    dense = bias if w is None else _dense_bias(mask, w) + (bias - padding_bias(mask))
+    rows_seen = _rows_seen(mask, w if w is not None else t)
+    run = jax.jit(lambda q, k, v: blocked_attention(q, k, v, bias, w, planner=accelerator_plan))
+    got = _value_and_grads(run, q, k, v, rows_seen)
+    want = _value_and_grads(lambda q, k, v: _reference(q, k, v, dense), q, k, v, rows_seen)
+    seen = np.asarray(rows_seen)[:, :, None, None]
+    np.testing.assert_allclose(np.where(seen, got[0], 0), np.where(seen, want[0], 0), rtol=1e-4, atol=2e-5)
+    _assert_close(got[1:], want[1:], rtol=1e-4, atol=2e-5)
+
+
+def test_accelerators_take_the_blocked_kernel_for_long_inputs(monkeypatch):
+    """Off CPU (the backend stubbed), a long call runs the kernel with the accelerator plan, not XLA's
+    [B, heads, T, T] attention: the same values, and no [T, T] array in the program."""
+    t, w = 300, 8
+    monkeypatch.setattr(attention_module, "current_backend", lambda: ("tpu", None))
+    monkeypatch.setattr(attention_module, "ACCELERATOR_SHORT_LENGTH", 64)
+    monkeypatch.setattr(attention_module, "_WINDOW_ROWS", 32)
+    monkeypatch.setattr(attention_module, "_ACCELERATOR_BLOCK_BYTES", 4 * 64 * t)
+    plans = []
+    real = attention_module.accelerator_plan
+    monkeypatch.setattr(attention_module, "accelerator_plan", lambda *a, **k: plans.append(a) or real(*a, **k))
+    q, k, v, mask = _inputs(t)
+    run = jax.jit(lambda q, k, v: attention(q, k, v, key_mask=mask, local_window=w))
+    text = run.lower(q, k, v).compile().as_text()
+    assert plans and not re.search(rf"[\[,]{t},{t}\]", text), "a [T, T] array in the compiled program"
+    seen = np.asarray(_rows_seen(mask, w))[:, :, None, None]
+    want = _reference(q, k, v, _dense_bias(mask, w))
+    np.testing.assert_allclose(np.where(seen, run(q, k, v), 0), np.where(seen, want, 0), rtol=1e-4, atol=2e-5)
 
 
 # ---- ModernBERT ----------------------------------------------------------------------------------------------

@@ -13,27 +13,31 @@ constant; `attention_implementation` decides at trace time, for the default back
     [T, T] array is built. The call is wrapped so that it batches under `vmap` (JAX's cuDNN attention
     does not by itself) and its backward pass recomputes the forward. Should cuDNN still refuse the
     call at trace time, XLA's runs instead (logged at debug level).
-  * "xla": everything else off CPU: float32 inputs on CUDA (cuDNN takes fp16/bf16 only), a call with
-    an additive bias (DeBERTa's relative-position terms, AD-DROP's `attn_bias`) or a local window
+  * "xla": short calls cuDNN does not take: float32 inputs on CUDA (cuDNN takes fp16/bf16 only), a call
+    with an additive bias (DeBERTa's relative-position terms, AD-DROP's `attn_bias`) or a local window
     (ModernBERT's blocks: this JAX's cuDNN attention refuses a two-sided window without a causal mask),
-    ROCm and TPU; and CPU up to `SHORT_LENGTH` tokens. `jax.nn.dot_product_attention` with the padding
-    (and the window, from iota) folded into one additive bias, the default implementation, which builds
-    the float32 [B, heads, T, T] scores.
-  * "cpu_blocked": CPU beyond `SHORT_LENGTH` tokens. XLA's batched attention materialises the full
-    [B, heads, T, T] scores, softmax and their gradients in main memory and runs at a fraction of the
-    matmul rate; here the (batch, head) pairs are instead walked in small blocks under `lax.map`, so
-    each block's scores stay in cache, and a custom VJP recomputes the block's probabilities from the
-    saved log-sum-exp in the backward pass (the flash-attention recipe) rather than storing them. The
-    backward pass keeps its [T, T] matrices keys-major, which spares XLA:CPU two transposing copies of
-    them. Once one pair's [T, T] scores outgrow the block budget, a block is one pair's queries in
-    chunks (`block_plan`; the backward pass sums d_k, d_v over them), so no block grows with the input;
-    under a local window each chunk's keys are its window's alone, and the window's mask is built per
-    chunk from iota, in the forward and in the recomputing backward. The padding stays a [B*heads, 1, 1,
-    T] bias. (`lax.platform_dependent` still picks XLA's attention should this be lowered for another
-    platform.)
+    ROCm and TPU, up to `ACCELERATOR_SHORT_LENGTH` tokens; CPU up to `SHORT_LENGTH`.
+    `jax.nn.dot_product_attention` with the padding (and the window, from iota) folded into one additive
+    bias, the default implementation, which builds the float32 [B, heads, T, T] scores.
+  * "blocked": every longer call, on CPU past `SHORT_LENGTH` tokens, on accelerators (when cuDNN does not
+    take it) past `ACCELERATOR_SHORT_LENGTH`. XLA's batched attention materialises the full
+    [B, heads, T, T] scores, softmax and their gradients, memory that grows with the square of the input
+    whatever `--tokens-per-batch` says; here the (batch, head) pairs are instead walked in blocks under
+    `lax.map`, and a custom VJP recomputes the block's probabilities from the saved log-sum-exp in the
+    backward pass (the flash-attention recipe) rather than storing them. Once one pair's [T, T] scores
+    outgrow the block budget, a block is one pair's queries in chunks (the backward pass sums d_k, d_v over
+    them), so no block grows with the input; under a local window each chunk's keys are its window's
+    alone, and the window's mask is built per chunk from iota, in the forward and in the recomputing
+    backward. The padding stays a [B*heads, 1, 1, T] bias. The budget is the backend's: on CPU
+    (`block_plan`) blocks stay in cache (2 MiB), and the backward pass keeps its [T, T] matrices keys-major,
+    which spares XLA:CPU two transposing copies of them; on accelerators (`accelerator_plan`) blocks are as
+    large as `_ACCELERATOR_BLOCK_BYTES` (256 MiB) for large matmuls, and a windowed call always goes in
+    query chunks, so a local block costs T * (rows + 2w), not T^2. (On CPU `lax.platform_dependent` still
+    picks XLA's attention should this be lowered for another platform.)
 
 All give the same values up to rounding (tests/test_attention.py; the key-lengths form against the
-additive bias in tests/test_attention_impl.py, through XLA, since cuDNN needs a GPU).
+additive bias in tests/test_attention_impl.py, through XLA, since cuDNN needs a GPU; the accelerator plan,
+run on CPU, in tests/test_local_attention.py). cuDNN and the accelerator plan have not been timed on a GPU.
 
 `attend`, what every family's block calls (encoder.py's BERT-layout block, DeBERTa's through it,
 ModernBERT's), comes here only when nobody needs the probabilities; when someone does
@@ -58,6 +62,8 @@ from jaxattr.models.config import EncoderConfig
 from jaxattr.models.primitives import mask_value
 from jaxattr.types import Array
 
+Planner = Callable[..., tuple[int, int, int, int | None]]  # block_plan's signature
+
 log = logging.getLogger(__name__)
 
 # Up to this many tokens XLA's own attention is faster on CPU than the blocked kernel, whose loop and
@@ -65,14 +71,22 @@ log = logging.getLogger(__name__)
 # 17 ms vs 31 ms; at 40-64 tokens the kernel is ahead: 43 vs 47 ms, 44 vs 55 ms).
 SHORT_LENGTH = 32
 
-# Names of the CPU kernel's own residuals, kept by `cpu_gradient_policy`: recomputing them would
+# Off CPU, XLA's attention up to this many tokens, the blocked kernel beyond: at 1,024 tokens a 12-head
+# sequence's float32 scores are 48 MiB a layer (and 4x that at 2,048), held once more for the backward pass.
+ACCELERATOR_SHORT_LENGTH = 1024
+
+# Names of the blocked kernel's own residuals, kept by `cpu_gradient_policy`: recomputing them would
 # rerun the whole attention forward.
-RESIDUAL_NAMES = ("cpu_attention_out", "cpu_attention_lse")
+RESIDUAL_NAMES = ("blocked_attention_out", "blocked_attention_lse")
 
 # Scores of one block ((batch, head) pairs x T x T float32) are kept near this size: small enough to
 # stay in a CPU's L2/L3 cache, large enough that the per-block matmuls and the loop overhead pay off
 # (measured on a 2-core EPYC: 2 MiB is 10-15% faster than 6 MiB at 512 tokens, the same at 128-256).
 _BLOCK_BYTES = 2 * 2**20
+# Accelerators: a block's scores up to this size (large matmuls; the bound on the kernel's memory), and the
+# query rows of one chunk under a local window.
+_ACCELERATOR_BLOCK_BYTES = 256 * 2**20
+_WINDOW_ROWS = 512
 
 
 def block_rows(pairs: int, length: int) -> int:
@@ -101,6 +115,28 @@ def block_plan(pairs: int, length: int, window: int | None = None, query_bias: b
     n = -(-length // rows)
     rows = -(-length // n)  # the same number of chunks, as even as they go
     return 1, rows, span(rows), window
+
+
+def accelerator_plan(pairs: int, length: int, window: int | None = None, query_bias: bool = False
+                     ) -> tuple[int, int, int, int | None]:
+    """`block_plan` for accelerators: (pairs per block, query rows per chunk, keys per chunk, window) with
+    blocks up to `_ACCELERATOR_BLOCK_BYTES`. Under a window (and a key-only bias) queries go in chunks of
+    about `_WINDOW_ROWS` rows, each over its rows plus `window` keys either side; else all T keys, in query
+    chunks only once one pair's [T, T] scores outgrow the budget. A block holds as many pairs as fit."""
+    budget = _ACCELERATOR_BLOCK_BYTES
+    if window is not None and window >= length - 1:
+        window = None  # the window covers every key
+    if window is not None and not query_bias and _WINDOW_ROWS + 2 * window < length:
+        rows = _WINDOW_ROWS
+    elif length * length * 4 <= budget:
+        rows = length
+    else:
+        rows = max(1, budget // (4 * length))
+    n = -(-length // rows)
+    rows = -(-length // n)  # the same number of chunks, as even as they go
+    span = length if window is None or query_bias or rows == length else min(length, rows + 2 * window)
+    fit = max(1, budget // (rows * span * 4))
+    return max(d for d in range(1, min(pairs, fit) + 1) if pairs % d == 0), rows, span, window
 
 
 def _blocks(x: Array, rows: int) -> Array:
@@ -227,11 +263,11 @@ def _pair_backward(plan, q: Array, k: Array, v: Array, bias: Array, out: Array, 
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _cpu_attention(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]) -> Array:
-    return _cpu_forward(q, k, v, bias, plan)[0]
+def _blocked_attention(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]) -> Array:
+    return _blocked_forward(q, k, v, bias, plan)[0]
 
 
-def _cpu_forward(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]):
+def _blocked_forward(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int, int, int | None]):
     rows = plan[0]
     out, lse = jax.lax.map(lambda a: _pair_forward(plan, *a), tuple(_blocks(x, rows) for x in (q, k, v, bias)))
     out = checkpoint_name(out.reshape(q.shape), RESIDUAL_NAMES[0])
@@ -239,31 +275,32 @@ def _cpu_forward(q: Array, k: Array, v: Array, bias: Array, plan: tuple[int, int
     return out, (q, k, v, bias, out, lse)
 
 
-def _cpu_backward(plan: tuple[int, int, int, int | None], residuals, d_out: Array):
+def _blocked_backward(plan: tuple[int, int, int, int | None], residuals, d_out: Array):
     q, k, v, bias, out, lse = residuals
     rows = plan[0]
     grads = jax.lax.map(lambda a: _pair_backward(plan, *a), tuple(_blocks(x, rows) for x in (*residuals, d_out)))
     return tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v, bias)))
 
 
-_cpu_attention.defvjp(_cpu_forward, _cpu_backward)
+_blocked_attention.defvjp(_blocked_forward, _blocked_backward)
 
 
-def cpu_attention(q: Array, k: Array, v: Array, bias: Array, local_window: int | None = None,
-                  local_active: bool | Array = True) -> Array:
+def blocked_attention(q: Array, k: Array, v: Array, bias: Array, local_window: int | None = None,
+                      local_active: bool | Array = True, *, planner: Planner | None = None) -> Array:
     """Blocked attention with a recomputing VJP. q, k, v: [B, T, heads, d]; bias: [B, 1|heads, 1|T, T].
 
     `local_window`: w, query i sees key j only where |i - j| <= w (None: every key), while `local_active`
     (a traced bool picks at run time, `lax.cond`). The window is built per chunk from iota, so nothing [T, T]
     exists outside one block; with a key-only bias ([B, 1|heads, 1, T]: the padding) a chunk's keys are its
-    window's alone once T is long enough to be chunked (`block_plan`)."""
+    window's alone once T is long enough to be chunked. `planner`: `block_plan` (CPU, the default) or
+    `accelerator_plan`."""
     b, t, h, _ = q.shape
     dtype = q.dtype
     # (batch, head) pairs are the blocked axis, so a block can be a few heads of one long sequence
     bias = jnp.broadcast_to(bias, (b, h) + bias.shape[2:]).astype(jnp.float32).reshape(b * h, 1, *bias.shape[2:])
     q, k, v = (_heads_first(x.astype(jnp.float32)).reshape(b * h, 1, t, -1) for x in (q, k, v))
-    plan = lambda window: block_plan(b * h, t, window, query_bias=bias.shape[2] != 1)
-    run = lambda window: _cpu_attention(q, k, v, bias, plan(window))
+    plan = lambda window: (planner or block_plan)(b * h, t, window, query_bias=bias.shape[2] != 1)
+    run = lambda window: _blocked_attention(q, k, v, bias, plan(window))
     if local_window is None or local_active is False:
         out = run(None)
     elif local_active is True:
@@ -294,7 +331,7 @@ _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 def attention_implementation(dtype: Any, backend: str, *, has_bias: bool, length: int, head_dim: int,
                              capability: tuple[int, int] | None = None) -> str:
-    """Which attention runs: "cudnn", "xla" or "cpu_blocked" (see the module docstring).
+    """Which attention runs: "cudnn", "xla" or "blocked" (see the module docstring).
 
     `backend`: "cpu", "cuda" (or "gpu", as `jax.default_backend()` names it), "rocm", "tpu", ...;
     `has_bias`: an additive bias beyond the padding (cuDNN is only given the padding, as lengths);
@@ -304,9 +341,7 @@ def attention_implementation(dtype: Any, backend: str, *, has_bias: bool, length
     if (backend in ("cuda", "gpu") and not has_bias and jnp.dtype(dtype) in _HALF and capability is not None
             and capability >= (8, 0) and head_dim % 8 == 0 and head_dim <= (256 if capability >= (9, 0) else 128)):
         return "cudnn"
-    if backend == "cpu" and length > SHORT_LENGTH:
-        return "cpu_blocked"
-    return "xla"
+    return "blocked" if length > (SHORT_LENGTH if backend == "cpu" else ACCELERATOR_SHORT_LENGTH) else "xla"
 
 
 def current_backend() -> tuple[str, tuple[int, int] | None]:
@@ -385,7 +420,7 @@ def attention(q: Array, k: Array, v: Array, bias: Array | None = None, *, key_ma
     local blocks), given instead of a [T, T] bias and built from positions where it is used; `local_active`
     (a bool, or traced: ModernBERT's block type follows its traced index) says whether it applies. What runs
     is `attention_implementation`'s choice for the default backend: cuDNN for a padding-only call in
-    fp16/bf16 on CUDA, else XLA's fused attention, or on CPU past `SHORT_LENGTH` the blocked kernel. A
+    fp16/bf16 on CUDA, else XLA's fused attention for short inputs and the blocked kernel for long ones. A
     windowed call counts as one with a bias: this JAX's cuDNN attention refuses a two-sided window without
     a causal mask, and `padded_attention`'s reordered keys would lose their positions."""
     backend, capability = current_backend()
@@ -395,14 +430,18 @@ def attention(q: Array, k: Array, v: Array, bias: Array | None = None, *, key_ma
         try:
             return padded_attention(q, k, v, key_mask, "cudnn")
         except (NotImplementedError, RuntimeError, ValueError) as e:  # JAX's checks, at trace time
-            log.debug("cuDNN attention unavailable for %s %s, using XLA's: %s", q.shape, q.dtype, e)
+            impl = "blocked" if q.shape[1] > ACCELERATOR_SHORT_LENGTH else "xla"
+            log.debug("cuDNN attention unavailable for %s %s, using %s: %s", q.shape, q.dtype, impl, e)
     bias = full_bias(bias, key_mask, k.shape[1])
     xla = lambda q, k, v, bias: _xla_attention(q, k, v, windowed_bias(bias, q.shape[1], k.shape[1], local_window,
                                                                       local_active))
-    if q.shape[1] <= SHORT_LENGTH:
+    if impl == "xla":
         return xla(q, k, v, bias)
-    cpu = functools.partial(cpu_attention, local_window=local_window, local_active=local_active)
-    return jax.lax.platform_dependent(q, k, v, bias, cpu=cpu, default=xla)
+    blocked = functools.partial(blocked_attention, local_window=local_window, local_active=local_active,
+                                planner=block_plan if backend == "cpu" else accelerator_plan)
+    if backend != "cpu":
+        return blocked(q, k, v, bias)
+    return jax.lax.platform_dependent(q, k, v, bias, cpu=blocked, default=xla)
 
 
 def windowed_bias(bias: Array, queries: int, keys: int, local_window: int | None,
