@@ -13,6 +13,8 @@ whose resident memory passes --cap-gb is killed and reported as such (the same c
   * Native long context: a ModernBERT-base-width random model (hidden 768, 12 heads, --layers blocks, local
     attention 128, a global block every 3) at each of --lengths tokens, IG on one document of random tokens
     on both sides; jaxattr's completeness gap is reported.
+On a GPU both sides run there (Captum on CUDA when torch sees it) and the table adds each child's peak device
+memory (JAX's `peak_bytes_in_use`, torch's `max_memory_allocated`).
 Prints a Markdown table; nothing else should run (the load average is printed before and after).
 """
 
@@ -85,16 +87,18 @@ def _captum(hf_dir: str, exs: list[dict[str, Any]], steps: int, cut: int | None)
     from captum.attr import IntegratedGradients
     from peers import load_peer_model
 
-    tm = load_peer_model(hf_dir, "cpu")
+    tm = load_peer_model(hf_dir, _torch_device())
     for p in tm.parameters():
         p.requires_grad_(False)
     emb = tm.get_input_embeddings()
     times = []
     for i, ex in enumerate(exs[:1] + exs if len(exs) == 1 else exs):  # the first run warms up: not timed
-        ids = torch.as_tensor(np.asarray(ex["input_ids"][:cut] if cut else ex["input_ids"]), dtype=torch.long)[None]
+        ids = torch.as_tensor(np.asarray(ex["input_ids"][:cut] if cut else ex["input_ids"]), dtype=torch.long,
+                              device=tm.device)[None]
         x = emb(ids)
         base = emb(torch.full_like(ids, 103 if cut else 50284))
-        fwd = lambda e: tm(inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long)).logits
+        fwd = lambda e: tm(inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long,
+                                                                     device=e.device)).logits
         start = time.perf_counter()
         target = int(fwd(x).argmax(-1))
         IntegratedGradients(fwd).attribute(x, base, target=target, n_steps=steps, method="gausslegendre",
@@ -102,6 +106,24 @@ def _captum(hf_dir: str, exs: list[dict[str, Any]], steps: int, cut: int | None)
         if i:
             times.append(time.perf_counter() - start)
     return {"s_per_doc": float(np.mean(times)), "tokens": [min(len(e["input_ids"]), cut or 10**9) for e in exs]}
+
+
+def _torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device_peak_gb(kind: str) -> float | None:
+    """The child's peak accelerator memory (None on CPU)."""
+    if kind.startswith("captum"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    import jax
+
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    return stats["peak_bytes_in_use"] / 2**30 if stats and "peak_bytes_in_use" in stats else None
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +150,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as d:
                 save_hf_dir(cfg, params, d)
                 out = _captum(d, [doc], spec["steps"], cut=None)
-    return {**out, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {**out, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "device_gb": _device_peak_gb(spec["kind"])}
 
 
 def measure(spec: dict[str, Any], cap_gb: float) -> dict[str, Any]:
@@ -185,15 +208,17 @@ def main(argv: list[str] | None = None) -> None:
                                                                args.cap_gb)))
         rows.append((name, "Captum, HF sdpa (ib 1)", measure({"kind": "captum_native", "length": n, "layers":
                                                              args.layers, "steps": args.native_steps}, args.cap_gb)))
-    print("| workload | contender | tokens per doc | s per doc | peak RSS GB | completeness gap (rel.) |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | contender | tokens per doc | s per doc | peak RSS GB | peak device GB "
+          "| completeness gap (rel.) |")
+    print("|---|---|---|---|---|---|---|")
     for name, who, r in rows:
         if "error" in r:
-            print(f"| {name} | {who} | | {r['error']} | | |")
+            print(f"| {name} | {who} | | {r['error']} | | | |")
             continue
         tokens = f"{min(r['tokens'])}-{max(r['tokens'])}" if len(set(r["tokens"])) > 1 else str(r["tokens"][0])
         gap = f"{r['gap']:.1e}" if "gap" in r else ""
-        print(f"| {name} | {who} | {tokens} | {r['s_per_doc']:.1f} | {r['rss_gb']:.2f} | {gap} |")
+        device = "" if r.get("device_gb") is None else f"{r['device_gb']:.2f}"
+        print(f"| {name} | {who} | {tokens} | {r['s_per_doc']:.1f} | {r['rss_gb']:.2f} | {device} | {gap} |")
     print(f"# load average after {os.getloadavg()[0]:.2f}")
 
 
