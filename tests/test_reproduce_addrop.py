@@ -1,0 +1,63 @@
+"""`eval/reproduce_addrop.py`'s scheduling: the paper protocol's run order as finished runs decide it, and the
+per-run lock that lets a second job (another core) share the work without training a run twice."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("reproduce_addrop", ROOT / "eval" / "reproduce_addrop.py")
+R = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = R  # dataclasses look their module up there
+_spec.loader.exec_module(R)
+
+
+def _args() -> argparse.Namespace:
+    return argparse.Namespace(seeds=[0, 1], lrs=[1e-5, 3e-5], p_grid=[0.1, 0.3], q_grid=[0.2], layers="1",
+                              lr_per_method=True, metric="accuracy", variants=["plain", "addrop", "rd"])
+
+
+def _row(setting, dev: float) -> dict:
+    return {"size": setting.size, "lr": f"{setting.lr:g}", "variant": setting.variant, "seed": setting.seed,
+            "p": setting.p, "q": setting.q, "dev_accuracy": dev}
+
+
+def _describe(settings) -> list[tuple]:
+    return [(s.lr, s.variant, s.seed, s.p, s.q) for s in settings]
+
+
+def _todo(rows: list[dict], args: argparse.Namespace) -> list[tuple]:
+    """What `run_all` would train next, in order: the planned runs not yet finished."""
+    done = {R._row_key(r) for r in rows}
+    return _describe(s for s in R.plan(rows, 500, args) if s.key() not in done)
+
+
+def test_plan_stops_where_the_finished_runs_stop_deciding():
+    args = _args()
+    centre = (0.3, 0.2)  # the grid's centre (the second of two p values)
+    first = [(1e-5, "plain", 0, *R.FIXED_PQ), (3e-5, "plain", 0, *R.FIXED_PQ), (1e-5, "addrop", 0, *centre),
+             (3e-5, "addrop", 0, *centre)]
+    assert _todo([], args) == first  # nothing finished: the lr runs of both methods, then nothing is decided
+    dev = {"plain": {1e-5: 0.80, 3e-5: 0.82}, "addrop": {1e-5: 0.85, 3e-5: 0.81}}
+    rows = [_row(R.Setting(500, lr, v, seed, p, q, "1"), dev[v][lr]) for lr, v, seed, p, q in first]
+    # AD-DROP's lr is 1e-5: the rest of its p, q grid there (the centre ran); plain's seed 0 is its lr run
+    assert _todo(rows, args) == [(1e-5, "addrop", 0, 0.1, 0.2)]
+    rows.append(_row(R.Setting(500, 1e-5, "addrop", 0, 0.1, 0.2, "1"), 0.84))  # the centre stays best
+    # every seed of plain and AD-DROP at their dev-chosen settings, then the ablation at AD-DROP's
+    assert _todo(rows, args) == [(3e-5, "plain", 1, *R.FIXED_PQ), (1e-5, "addrop", 1, *centre),
+                                 (1e-5, "rd", 0, *centre), (1e-5, "rd", 1, *centre)]
+
+
+def test_a_claimed_run_is_skipped_by_a_second_claim_and_free_once_released(tmp_path):
+    setting = R.Setting(500, 1e-5, "addrop", 0, 0.3, 0.2, "1")
+    with R.claim(tmp_path, setting) as first:
+        assert first
+        with R.claim(tmp_path, setting) as second:  # another open file: flock refuses it as it would a job
+            assert not second
+        with R.claim(tmp_path, R.Setting(500, 3e-5, "addrop", 0, 0.3, 0.2, "1")) as other:
+            assert other  # a different run is free
+    with R.claim(tmp_path, setting) as again:
+        assert again
