@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from types import SimpleNamespace
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxattr import cli
-from jaxattr.demo import QUICK, TOKEN_QUICK, default_model_dir, gold_entity, highlight
+from jaxattr import demo as demo_module
+from jaxattr.demo import LONG_QUICK, QUICK, TOKEN_QUICK, default_model_dir, gold_entity, highlight, run_long_demo
 from jaxattr.errors import UserError
 
 
@@ -88,6 +90,35 @@ def test_quick_token_demo_explains_an_entity(tmp_path, capsys):
         assert text.count(f" {method}: ") == TOKEN_QUICK.explain
     html = (out / "entities.html").read_text()
     assert "in-entity" in html and f"HTML report: {out / 'entities.html'}" in text
+
+
+def test_quick_long_demo_reads_the_whole_article(tmp_path):
+    """`demo --task long`: a BBC topic classifier, cached, reads a held-out article longer than 512 tokens whole
+    through windows; IG and IBA score every token, those past the 512th too (truncation would drop them, and
+    each window's gradient reaches them), and the HTML report holds the whole article."""
+    cache, out, printed = tmp_path / "cache", tmp_path / "report", io.StringIO()
+    got = run_long_demo(quick=True, cache_dir=cache, out_dir=out, colour=False, stream=printed)
+    text = printed.getvalue()
+    assert got["trained"] and (cache / LONG_QUICK.name / "jaxattr.json").exists()
+    n = got["tokens"]
+    assert 512 < n <= LONG_QUICK.explain_max_tokens
+    assert f"explaining a held-out article of {n} tokens, read whole through 64-token windows" in text
+    assert set(got["results"]) == {"ig", "iba"}  # SIG is left out for long documents
+    for method, rows in got["results"].items():
+        scores = np.asarray(rows[0]["scores"])
+        assert len(scores) == n and np.isfinite(scores).all()
+        assert np.abs(scores[512:-1]).min() > 0, method
+        assert len(re.search(rf" {method.upper()} top words: (.+)", text)[1].split(", ")) == 8
+    html = (out / "article.html").read_text()
+    assert f"HTML report (the whole article): {out / 'article.html'}" in text
+    assert rows[0]["tokens"][-2].lstrip("#") in html  # the article's last word piece is in the report
+
+
+def test_demo_task_long_runs_the_long_demo(monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo_module, "run_long_demo", lambda **kw: calls.append(kw))
+    assert cli.main(["demo", "--task", "long", "--quick", "--no-color"]) == 0
+    assert calls and calls[0]["quick"] and calls[0]["colour"] is False
 
 
 def test_gold_entity_spans_the_pieces_of_its_words():
