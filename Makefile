@@ -35,7 +35,7 @@ TEST_WORKERS ?= 2
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 test: $(VENV)/.test lint
-	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not extra" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not extra" --durations=20 $(PYTEST_ARGS)
 
 # every test, the `extra` ones (slower second checks of covered paths) included, at XLA's default optimisation
 # level (`make test` compiles at -O0: tests/conftest.py)
