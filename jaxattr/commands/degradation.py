@@ -82,11 +82,7 @@ def run_degradation(model: Any, exs: list[dict[str, Any]], methods: list[str], o
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost, registry
-    from jaxattr.evaluation.inputs import check_entity_settings
-    from jaxattr.models.loading import load_model, task_model
-    from jaxattr.models.precision import with_dtype
-    from jaxattr.models.windowed import with_long
-    from jaxattr.sharding import initialize_distributed
+    from jaxattr.commands import scoring_model
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.long == "window":
@@ -99,14 +95,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output(out, "--out", directory=True)
     out.mkdir(parents=True, exist_ok=True)
-    initialize_distributed()  # N processes: before any device is touched
-    model = task_model(load_model(args.model), args.task, "degradation")
-    check_entity_settings(model, args.target, args.entities, methods)
-    model = with_dtype(model, args.dtype)
-    model = with_long(model, args.long, args.window, args.stride, args.window_pool)
-    if args.long == "native" and args.max_length > model.cfg.max_positions:
-        raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
-                        f"{model.cfg.max_positions} positions; use --long window or a smaller --max-length")
+    model = scoring_model(args, methods, "degradation")
     _, files = run_degradation(model, examples(args, model), methods, out, args)
     if multihost.process()[0] != 0:
         return 0

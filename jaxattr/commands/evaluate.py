@@ -88,11 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxattr.attribution import multihost, registry
-    from jaxattr.evaluation.inputs import check_entity_settings
-    from jaxattr.models.loading import load_model, task_model
-    from jaxattr.models.precision import with_dtype
-    from jaxattr.models.windowed import with_long
-    from jaxattr.sharding import initialize_distributed
+    from jaxattr.commands import scoring_model
 
     methods = harness.parse_methods(args.methods)
     if args.long == "window":
@@ -104,14 +100,7 @@ def run(args: argparse.Namespace) -> int:
             name = "limit" if flag == "examples" else flag.replace("_", "-")
             raise UserError(f"--{name} must be >= {0 if flag == 'examples' else 1}, not {v}")
     check_output(args.out, "--out", directory=True)
-    initialize_distributed()  # N processes: before any device is touched
-    model = task_model(load_model(args.model), args.task, "evaluate")
-    check_entity_settings(model, args.target, args.entities, methods)
-    model = with_dtype(model, args.dtype)
-    model = with_long(model, args.long, args.window, args.stride, args.window_pool)
-    if args.long == "native" and args.max_length > model.cfg.max_positions:
-        raise UserError(f"--long native: --max-length {args.max_length} is more than the model's "
-                        f"{model.cfg.max_positions} positions; use --long window or a smaller --max-length")
+    model = scoring_model(args, methods, "evaluate")
     examples = load_examples(model, args.data, split=args.split, examples=args.examples,
                                      max_length=args.max_length, seed=args.seed, need_labels=args.target == "gold",
                                      text_column=args.text_column, label_column=args.label_column,

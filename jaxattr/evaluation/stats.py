@@ -157,6 +157,15 @@ def sign_flip_p(d: np.ndarray, *, exact_max: int = 20, samples: int = 100_000, s
     return (hits + 1) / (samples + 1)
 
 
+def rank_side(d: np.ndarray) -> int:
+    """The side Wilcoxon's signed-rank test leans to: sign of W+ − W− over the non-zero differences."""
+    from scipy import stats
+
+    d = np.asarray(d, np.float64)
+    d = d[np.isfinite(d) & (d != 0)]
+    return int(np.sign(np.sum(np.sign(d) * stats.rankdata(np.abs(d))))) if len(d) else 0
+
+
 def holm(p_values: list[float] | np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values for one family of comparisons (same order as given): sort
     ascending, p_(i) · (m − i + 1) for i = 1..m, running maximum, capped at 1. NaN p-values are left NaN and
