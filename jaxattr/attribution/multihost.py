@@ -160,13 +160,13 @@ def _claim(claims: Path, k: int) -> bool:
 class JobProgress:
     """Whole-job progress of a multi-process job, shown by process 0: each process counts what it finishes
     (`update(n)`, in `units(example)`: rows or examples) into a small file under `OUT.shards/progress/`, and
-    process 0's bar shows the sum over every process against the whole job's total (a caller may lower `total`,
-    as with a plain tqdm bar; the driver counts rows restored from partial sums as done instead)."""
+    process 0's bar shows the sum over every process against the whole job's total (rows restored from partial
+    sums count as done, as the driver counts them)."""
 
     def __init__(self, bar: Any, units: Callable[[Mapping[str, Any]], int], every_s: float = 1.0) -> None:
         self.bar, self.units, self.every_s = bar, units, every_s
         self.folder: Path | None = None
-        self.rank = self.base = self.done = self.dropped = 0
+        self.rank = self.base = self.done = 0
         self._last = float("-inf")
 
     def start(self, folder: Path, rank: int, pending: Sequence[Mapping[str, Any]]) -> None:
@@ -175,15 +175,6 @@ class JobProgress:
         folder.mkdir(parents=True, exist_ok=True)
         self.base = sum(int(self.units(ex)) for ex in pending)
         self._sync(force=True)
-
-    @property
-    def total(self) -> int:
-        return self.base - self.dropped
-
-    @total.setter
-    def total(self, value: int) -> None:
-        self.dropped += self.total - int(value)
-        self._sync()
 
     def update(self, n: int = 1) -> None:
         self.done += int(n)
@@ -202,14 +193,11 @@ class JobProgress:
         self._last = now
         mine = self.folder / f"proc-{self.rank:04d}"
         tmp = mine.with_name("." + mine.name + ".tmp")
-        tmp.write_text(f"{self.done} {self.dropped}")
+        tmp.write_text(str(self.done))
         os.replace(tmp, mine)
         if self.rank == 0 and not self.bar.disable:
-            done = dropped = 0
-            for f in self.folder.glob("proc-*"):
-                d, x = (int(v) for v in f.read_text().split())
-                done, dropped = done + d, dropped + x
-            self.bar.total, self.bar.n = self.base - dropped, done
+            done = sum(int(f.read_text()) for f in self.folder.glob("proc-*"))
+            self.bar.total, self.bar.n = self.base, done
             self.bar.refresh()
 
 
