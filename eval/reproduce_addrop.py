@@ -411,6 +411,8 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     paper = args.lr_per_method
     n_seeds = min((len({r["seed"] for r in final(rows, z, args) if r["variant"] == "plain"})
                    for z in {r["size"] for r in rows}), default=0)
+    seeds_line = (f"{n_seeds} training seeds per arm" if n_seeds >= len(args.seeds) else
+                  f"{n_seeds} of the {len(args.seeds)} planned training seeds per arm so far")
     where = "layer 1" if args.layers == "1" else "all layers" if args.layers == "all" else f"layer {args.layers}"
     how = (f"learning rate picked per method on dev from {{{', '.join(f'{x:g}' for x in args.lrs)}}}, AD-DROP's p, q "
            "picked on dev from the grid at its lr" if paper else
@@ -429,7 +431,7 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
              machine + " Per-run numbers: `runs.csv`.", "", claim, "",
              f"**Where our setting differs from the paper's** (issue {34 if args.protocol == 'ner' else 32}):", "",
              *[f"- {d.replace('{stopped}', _stopped(rows, args))}" for d in differences(args)], "",
-             f"**Statistics.** {n_seeds} training seeds per arm (fewer than 20 units), so no bootstrap: each mean "
+             f"**Statistics.** {seeds_line} (fewer than 20 units), so no bootstrap: each mean "
              "has a Student-t 95% interval over seeds (`stats.mean_ci`), and each variant is paired with plain "
              "fine-tuning on the same seed (same data order and initialisation; `stats.paired`): the t-interval "
              "of the mean difference, the **exact sign-flip permutation p** (all 2^n sign patterns, two-sided) "
