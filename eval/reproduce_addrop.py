@@ -396,6 +396,19 @@ def _selection(rows: list[dict], size: int, args: argparse.Namespace) -> list[st
     return lines
 
 
+def _seeds_so_far(rows: list[dict], args: argparse.Namespace) -> str:
+    """How many seeds fine-tuning and AD-DROP share at each planned size, for the statistics paragraph."""
+    paired = {}
+    for z in args.sizes:
+        sub = final(rows, z, args)
+        plain, addrop = ({r["seed"] for r in sub if r["variant"] == v} for v in ("plain", "addrop"))
+        paired[z] = len(plain & addrop)
+    if min(paired.values(), default=0) >= len(args.seeds):
+        return f"{len(args.seeds)} training seeds per arm"
+    done = " and ".join(f"{n} at {z} {args.noun}" for z, n in paired.items())
+    return f"Of the {len(args.seeds)} planned training seeds per arm, fine-tuning and AD-DROP share {done} so far"
+
+
 def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     rows = collect(work, out)
     machine = machine_line(out / "README.md", args.report_only).split(" Per-run numbers")[0]
@@ -409,10 +422,7 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
         os.replace(tmp, out / "runs.csv")
     made = RUN_COMMAND[args.protocol]
     paper = args.lr_per_method
-    n_seeds = min((len({r["seed"] for r in final(rows, z, args) if r["variant"] == "plain"})
-                   for z in {r["size"] for r in rows}), default=0)
-    seeds_line = (f"{n_seeds} training seeds per arm" if n_seeds >= len(args.seeds) else
-                  f"{n_seeds} of the {len(args.seeds)} planned training seeds per arm so far")
+    seeds_line = _seeds_so_far(rows, args)
     where = "layer 1" if args.layers == "1" else "all layers" if args.layers == "all" else f"layer {args.layers}"
     how = (f"learning rate picked per method on dev from {{{', '.join(f'{x:g}' for x in args.lrs)}}}, AD-DROP's p, q "
            "picked on dev from the grid at its lr" if paper else

@@ -61,3 +61,19 @@ def test_a_claimed_run_is_skipped_by_a_second_claim_and_free_once_released(tmp_p
             assert other  # a different run is free
     with R.claim(tmp_path, setting) as again:
         assert again
+
+
+def test_the_statistics_line_counts_paired_seeds_per_planned_size():
+    args = _args()
+    args.sizes, args.noun = [500, 1000], "tweets"
+    centre = (0.3, 0.2)
+    rows = [_row(R.Setting(500, lr, "plain", 0, *R.FIXED_PQ, "1"), 0.8 if lr == 3e-5 else 0.7) for lr in args.lrs]
+    rows += [_row(R.Setting(500, lr, "addrop", 0, p, 0.2, "1"), 0.9 if (lr, p) == (1e-5, 0.3) else 0.7)
+             for lr in args.lrs for p in args.p_grid]
+    rows.append(_row(R.Setting(500, 3e-5, "plain", 1, *R.FIXED_PQ, "1"), 0.8))  # plain's seed 1, not AD-DROP's
+    # 1,000 tweets has no runs: it counts 0, not the 500-tweet seeds
+    assert R._seeds_so_far(rows, args) == ("Of the 2 planned training seeds per arm, fine-tuning and AD-DROP share "
+                                           "1 at 500 tweets and 0 at 1000 tweets so far")
+    rows.append(_row(R.Setting(500, 1e-5, "addrop", 1, *centre, "1"), 0.9))
+    args.sizes = [500]
+    assert R._seeds_so_far(rows, args) == "2 training seeds per arm"
