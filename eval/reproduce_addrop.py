@@ -14,8 +14,9 @@ what has finished. Rows of an earlier `OUT/runs.csv` whose run directories are g
 kept as measured, and their dev accuracies still pick the learning rate, so only the missing runs train.
 A second job started the same way (say on the other core) shares the work: each run is claimed with a file
 lock, so the second job takes the next unclaimed run (the next size's selection while the first size's is running).
-Each variant's test (and dev) accuracy is paired with plain fine-tuning on the same seed (same data order and
-initialisation): with fewer than 20 seeds, the mean difference with a Student-t interval, the exact sign-flip
+AD-DROP's test (and dev) accuracy is paired on the same seed (same data order and initialisation) with plain
+fine-tuning (Table 1's claim) and with each ablation (Table 2's: GA beats RD, cross-tuning helps): with fewer
+than 20 seeds, the mean difference with a Student-t interval, the exact sign-flip
 permutation p (the verdict's test) and the paired t-test p, both Holm-corrected over the table's comparisons
 (`jaxattr.evaluation.stats`). `--report-only` rewrites the report from `OUT/runs.csv` (and any finished run under
 --work) without training.
@@ -50,6 +51,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 LABELS = {"plain": "Fine-tuning", "addrop": "AD-DROP (GA, cross-tuning)", "rd": "RD (random dropping)",
           "addrop_no_ct": "AD-DROP without cross-tuning", "addrop_all": "AD-DROP in all layers"}
+# what AD-DROP is tested against, seed-paired: fine-tuning (Table 1), then each ablation (Table 2, §3.4)
+AGAINST = {"plain": "fine-tuning", "rd": "RD", "addrop_no_ct": "AD-DROP without cross-tuning",
+           "addrop_all": "AD-DROP in all layers"}
 # --protocol paper: the paper's SST-2 setting (§3.2, the reference's SST-2 script; issue 32 item 4)
 PAPER = {"layers": "1", "lrs": "1e-5,2e-5,3e-5,1e-4", "lr_per_method": True, "epochs": 20, "patience": 5,
          "p_grid": "0.1,0.3,0.5", "q_grid": "0.1,0.3,0.5", "seeds": "0,1,2,3,4,5,6,7,8,9",
@@ -327,18 +331,18 @@ def final(rows: list[dict], size: int, args: argparse.Namespace) -> list[dict]:
 
 
 def _tests(rows: list[dict], metric: str, args: argparse.Namespace) -> list[dict]:
-    """Each variant − plain on the same seeds, per size, for `metric`: t-interval, exact sign-flip p,
-    paired t p, and both p-values Holm-adjusted over the family (every size × variant of this metric)."""
+    """AD-DROP − each of `AGAINST` on the same seeds, per size, for `metric`: t-interval, exact sign-flip p,
+    paired t p, and both p-values Holm-adjusted over the family (every size × comparison of this metric)."""
     tests = []
     for size in sorted({r["size"] for r in rows}):
         sub = final(rows, size, args)
-        plain = {r["seed"]: r[metric] for r in sub if r["variant"] == "plain"}
-        for v in VARIANTS:
-            acc = {r["seed"]: r[metric] for r in sub if r["variant"] == v}
-            seeds = sorted(set(acc) & set(plain))
-            if v == "plain" or len(seeds) < 2:
+        addrop = {r["seed"]: r[metric] for r in sub if r["variant"] == "addrop"}
+        for v in AGAINST:
+            other = {r["seed"]: r[metric] for r in sub if r["variant"] == v}
+            seeds = sorted(set(addrop) & set(other))
+            if len(seeds) < 2:
                 continue
-            a, b = np.array([acc[s] for s in seeds]), np.array([plain[s] for s in seeds])
+            a, b = np.array([addrop[s] for s in seeds]), np.array([other[s] for s in seeds])
             tests.append({"size": size, "variant": v, "cmp": paired(a, b), "per_seed": 100 * (a - b)})
     for key, attr in (("holm_perm", "p_value"), ("holm_t", "t_p")):
         for t, adj in zip(tests, holm([getattr(t["cmp"], attr) for t in tests])):
@@ -360,17 +364,17 @@ def _stopped(rows: list[dict], args: argparse.Namespace) -> str:
 def _verdict(t: dict) -> str:
     if t["holm_perm"] > ALPHA:
         return "unresolved"
-    return "better than fine-tuning" if t["cmp"].diff.mean > 0 else "worse than fine-tuning"
+    return f"AD-DROP {'better' if t['cmp'].diff.mean > 0 else 'worse'} than {AGAINST[t['variant']]}"
 
 
 def _test_table(tests: list[dict], metric: str, verdicts: bool, noun: str) -> list[str]:
-    lines = [f"| {metric.replace('_', ' ')}: variant − fine-tuning, seed-paired | Δ mean [95% t-interval] | "
+    lines = [f"| {metric.replace('_', ' ')}: AD-DROP − another arm, seed-paired | Δ mean [95% t-interval] | "
              "per seed (points) | exact sign-flip p | Holm p (sign-flip) | paired t p | Holm p (t) |"
              + (" verdict (Holm sign-flip) |" if verdicts else ""),
              "|---|---:|---|---:|---:|---:|---:|" + ("---|" if verdicts else "")]
     for t in tests:
         c = t["cmp"]
-        lines.append(f"| {t['size']} {noun}: {LABELS[t['variant']]} | {c.diff} | "
+        lines.append(f"| {t['size']} {noun}: AD-DROP − {AGAINST[t['variant']]} | {c.diff} | "
                      f"{', '.join(f'{x:+.1f}' for x in t['per_seed'])} | {c.p_value:.3g} | {t['holm_perm']:.3g} | "
                      f"{c.t_p:.3g} | {t['holm_t']:.3g} |" + (f" {_verdict(t)} |" if verdicts else ""))
     return lines
@@ -442,11 +446,12 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
              f"**Where our setting differs from the paper's** (issue {34 if args.protocol == 'ner' else 32}):", "",
              *[f"- {d.replace('{stopped}', _stopped(rows, args))}" for d in differences(args)], "",
              f"**Statistics.** {seeds_line} (fewer than 20 units), so no bootstrap: each mean "
-             "has a Student-t 95% interval over seeds (`stats.mean_ci`), and each variant is paired with plain "
-             "fine-tuning on the same seed (same data order and initialisation; `stats.paired`): the t-interval "
+             "has a Student-t 95% interval over seeds (`stats.mean_ci`), and AD-DROP is paired on the same seed (same "
+             "data order and initialisation; `stats.paired`) with fine-tuning (Table 1's claim) and with each "
+             "ablation (Table 2's: GA beats RD, cross-tuning helps): the t-interval "
              "of the mean difference, the **exact sign-flip permutation p** (all 2^n sign patterns, two-sided) "
              "and the paired t-test p. Holm's correction runs over every comparison in the test table (all "
-             "sizes × variants), and separately over the dev table. **The verdict is the Holm-adjusted exact "
+             "sizes × comparisons), and separately over the dev table. **The verdict is the Holm-adjusted exact "
              "sign-flip test at 0.05**; it assumes nothing about the shape of the seed-to-seed spread. With n "
              "seeds its smallest possible p is 2/2^n (5 seeds: 0.0625, so nothing can be resolved; 10 seeds: "
              "0.002); the paired t-test (which assumes normal differences) is shown Holm-adjusted as a check. The "
@@ -475,8 +480,9 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
                   "## The same comparisons on dev (one Holm family; dev chose the checkpoints, not held out)", "",
                   *_test_table(dev, f"dev_{m}", False, args.noun), ""]
         lines += ["## Verdict", ""]
-        for t in (t for t in test if t["variant"] == "addrop"):
-            lines.append(f"- {t['size']} {args.noun}: AD-DROP − fine-tuning = {100 * t['cmp'].diff.mean:+.1f} points "
+        for t in test:
+            lines.append(f"- {t['size']} {args.noun}: AD-DROP − {AGAINST[t['variant']]} = "
+                         f"{100 * t['cmp'].diff.mean:+.1f} points "
                          f"[{100 * t['cmp'].diff.low:+.1f}, {100 * t['cmp'].diff.high:+.1f}] on test over "
                          f"{t['cmp'].diff.n} seeds: **{_verdict(t)}** (Holm-adjusted exact sign-flip p = "
                          f"{t['holm_perm']:.2g}; paired t p = {t['cmp'].t_p:.2g}, Holm {t['holm_t']:.2g}).")
@@ -488,8 +494,9 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
                < len(args.seeds)]
     if missing:
         lines += ["## Not finished", "",
-                  f"Sizes {', '.join(map(str, missing))} have fewer than the {len(args.seeds)} seeds asked for "
-                  f"(or no dev selection yet); rerun `{made}` to continue (finished runs are kept).", ""]
+                  f"At {' and '.join(map(str, missing))} {args.noun}, fewer than the {len(args.seeds)} seeds asked for "
+                  f"have finished (or the dev selection has not); rerun `{made}` to continue (finished runs are "
+                  "kept).", ""]
     path, tmp = out / "README.md", out / f".README.md.{os.getpid()}"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)

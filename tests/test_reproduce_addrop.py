@@ -77,3 +77,26 @@ def test_the_statistics_line_counts_paired_seeds_per_planned_size():
     rows.append(_row(R.Setting(500, 1e-5, "addrop", 1, *centre, "1"), 0.9))
     args.sizes = [500]
     assert R._seeds_so_far(rows, args) == "2 training seeds per arm"
+
+
+def test_the_ablations_are_tested_against_ad_drop_on_the_same_seeds():
+    """Table 2's claims (GA beats RD, cross-tuning helps) are AD-DROP − ablation, not ablation − fine-tuning."""
+    args = _args()
+    # dev selection: the runs that lose (the other lr of each method, the p grid's other point)
+    runs = {R.Setting(500, 1e-5, "plain", 0, *R.FIXED_PQ, "1"): (0.7, 0.0),
+            R.Setting(500, 3e-5, "addrop", 0, 0.3, 0.2, "1"): (0.7, 0.0),
+            R.Setting(500, 1e-5, "addrop", 0, 0.1, 0.2, "1"): (0.7, 0.0)}
+    test = {"plain": [0.80, 0.81, 0.82], "addrop": [0.83, 0.83, 0.84], "rd": [0.82, 0.84, 0.81]}
+    for v, accs in test.items():
+        lr, pq = (3e-5, R.FIXED_PQ) if v == "plain" else (1e-5, (0.3, 0.2))
+        runs |= {R.Setting(500, lr, v, seed, *pq, "1"): (0.8, acc) for seed, acc in enumerate(accs)}
+    rows = [_row(s, dev) | {"test_accuracy": acc} for s, (dev, acc) in runs.items()]
+    tests = R._tests(rows, "test_accuracy", args)
+    assert [t["variant"] for t in tests] == ["plain", "rd"]
+    plain, rd = tests
+    assert [round(x, 6) for x in plain["per_seed"]] == [3.0, 2.0, 2.0]
+    assert [round(x, 6) for x in rd["per_seed"]] == [1.0, -1.0, 3.0]
+    assert all(t["holm_perm"] >= t["cmp"].p_value for t in tests)
+    assert R._verdict(plain) == "unresolved"  # 3 seeds: the exact sign-flip test cannot go below 0.25
+    plain["holm_perm"] = 0.01
+    assert R._verdict(plain) == "AD-DROP better than fine-tuning"
