@@ -400,13 +400,23 @@ def _selection(rows: list[dict], size: int, args: argparse.Namespace) -> list[st
     return lines
 
 
+def _finished_seeds(rows: list[dict], size: int, args: argparse.Namespace) -> dict[str, set]:
+    """The seeds each planned variant has finished at `size`, at its dev-chosen settings."""
+    sub = final(rows, size, args)
+    return {v: {r["seed"] for r in sub if r["variant"] == v} for v in args.variants}
+
+
+def _unfinished(rows: list[dict], args: argparse.Namespace) -> list[int]:
+    """The planned sizes where some variant has fewer seeds than planned (the ablations included)."""
+    return [z for z in args.sizes if any(len(s) < len(args.seeds) for s in _finished_seeds(rows, z, args).values())]
+
+
 def _seeds_so_far(rows: list[dict], args: argparse.Namespace) -> str:
     """How many seeds fine-tuning and AD-DROP share at each planned size, for the statistics paragraph."""
     paired = {}
     for z in args.sizes:
-        sub = final(rows, z, args)
-        plain, addrop = ({r["seed"] for r in sub if r["variant"] == v} for v in ("plain", "addrop"))
-        paired[z] = len(plain & addrop)
+        seeds = _finished_seeds(rows, z, args)
+        paired[z] = len(seeds["plain"] & seeds["addrop"])
     if min(paired.values(), default=0) >= len(args.seeds):
         return f"{len(args.seeds)} training seeds per arm"
     done = " and ".join(f"{n} at {z} {args.noun}" for z, n in paired.items())
@@ -490,13 +500,12 @@ def report(work: Path, out: Path, args: argparse.Namespace) -> Path:
     if args.protocol == "ours":
         lines += ["These runs are **not under the paper's SST-2 protocol** (the list above); "
                   f"[`paper_protocol/`](paper_protocol/README.md) is (`{RUN_COMMAND['paper']}`).", ""]
-    missing = [z for z in args.sizes if len({r["seed"] for r in final(rows, z, args) if r["variant"] == "addrop"})
-               < len(args.seeds)]
+    missing = _unfinished(rows, args)
     if missing:
         lines += ["## Not finished", "",
-                  f"At {' and '.join(map(str, missing))} {args.noun}, fewer than the {len(args.seeds)} seeds asked for "
-                  f"have finished (or the dev selection has not); rerun `{made}` to continue (finished runs are "
-                  "kept).", ""]
+                  f"At {' and '.join(map(str, missing))} {args.noun}, some variant has fewer than the "
+                  f"{len(args.seeds)} seeds asked for (or the dev selection has not finished); rerun `{made}` to "
+                  "continue (finished runs are kept).", ""]
     path, tmp = out / "README.md", out / f".README.md.{os.getpid()}"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)

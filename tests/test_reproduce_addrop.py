@@ -77,6 +77,9 @@ def test_the_statistics_line_counts_paired_seeds_per_planned_size():
     rows.append(_row(R.Setting(500, 1e-5, "addrop", 1, *centre, "1"), 0.9))
     args.sizes = [500]
     assert R._seeds_so_far(rows, args) == "2 training seeds per arm"
+    assert R._unfinished(rows, args) == [500]  # fine-tuning and AD-DROP are done, the ablation (RD) is not
+    rows += [_row(R.Setting(500, 1e-5, "rd", seed, *centre, "1"), 0.8) for seed in args.seeds]
+    assert R._unfinished(rows, args) == []
 
 
 def test_the_ablations_are_tested_against_ad_drop_on_the_same_seeds():
